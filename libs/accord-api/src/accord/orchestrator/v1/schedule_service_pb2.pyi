@@ -183,7 +183,9 @@ class UpdateScheduleRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def schedule(self) -> _schedule_pb2.Schedule:
-        """The new values; `schedule_id` names the schedule and `etag` must be current."""
+        """The new values; `schedule_id` names the schedule and `etag` must be current. Required.
+        Only the masked fields are read, so the schedule is validated after the mask is applied.
+        """
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:

@@ -186,7 +186,9 @@ class UpdatePolicyRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def policy(self) -> _policy_pb2.Policy:
-        """The new values; `policy_id` names the policy and `etag` must be current."""
+        """The new values; `policy_id` names the policy and `etag` must be current. Required.
+        Only the masked fields are read, so the policy is validated after the mask is applied.
+        """
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:

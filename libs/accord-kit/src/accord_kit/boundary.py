@@ -1,0 +1,126 @@
+"""The one error boundary and request gate of every RPC: validation, errors, metrics.
+
+Every handler is wrapped once here: the request is checked against its protovalidate rules
+before the servicer runs, AccordError becomes a rich status, and anything else becomes a
+generic INTERNAL that is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import protovalidate
+import structlog
+from google.protobuf.message import Message
+from grpc_status import rpc_status
+from prometheus_client import Counter, Histogram
+
+from accord_kit.errors import AccordError, FieldViolation, InvalidArgument, Unimplemented
+
+log = structlog.get_logger("accord.rpc")
+
+RPC_TOTAL = Counter("accord_rpc_total", "RPCs handled", ["method", "code"])
+RPC_SECONDS = Histogram(
+    "accord_rpc_seconds",
+    "RPC handling time",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+)
+
+_validator = protovalidate.Validator()
+
+
+def validate(message: Message, prefix: str = "") -> None:
+    """Raise InvalidArgument with one field violation per broken protovalidate rule.
+
+    `prefix` names where the message sits in the request, for messages checked after a
+    field mask was applied.
+    """
+    try:
+        _validator.validate(message)
+    except protovalidate.ValidationError as exc:
+        violations = [
+            FieldViolation(prefix + _path(v.proto.field), v.proto.message, v.proto.rule_id)
+            for v in exc.violations
+        ]
+        raise InvalidArgument("request is invalid", violations) from None
+
+
+def _path(field: Any) -> str:
+    parts: list[str] = []
+    for element in field.elements:
+        parts.append(element.field_name)
+        subscript = element.WhichOneof("subscript")
+        if subscript is not None:
+            parts[-1] += f"[{getattr(element, subscript)}]"
+    return ".".join(parts)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
+    if isinstance(exc, NotImplementedError):  # generated servicer default for unserved RPCs
+        exc = Unimplemented(f"{method} is not served by this release")
+    error = exc if isinstance(exc, AccordError) else AccordError("internal error")
+    if not isinstance(exc, AccordError):
+        log.exception("rpc.internal_error", method=method)
+    RPC_TOTAL.labels(method, error.code.name).inc()
+    await context.abort_with_status(rpc_status.to_status(error.to_status()))
+
+
+def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    async def handler(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            validate(request)
+            response = await behavior(request, context)
+        except Exception as exc:  # noqa: BLE001 - this is the boundary
+            await _abort(context, method, exc)
+        RPC_TOTAL.labels(method, "OK").inc()
+        RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+        return response
+
+    return handler
+
+
+def _wrap_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+    async def handler(
+        request: Message, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            validate(request)
+            async for item in behavior(request, context):
+                yield item
+        except Exception as exc:  # noqa: BLE001 - this is the boundary
+            await _abort(context, method, exc)
+        RPC_TOTAL.labels(method, "OK").inc()
+
+    return handler
+
+
+class BoundaryInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary-request handler; health and reflection pass through untouched."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith("/accord."):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler

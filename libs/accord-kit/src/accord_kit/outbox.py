@@ -1,0 +1,152 @@
+"""The transactional outbox: events written with the change, published after commit.
+
+`enqueue` adds envelopes in the caller's transaction and nudges the relay with NOTIFY.
+The relay publishes rows in id order, a window at a time, to JetStream with
+`Nats-Msg-Id` = event id (so a crash between publish and delete cannot duplicate), and
+deletes them once acknowledged. While NATS is down rows simply wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from accord.events.v1 import envelope_pb2
+from nats.aio.client import Client
+from prometheus_client import Counter, Gauge
+from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, MetaData, Table, Text, func
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+log = structlog.get_logger("accord.outbox")
+
+PUBLISHED = Counter("accord_outbox_published_total", "Events published from the outbox")
+BACKLOG = Gauge("accord_outbox_backlog", "Outbox rows seen waiting in the last relay pass")
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", Text, nullable=False, unique=True),
+        Column("subject", Text, nullable=False),
+        Column("envelope", LargeBinary, nullable=False),
+        Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def _channel(table: Table) -> str:
+    return f"{table.schema}_outbox"
+
+
+async def enqueue(
+    session: AsyncSession | AsyncConnection, table: Table, *events: envelope_pb2.EventEnvelope
+) -> None:
+    """Write events in the caller's transaction; they are published only if it commits."""
+    if not events:
+        return
+    rows = [
+        {"event_id": e.event_id, "subject": e.event_type, "envelope": e.SerializeToString()}
+        for e in events
+    ]
+    await session.execute(insert(table), rows)
+    await session.execute(text("SELECT pg_notify(:c, '')"), {"c": _channel(table)})
+
+
+class Relay:
+    """Publishes one service's outbox to JetStream until stopped."""
+
+    def __init__(
+        self, engine: AsyncEngine, table: Table, nc: Client, *, window: int = 256,
+        idle_poll: float = 1.0,
+    ) -> None:
+        self._engine = engine
+        self._table = table
+        self._nc = nc
+        self._window = window
+        self._idle_poll = idle_poll
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._listener = asyncio.create_task(self._listen(), name="outbox-listen")
+
+    async def stop(self) -> None:
+        for task in (self._listener, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                published = await self.publish_once()
+            except Exception as exc:  # noqa: BLE001 - NATS or Postgres down: rows wait
+                log.warning("outbox.publish_failed", error=repr(exc))
+                published = 0
+                await asyncio.sleep(self._idle_poll)
+            if published < self._window:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle_poll)
+                self._wake.clear()
+
+    async def publish_once(self) -> int:
+        """Publish up to one window of rows; returns how many were published."""
+        js = self._nc.jetstream()
+        t = self._table
+        async with self._engine.begin() as conn:
+            rows = (
+                await conn.execute(
+                    select(t.c.id, t.c.event_id, t.c.subject, t.c.envelope)
+                    .order_by(t.c.id)
+                    .limit(self._window)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            BACKLOG.set(len(rows))
+            if not rows:
+                return 0
+            await asyncio.gather(
+                *(
+                    js.publish(r.subject, r.envelope, timeout=5, headers={"Nats-Msg-Id": r.event_id})
+                    for r in rows
+                )
+            )
+            await conn.execute(delete(t).where(t.c.id.in_([r.id for r in rows])))
+        PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def _listen(self) -> None:
+        """Wake the relay on NOTIFY; reconnect after a Postgres outage."""
+        while True:
+            try:
+                async with self._engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None
+                    await driver.add_listener(_channel(self._table), lambda *_: self._wake.set())
+                    while not driver.is_closed():
+                        await asyncio.sleep(self._idle_poll)
+            except Exception as exc:  # noqa: BLE001 - retried; the poll covers the gap
+                log.debug("outbox.listen_failed", error=repr(exc))
+                await asyncio.sleep(self._idle_poll)
+
+
+def create_outbox(schema: str) -> None:
+    """The outbox table, for a service's first Alembic migration."""
+    from alembic import op  # noqa: PLC0415 - only migrations need alembic's op proxy
+
+    op.create_table(
+        "outbox",
+        Column("id", BigInteger, primary_key=True, autoincrement=True),
+        Column("event_id", Text, nullable=False, unique=True),
+        Column("subject", Text, nullable=False),
+        Column("envelope", LargeBinary, nullable=False),
+        Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        schema=schema,
+    )

@@ -1,0 +1,46 @@
+"""The shared `main()` of every service: `serve` (default) or `migrate`, then exit cleanly."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from accord_kit import logs
+from accord_kit.config import ServiceSettings
+from accord_kit.server import wait_for_shutdown_signal
+
+
+class App(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def run_service(
+    name: str,
+    settings_type: type[S],
+    app_type: Callable[[S], App],
+    migrate: Callable[[S], None] | None = None,
+) -> None:
+    parser = argparse.ArgumentParser(prog=f"accord-{name}", description=f"The Accord {name} service.")
+    commands = ["serve", "migrate"] if migrate else ["serve"]
+    parser.add_argument("command", nargs="?", default="serve", choices=commands)
+    args = parser.parse_args()
+    settings = settings_type()
+    logs.configure(settings.log_level, settings.log_format, name)
+    if args.command == "migrate" and migrate is not None:
+        migrate(settings)
+        return
+    asyncio.run(_serve(app_type(settings)))
+
+
+async def _serve(app: App) -> None:
+    await app.start()
+    try:
+        await wait_for_shutdown_signal()
+    finally:
+        await app.stop()

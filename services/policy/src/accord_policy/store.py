@@ -1,0 +1,141 @@
+"""SQL for policies, revisions and decisions; rows in, domain objects and protos out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from accord.common.v1 import decision_pb2
+from accord.policy.v1 import policy_pb2
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from accord_policy import tables as t
+from accord_policy.domain.rules import TenantPolicy
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    policy: policy_pb2.Policy
+    request_id: str
+
+
+def _policy(row: Row) -> StoredPolicy:  # type: ignore[type-arg]
+    p = policy_pb2.Policy(
+        policy_id=row.policy_id,
+        tenant_id=row.tenant_id,
+        display_name=row.display_name,
+        rules=policy_pb2.PolicyRules.FromString(row.rules),
+        revision=row.revision,
+        etag=row.etag,
+    )
+    p.create_time.FromDatetime(row.create_time)
+    p.update_time.FromDatetime(row.update_time)
+    return StoredPolicy(p, row.request_id)
+
+
+async def bump_revision(session: AsyncSession, tenant: str) -> int:
+    """Increase the tenant's policy-set revision; serialises concurrent policy writes."""
+    stmt = (
+        pg_insert(t.revisions)
+        .values(tenant_id=tenant, revision=1)
+        .on_conflict_do_update(
+            index_elements=[t.revisions.c.tenant_id], set_={"revision": t.revisions.c.revision + 1}
+        )
+        .returning(t.revisions.c.revision)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def revision(session: AsyncSession, tenant: str) -> int:
+    stmt = select(t.revisions.c.revision).where(t.revisions.c.tenant_id == tenant)
+    return int((await session.execute(stmt)).scalar_one_or_none() or 0)
+
+
+async def insert_policy(
+    session: AsyncSession, p: policy_pb2.Policy, request_id: str, now: datetime
+) -> None:
+    await session.execute(
+        insert(t.policies).values(
+            policy_id=p.policy_id, tenant_id=p.tenant_id, request_id=request_id,
+            display_name=p.display_name, rules=p.rules.SerializeToString(deterministic=True),
+            revision=p.revision, etag=p.etag, create_time=now, update_time=now,
+        )
+    )
+
+
+async def update_policy(session: AsyncSession, p: policy_pb2.Policy, now: datetime) -> None:
+    await session.execute(
+        update(t.policies)
+        .where(t.policies.c.policy_id == p.policy_id)
+        .values(
+            display_name=p.display_name, rules=p.rules.SerializeToString(deterministic=True),
+            revision=p.revision, etag=p.etag, update_time=now,
+        )
+    )
+
+
+async def delete_policy(session: AsyncSession, policy_id: str) -> None:
+    await session.execute(delete(t.policies).where(t.policies.c.policy_id == policy_id))
+
+
+async def get_policy(
+    session: AsyncSession, tenant: str, policy_id: str, *, lock: bool = False
+) -> StoredPolicy | None:
+    stmt = select(t.policies).where(
+        t.policies.c.tenant_id == tenant, t.policies.c.policy_id == policy_id
+    )
+    row = (await session.execute(stmt.with_for_update() if lock else stmt)).one_or_none()
+    return _policy(row) if row else None
+
+
+async def find_by_request(session: AsyncSession, tenant: str, request_id: str) -> StoredPolicy | None:
+    stmt = select(t.policies).where(
+        t.policies.c.tenant_id == tenant, t.policies.c.request_id == request_id
+    )
+    row = (await session.execute(stmt)).one_or_none()
+    return _policy(row) if row else None
+
+
+async def name_taken(session: AsyncSession, tenant: str, name: str, except_id: str = "") -> bool:
+    stmt = select(t.policies.c.policy_id).where(
+        t.policies.c.tenant_id == tenant,
+        t.policies.c.display_name == name,
+        t.policies.c.policy_id != except_id,
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+async def list_policies(
+    session: AsyncSession, tenant: str, after: list[str] | None, limit: int
+) -> list[policy_pb2.Policy]:
+    c = t.policies.c
+    stmt = select(t.policies).where(c.tenant_id == tenant)
+    if after is not None:
+        when = datetime.fromisoformat(after[0])
+        stmt = stmt.where(or_(c.create_time > when, and_(c.create_time == when, c.policy_id > after[1])))
+    stmt = stmt.order_by(c.create_time, c.policy_id).limit(limit)
+    return [_policy(r).policy for r in (await session.execute(stmt)).all()]
+
+
+async def tenant_policies(session: AsyncSession, tenant: str) -> list[TenantPolicy]:
+    stmt = select(t.policies.c.policy_id, t.policies.c.rules).where(t.policies.c.tenant_id == tenant)
+    return [
+        TenantPolicy(r.policy_id, policy_pb2.PolicyRules.FromString(r.rules))
+        for r in (await session.execute(stmt)).all()
+    ]
+
+
+async def insert_decision(
+    session: AsyncSession, tenant: str, job_id: str, d: decision_pb2.PolicyDecision
+) -> None:
+    await session.execute(
+        insert(t.decisions).values(
+            decision_id=d.decision_id, tenant_id=tenant, job_id=job_id,
+            allowed=d.outcome == decision_pb2.DECISION_OUTCOME_ALLOW,
+            revision=d.policy_revision, decision=d.SerializeToString(),
+            decide_time=d.decide_time.ToDatetime(tzinfo=UTC),
+        )
+    )
