@@ -1,0 +1,68 @@
+"""Wires the orchestrator: database, NATS, policy client, queue reaper, relay, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
+
+from accord_kit import db, events
+from accord_kit import nats as knats
+from accord_kit.outbox import Relay
+from accord_kit.server import Server
+from accord_orchestrator import tables
+from accord_orchestrator.api import JobApi, WorkerApi
+from accord_orchestrator.config import Settings
+from accord_orchestrator.history import PRODUCER
+from accord_orchestrator.policy_client import PolicyClient
+from accord_orchestrator.queue import QueueUseCases
+from accord_orchestrator.service import JobUseCases
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+JOB_SERVICE = "accord.orchestrator.v1.JobService"
+WORKER_SERVICE = "accord.orchestrator.v1.WorkerService"
+
+
+def migrate(settings: Settings) -> None:
+    db.migrate(settings.database_url, MIGRATIONS, tables.SCHEMA)
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server = Server(settings)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        s = self.settings
+        self._engine = db.create_engine(s.database_url, pool_size=20)
+        self._nc = await knats.connect(s.nats_url, "accord-orchestrator")
+        await knats.ensure_stream(self._nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER))
+        sessions = db.sessionmaker(self._engine)
+        self._policy = PolicyClient(s.policy_target, s.policy_timeout)
+        self.queue = QueueUseCases(sessions, s.poll_interval)
+        jobs = JobUseCases(sessions, self._policy, self.queue.notify)
+        self.server.add(JOB_SERVICE, job_service_pb2_grpc.add_JobServiceServicer_to_server, JobApi(jobs))
+        self.server.add(WORKER_SERVICE, worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
+                        WorkerApi(self.queue))
+        self.server.check("postgres", db.database_check(self._engine))
+        self.server.check("nats", knats.nats_check(self._nc))
+        self._relay = Relay(self._engine, tables.outbox, self._nc)
+        self._relay.start()
+        self._reaper = asyncio.create_task(self.queue.run_reaper(s.reaper_interval), name="reaper")
+        await self.server.start()
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        self._reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reaper
+        await self._relay.stop()
+        await self._policy.close()
+        await self._nc.close()
+        await self._engine.dispose()

@@ -1,0 +1,24 @@
+"""Orchestrator settings, from ACCORD_ORCHESTRATOR_* (and the suite-wide ACCORD_* URLs)."""
+
+from pydantic_settings import SettingsConfigDict
+
+from accord_kit.config import DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, ServiceSettings, shared
+
+P = "ACCORD_ORCHESTRATOR_"
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix=P, extra="ignore", populate_by_name=True)
+
+    port: int = 50051
+    metrics_port: int = 9451
+    database_url: str = shared("DATABASE_URL", DEFAULT_DATABASE_URL, prefix=P)
+    nats_url: str = shared("NATS_URL", DEFAULT_NATS_URL, prefix=P)
+    # host:port of the policy service.
+    policy_target: str = "127.0.0.1:50052"
+    # Seconds CreateJob waits for a policy decision before failing UNAVAILABLE.
+    policy_timeout: float = 5.0
+    # Seconds between passes that expire lost leases and queue due retries.
+    reaper_interval: float = 1.0
+    # Seconds between queue checks during a long poll (work created here wakes it at once).
+    poll_interval: float = 0.1

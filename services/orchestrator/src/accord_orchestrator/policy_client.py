@@ -1,0 +1,43 @@
+"""The orchestrator's view of the policy service: one decision per job, or fail closed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+from accord.common.v1 import decision_pb2, job_spec_pb2
+from accord.policy.v1 import policy_service_pb2, policy_service_pb2_grpc
+
+from accord_kit.caller import tenant_metadata
+from accord_kit.errors import Unavailable
+
+
+class PolicyClient:
+    def __init__(self, target: str, timeout: float) -> None:
+        self._channel = grpc.aio.insecure_channel(target)
+        self._stub = policy_service_pb2_grpc.PolicyServiceStub(self._channel)
+        self._timeout = timeout
+
+    async def evaluate(
+        self, tenant: str, spec: job_spec_pb2.JobSpec, job_id: str
+    ) -> decision_pb2.PolicyDecision:
+        """The binding decision for a job; UNAVAILABLE (nothing stored) when policy is down."""
+        try:
+            response = await self._stub.EvaluateJob(
+                policy_service_pb2.EvaluateJobRequest(spec=spec, job_id=job_id),
+                metadata=tenant_metadata(tenant),
+                timeout=self._timeout,
+                # Ride out a reconnect after a policy restart instead of failing at once.
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(
+                f"policy service unavailable ({exc.code().name}); nothing was stored, retry "
+                "with the same request_id",
+                retry_after=timedelta(seconds=1),
+                metadata={"dependency": "policy"},
+            ) from exc
+        return response.decision
+
+    async def close(self) -> None:
+        await self._channel.close()

@@ -1,0 +1,185 @@
+"""Job use cases: create (policy first, fail closed), read, list, cancel, retry, watch."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC
+from typing import Any
+
+from accord.common.v1 import decision_pb2, job_spec_pb2
+from accord.orchestrator.v1 import job_pb2, job_service_pb2
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from accord_kit import pages
+from accord_kit.errors import AlreadyExists, FailedPrecondition, NotFound
+from accord_orchestrator import history, store
+from accord_orchestrator.domain import jobs as rules
+from accord_orchestrator.policy_client import PolicyClient
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+class JobUseCases:
+    def __init__(
+        self, sessions: Sessions, policy: PolicyClient, on_queued: Callable[[], None],
+        watch_poll: float = 0.2,
+    ) -> None:
+        self._sessions = sessions
+        self._policy = policy
+        self._on_queued = on_queued
+        self._watch_poll = watch_poll
+
+    async def create(
+        self, tenant: str, request_id: str, spec: job_spec_pb2.JobSpec
+    ) -> tuple[job_pb2.Job, bool]:
+        digest = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
+        async with self._sessions() as s:
+            existing = await store.find_by_request(s, tenant, request_id)
+            if existing is not None:
+                return await self._same_request(s, existing, digest), False
+        job_id = str(uuid.uuid4())
+        decision = await self._policy.evaluate(tenant, spec, job_id)
+        try:
+            async with self._sessions.begin() as s:
+                row = await self._insert(s, tenant, request_id, spec, digest, job_id, decision)
+                job = await store.load_job(s, row)
+        except IntegrityError:  # a concurrent call with the same request_id won
+            async with self._sessions() as s:
+                existing = await store.find_by_request(s, tenant, request_id)
+                assert existing is not None
+                return await self._same_request(s, existing, digest), False
+        if job.state == rules.QUEUED:
+            self._on_queued()
+        return job, True
+
+    async def _same_request(self, s: AsyncSession, row: Any, digest: str) -> job_pb2.Job:
+        if row.spec_hash != digest:
+            raise AlreadyExists(
+                "request_id was already used with a different spec",
+                metadata={"job_id": row.job_id},
+            )
+        return await store.load_job(s, row)
+
+    async def _insert(
+        self, s: AsyncSession, tenant: str, request_id: str, spec: job_spec_pb2.JobSpec,
+        digest: str, job_id: str, decision: decision_pb2.PolicyDecision,
+    ) -> Any:
+        now = store.utcnow()
+        allowed = decision.outcome == decision_pb2.DECISION_OUTCOME_ALLOW
+        state = rules.QUEUED if allowed else rules.REJECTED
+        due = spec.not_before_time.ToDatetime(tzinfo=UTC) if spec.HasField("not_before_time") else now
+        message = "" if allowed else "; ".join(r.message for r in decision.reasons)
+        await store.insert_job(
+            s, job_id=job_id, tenant_id=tenant, request_id=request_id,
+            spec=spec.SerializeToString(deterministic=True), spec_hash=digest, engine=spec.engine,
+            priority=spec.priority, state=state, due_time=max(due, now), attempt=0,
+            attempt_limit=rules.max_attempts(spec), decision=store.decision_bytes(decision),
+            status_message=message, schedule_id="", version=1, create_time=now, update_time=now,
+            finish_time=None if allowed else now,
+        )
+        change = store.Change(job_id, tenant, 1, job_pb2.JOB_STATE_UNSPECIFIED, state, 0, message, now)
+        await history.record(s, [change], decision=decision, request_id=request_id)
+        return await store.get_row(s, tenant, job_id)
+
+    async def get(self, tenant: str, job_id: str) -> job_pb2.Job:
+        async with self._sessions() as s:
+            return await store.load_job(s, await _existing(s, tenant, job_id))
+
+    async def list(
+        self, tenant: str, request: job_service_pb2.ListJobsRequest
+    ) -> tuple[list[job_pb2.Job], str]:
+        filters = {
+            "states": sorted(request.states), "schedule_id": request.schedule_id,
+            "engine": request.engine,
+            "after": _iso(request, "create_time_after"), "before": _iso(request, "create_time_before"),
+        }
+        limit = pages.page_size(request.page_size)
+        position = pages.decode(request.page_token, [tenant, filters])
+        async with self._sessions() as s:
+            found = await store.list_jobs(s, tenant, filters, position, limit + 1)
+        if len(found) <= limit:
+            return found, ""
+        last = found[limit - 1]
+        token = pages.encode(
+            [last.create_time.ToDatetime(tzinfo=UTC).isoformat(), last.job_id], [tenant, filters]
+        )
+        return found[:limit], token
+
+    async def cancel(self, tenant: str, job_id: str, reason: str) -> job_pb2.Job:
+        async with self._sessions.begin() as s:
+            row = await _existing(s, tenant, job_id, lock=True)
+            if not rules.can_transition(row.state, rules.CANCELLED):
+                raise FailedPrecondition(
+                    f"job is {rules.state_name(row.state)} and cannot be cancelled",
+                    metadata={"state": rules.state_name(row.state)},
+                )
+            now = store.utcnow()
+            message = reason or "cancelled by client"
+            if row.state == rules.RUNNING:
+                await store.finish_attempt(s, job_id, row.attempt, job_pb2.ATTEMPT_OUTCOME_CANCELLED,
+                                           now, "CANCELLED", message)
+            await store.set_state(s, job_id, row.version + 1, state=rules.CANCELLED,
+                                  status_message=message, update_time=now, finish_time=now)
+            change = store.Change(job_id, tenant, row.version + 1, row.state, rules.CANCELLED,
+                                  row.attempt, message, now)
+            await history.record(s, [change])
+            return await store.load_job(s, await _existing(s, tenant, job_id))
+
+    async def retry(self, tenant: str, job_id: str) -> job_pb2.Job:
+        async with self._sessions.begin() as s:
+            row = await _existing(s, tenant, job_id, lock=True)
+            if row.state not in (rules.FAILED, rules.DEAD_LETTER):
+                raise FailedPrecondition(
+                    f"only FAILED or DEAD_LETTER jobs can be retried; job is "
+                    f"{rules.state_name(row.state)}",
+                    metadata={"state": rules.state_name(row.state)},
+                )
+            now = store.utcnow()
+            limit = row.attempt + rules.max_attempts(job_spec_pb2.JobSpec.FromString(row.spec))
+            await store.set_state(s, job_id, row.version + 1, state=rules.QUEUED, due_time=now,
+                                  attempt_limit=limit, status_message="", update_time=now,
+                                  finish_time=None)
+            change = store.Change(job_id, tenant, row.version + 1, row.state, rules.QUEUED,
+                                  row.attempt, "retried by client", now)
+            await history.record(s, [change])
+            job = await store.load_job(s, await _existing(s, tenant, job_id))
+        self._on_queued()
+        return job
+
+    async def watch(
+        self, tenant: str, job_id: str, after: int
+    ) -> AsyncIterator[tuple[job_pb2.JobStateChange, job_pb2.Job]]:
+        """Changes after `after`, then follow until the job is terminal."""
+        while True:
+            async with self._sessions() as s:
+                row = await _existing(s, tenant, job_id)
+                rows = await store.changes_after(s, job_id, after)
+                job = await store.load_job(s, row) if rows else None
+            for c in rows:
+                change = history.to_change(store.Change(
+                    job_id, tenant, c.version, c.previous_state, c.state, c.attempt, c.message,
+                    c.change_time,
+                ))
+                assert job is not None
+                yield change, job
+                after = c.version
+            if row.state in rules.TERMINAL and after >= row.version:
+                return
+            await asyncio.sleep(self._watch_poll)
+
+
+async def _existing(s: AsyncSession, tenant: str, job_id: str, *, lock: bool = False) -> Any:
+    row = await store.get_row(s, tenant, job_id, lock=lock)
+    if row is None:
+        raise NotFound(f"job {job_id} not found")
+    return row
+
+
+def _iso(request: job_service_pb2.ListJobsRequest, field: str) -> str:
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return ""
+    return str(getattr(request, field).ToDatetime(tzinfo=UTC).isoformat())
