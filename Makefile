@@ -1,0 +1,30 @@
+# Two entry points: `make up` runs Accord, `make test` runs every check and test.
+# Both install what they need first (uv from PyPI, the locked workspace, the Node test client).
+
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+PYTHON_FILES := libs/accord-kit services cli tests bench scripts conftest.py
+
+.PHONY: up test install protos lint check-protos
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --all-packages --frozen
+	cd tests/e2e/node && npm ci --no-audit --no-fund --silent
+
+up: install
+	$(UV) run accord up
+
+protos:
+	$(UV) run python scripts/gen_protos.py
+
+check-protos:
+	$(UV) run python scripts/gen_protos.py --check
+	$(UV) run buf lint libs/accord-api/src/accord/descriptor_set.binpb --path accord
+
+lint:
+	$(UV) run ruff check $(PYTHON_FILES)
+	$(UV) run ruff format --check $(PYTHON_FILES)
+	$(UV) run mypy $(PYTHON_FILES)
+
+test: install check-protos lint
+	$(UV) run pytest

@@ -1,0 +1,39 @@
+// A Node.js client of Accord using @grpc/grpc-js and @grpc/proto-loader on the descriptor set
+// compiled from protos/ (libs/accord-api/src/accord/descriptor_set.binpb). Creates a job,
+// gets it back and prints both as JSON. Usage: node client.js <host:port> <url> <request_id>
+"use strict";
+
+const fs = require("fs");
+const path = require("path");
+const grpc = require("@grpc/grpc-js");
+const protoLoader = require("@grpc/proto-loader");
+
+const descriptorSet = path.resolve(__dirname, "../../../libs/accord-api/src/accord/descriptor_set.binpb");
+const definition = protoLoader.loadFileDescriptorSetFromBuffer(fs.readFileSync(descriptorSet), {
+  keepCase: true,
+  enums: String,
+  longs: String,
+  defaults: true,
+});
+const accord = grpc.loadPackageDefinition(definition).accord;
+
+const [target, url, requestId] = process.argv.slice(2);
+const jobs = new accord.orchestrator.v1.JobService(target, grpc.credentials.createInsecure());
+const metadata = new grpc.Metadata();
+metadata.set("accord-tenant", "node");
+
+const spec = { engine: "ENGINE_HTTP", steps: [{ name: "page", request: { url } }] };
+jobs.CreateJob({ request_id: requestId, spec }, metadata, (err, created) => {
+  if (err) {
+    console.error(JSON.stringify({ error: err.code, details: err.details }));
+    process.exit(2);
+  }
+  jobs.GetJob({ job_id: created.job.job_id }, metadata, (err2, got) => {
+    if (err2) {
+      console.error(JSON.stringify({ error: err2.code, details: err2.details }));
+      process.exit(3);
+    }
+    console.log(JSON.stringify({ created: created.job, got: got.job }));
+    jobs.close();
+  });
+});
