@@ -64,13 +64,19 @@ async def suite(database_url: str, nats_url: str, tmp_path: Path) -> AsyncIterat
     suite = Suite(ports, env, {n: tmp_path / f"{n}.log" for n in SERVICES})
     for name in MIGRATING:
         done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", f"accord_{name}", "migrate"], env=env,
-            capture_output=True, text=True, check=False)
+            subprocess.run,
+            [sys.executable, "-m", f"accord_{name}", "migrate"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
     for name in SERVICES:
         with suite.logs[name].open("wb") as log:
             suite.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", f"accord_{name}"], env=env, stdout=log, stderr=log)
+                [sys.executable, "-m", f"accord_{name}"], env=env, stdout=log, stderr=log
+            )
     try:
         for name in SERVICES:
             await _wait_serving(suite.target(name), suite.procs[name], suite.logs[name])

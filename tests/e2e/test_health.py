@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 
 import grpc
-from accord_policy.app import App, migrate
-from accord_policy.config import Settings
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
+from accord_policy.app import App, migrate
+from accord_policy.config import Settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -32,8 +32,9 @@ async def test_health_turns_not_serving_while_a_dependency_is_down(tmp_path: Pat
     nats = EmbeddedNats(tmp_path / "nats", free_port())
     await asyncio.to_thread(pg.start)
     await asyncio.to_thread(nats.start)
-    settings = Settings(database_url=pg.url, nats_url=nats.url, port=0, metrics_port=0,
-                        health_interval=0.2)
+    settings = Settings(
+        database_url=pg.url, nats_url=nats.url, port=0, metrics_port=0, health_interval=0.2
+    )
     await asyncio.to_thread(migrate, settings)
     app = App(settings)
     await app.start()
@@ -41,8 +42,9 @@ async def test_health_turns_not_serving_while_a_dependency_is_down(tmp_path: Pat
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
             health = health_pb2_grpc.HealthStub(ch)
             await wait_status(health, SERVING)
-            watch = health.Watch(health_pb2.HealthCheckRequest(
-                service="accord.policy.v1.PolicyService"))
+            watch = health.Watch(
+                health_pb2.HealthCheckRequest(service="accord.policy.v1.PolicyService")
+            )
             assert (await watch.read()).status == SERVING
 
             await asyncio.to_thread(nats.stop)

@@ -10,13 +10,12 @@ import uuid
 
 import grpc
 import pytest
+
 from accord.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
-
 from accord_kit.testing import REPO_ROOT, as_tenant
-
 from tests.e2e.suite import Suite
 
 pytestmark = pytest.mark.e2e
@@ -27,34 +26,51 @@ MD = as_tenant(TENANT)
 async def allow_local_site(suite: Suite, tenant: str = TENANT) -> None:
     async with grpc.aio.insecure_channel(suite.target("policy")) as ch:
         await policy_service_pb2_grpc.PolicyServiceStub(ch).CreatePolicy(
-            policy_service_pb2.CreatePolicyRequest(request_id="local", policy=policy_pb2.Policy(
-                display_name="local site", rules=policy_pb2.PolicyRules(
-                    allowed_domains=["127.0.0.1"], allow_private_networks=True))),
-            metadata=as_tenant(tenant))
+            policy_service_pb2.CreatePolicyRequest(
+                request_id="local",
+                policy=policy_pb2.Policy(
+                    display_name="local site",
+                    rules=policy_pb2.PolicyRules(
+                        allowed_domains=["127.0.0.1"], allow_private_networks=True
+                    ),
+                ),
+            ),
+            metadata=as_tenant(tenant),
+        )
 
 
 def scrape(url: str) -> job_spec_pb2.JobSpec:
     step = job_spec_pb2.Step
-    return job_spec_pb2.JobSpec(engine=job_spec_pb2.ENGINE_HTTP, steps=[
-        step(request=job_spec_pb2.RequestStep(url=url)),
-        step(assertion=job_spec_pb2.AssertStep(status=200)),
-        step(assertion=job_spec_pb2.AssertStep(text_contains="Openings")),
-        step(name="title", extract=job_spec_pb2.ExtractStep(selector="title")),
-        step(name="links", extract=job_spec_pb2.ExtractStep(selector="a", attribute="href",
-                                                            all=True)),
-    ])
+    return job_spec_pb2.JobSpec(
+        engine=job_spec_pb2.ENGINE_HTTP,
+        steps=[
+            step(request=job_spec_pb2.RequestStep(url=url)),
+            step(assertion=job_spec_pb2.AssertStep(status=200)),
+            step(assertion=job_spec_pb2.AssertStep(text_contains="Openings")),
+            step(name="title", extract=job_spec_pb2.ExtractStep(selector="title")),
+            step(
+                name="links",
+                extract=job_spec_pb2.ExtractStep(selector="a", attribute="href", all=True),
+            ),
+        ],
+    )
 
 
 async def test_job_runs_to_success_and_is_audited(suite: Suite, site: str) -> None:
     await allow_local_site(suite)
     async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
         jobs = job_service_pb2_grpc.JobServiceStub(ch)
-        created = await jobs.CreateJob(job_service_pb2.CreateJobRequest(
-            request_id="e2e-1", spec=scrape(site)), metadata=MD)
+        created = await jobs.CreateJob(
+            job_service_pb2.CreateJobRequest(request_id="e2e-1", spec=scrape(site)), metadata=MD
+        )
         job_id = created.job.job_id
         assert created.job.state == job_pb2.JOB_STATE_QUEUED
-        states = [r.change.state async for r in jobs.WatchJob(
-            job_service_pb2.WatchJobRequest(job_id=job_id), metadata=MD, timeout=60)]
+        states = [
+            r.change.state
+            async for r in jobs.WatchJob(
+                job_service_pb2.WatchJobRequest(job_id=job_id), metadata=MD, timeout=60
+            )
+        ]
         assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED, states
         job = (await jobs.GetJob(job_service_pb2.GetJobRequest(job_id=job_id), metadata=MD)).job
     assert job.decision.outcome == decision_pb2.DECISION_OUTCOME_ALLOW
@@ -66,14 +82,23 @@ async def test_job_runs_to_success_and_is_audited(suite: Suite, site: str) -> No
         audit = audit_service_pb2_grpc.AuditServiceStub(ch)
         deadline = asyncio.get_running_loop().time() + 30
         while True:
-            records = (await audit.ListRecords(
-                audit_service_pb2.ListRecordsRequest(aggregate_id=job_id), metadata=MD)).records
+            records = (
+                await audit.ListRecords(
+                    audit_service_pb2.ListRecordsRequest(aggregate_id=job_id), metadata=MD
+                )
+            ).records
             if wanted <= {r.event_type for r in records}:
                 break
             assert asyncio.get_running_loop().time() < deadline, [r.event_type for r in records]
             await asyncio.sleep(0.2)
-        decisions = (await audit.ListRecords(audit_service_pb2.ListRecordsRequest(
-            event_type_prefix="accord.policy.v1.decision."), metadata=MD)).records
+        decisions = (
+            await audit.ListRecords(
+                audit_service_pb2.ListRecordsRequest(
+                    event_type_prefix="accord.policy.v1.decision."
+                ),
+                metadata=MD,
+            )
+        ).records
     assert decisions, "the policy decision was not audited"
 
 
@@ -81,7 +106,10 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
     grpcurl = shutil.which("grpcurl")
     assert grpcurl, "grpcurl is installed by the dev dependencies"
     expected = {
-        "orchestrator": {"accord.orchestrator.v1.JobService", "accord.orchestrator.v1.WorkerService"},
+        "orchestrator": {
+            "accord.orchestrator.v1.JobService",
+            "accord.orchestrator.v1.WorkerService",
+        },
         "policy": {"accord.policy.v1.PolicyService"},
         "executor": {"accord.executor.v1.ExecutorService"},
         "audit": {"accord.audit.v1.AuditService"},
@@ -90,22 +118,56 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
         out = await _run(grpcurl, "-plaintext", suite.target(name), "list")
         assert services | {"grpc.health.v1.Health"} <= set(out.split()), out
     await allow_local_site(suite, "grpcurl")
-    body = json.dumps({"request_id": "from-grpcurl", "spec": {
-        "engine": "ENGINE_HTTP", "steps": [{"name": "page", "request": {"url": site}}]}})
-    created = json.loads(await _run(
-        grpcurl, "-plaintext", "-H", "accord-tenant: grpcurl", "-d", body,
-        suite.target("orchestrator"), "accord.orchestrator.v1.JobService/CreateJob"))
+    body = json.dumps(
+        {
+            "request_id": "from-grpcurl",
+            "spec": {
+                "engine": "ENGINE_HTTP",
+                "steps": [{"name": "page", "request": {"url": site}}],
+            },
+        }
+    )
+    created = json.loads(
+        await _run(
+            grpcurl,
+            "-plaintext",
+            "-H",
+            "accord-tenant: grpcurl",
+            "-d",
+            body,
+            suite.target("orchestrator"),
+            "accord.orchestrator.v1.JobService/CreateJob",
+        )
+    )
     assert created["job"]["state"] == "JOB_STATE_QUEUED"
-    got = json.loads(await _run(
-        grpcurl, "-plaintext", "-H", "accord-tenant: grpcurl", "-d",
-        json.dumps({"job_id": created["job"]["jobId"]}), suite.target("orchestrator"),
-        "accord.orchestrator.v1.JobService/GetJob"))
+    got = json.loads(
+        await _run(
+            grpcurl,
+            "-plaintext",
+            "-H",
+            "accord-tenant: grpcurl",
+            "-d",
+            json.dumps({"job_id": created["job"]["jobId"]}),
+            suite.target("orchestrator"),
+            "accord.orchestrator.v1.JobService/GetJob",
+        )
+    )
     assert got["job"]["jobId"] == created["job"]["jobId"]
     assert got["job"]["requestId"] == "from-grpcurl"
-    invalid = await asyncio.to_thread(subprocess.run, [
-        grpcurl, "-plaintext", "-d", json.dumps({"request_id": "x", "spec": {}}),
-        suite.target("orchestrator"), "accord.orchestrator.v1.JobService/CreateJob"],
-        capture_output=True, text=True, check=False)
+    invalid = await asyncio.to_thread(
+        subprocess.run,
+        [
+            grpcurl,
+            "-plaintext",
+            "-d",
+            json.dumps({"request_id": "x", "spec": {}}),
+            suite.target("orchestrator"),
+            "accord.orchestrator.v1.JobService/CreateJob",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert invalid.returncode != 0
     assert "InvalidArgument" in invalid.stderr, invalid.stderr
     assert "spec.engine" in invalid.stderr, invalid.stderr
@@ -114,8 +176,13 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
 async def test_node_client_creates_and_gets_a_job(suite: Suite, site: str) -> None:
     await allow_local_site(suite, "node")
     request_id = f"node-{uuid.uuid4().hex[:8]}"
-    out = await _run("node", str(REPO_ROOT / "tests/e2e/node/client.js"),
-                     suite.target("orchestrator"), site, request_id)
+    out = await _run(
+        "node",
+        str(REPO_ROOT / "tests/e2e/node/client.js"),
+        suite.target("orchestrator"),
+        site,
+        request_id,
+    )
     reply = json.loads(out)
     assert reply["created"]["state"] == "JOB_STATE_QUEUED"
     assert reply["got"]["job_id"] == reply["created"]["job_id"]
@@ -124,7 +191,8 @@ async def test_node_client_creates_and_gets_a_job(suite: Suite, site: str) -> No
 
 
 async def _run(*argv: str) -> str:
-    done = await asyncio.to_thread(subprocess.run, list(argv), capture_output=True, text=True,
-                                   check=False, timeout=60)
+    done = await asyncio.to_thread(
+        subprocess.run, list(argv), capture_output=True, text=True, check=False, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -43,14 +43,21 @@ SERVICES = (
 
 def register(commands: Any) -> None:
     cmd = commands.add_parser("up", help="run Accord locally: database, NATS, four services")
-    cmd.add_argument("--data-dir", type=Path,
-                     default=Path(os.environ.get("ACCORD_DATA_DIR", ".accord")),
-                     help="where the embedded PostgreSQL and NATS keep their data (./.accord)")
+    cmd.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("ACCORD_DATA_DIR", ".accord")),
+        help="where the embedded PostgreSQL and NATS keep their data (./.accord)",
+    )
     cmd.add_argument("--postgres-port", type=int, default=54329)
     cmd.add_argument("--nats-port", type=int, default=4229)
     cmd.add_argument("--host", default="127.0.0.1", help="address the services listen on")
-    cmd.add_argument("--port-offset", type=int, default=0,
-                     help="added to every service port (gRPC 50051-50054, metrics 9451-9454)")
+    cmd.add_argument(
+        "--port-offset",
+        type=int,
+        default=0,
+        help="added to every service port (gRPC 50051-50054, metrics 9451-9454)",
+    )
     cmd.set_defaults(run=run)
 
 
@@ -66,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     ]
     taken = [p for s in services for p in (s.port, s.metrics_port) if port_in_use(p, args.host)]
     if taken:
-        return fail(f"port {', '.join(map(str, taken))} already in use; stop what holds it or "
-                    "pass --port-offset")
+        return fail(
+            f"port {', '.join(map(str, taken))} already in use; stop what holds it or "
+            "pass --port-offset"
+        )
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with ExitStack() as stack:
@@ -113,8 +122,12 @@ def _dependencies(args: argparse.Namespace, stack: ExitStack) -> dict[str, str]:
 def _service_env(s: Service, host: str, services: list[Service]) -> dict[str, str]:
     prefix = f"ACCORD_{s.name.upper()}_"
     ports = {x.name: x.port for x in services}
-    env = {f"{prefix}HOST": host, f"{prefix}PORT": str(s.port),
-           f"{prefix}METRICS_PORT": str(s.metrics_port), f"{prefix}LOG_FORMAT": "console"}
+    env = {
+        f"{prefix}HOST": host,
+        f"{prefix}PORT": str(s.port),
+        f"{prefix}METRICS_PORT": str(s.metrics_port),
+        f"{prefix}LOG_FORMAT": "console",
+    }
     if s.name == "orchestrator":
         env[f"{prefix}POLICY_TARGET"] = f"{host}:{ports['policy']}"
     if s.name == "executor":
@@ -126,8 +139,13 @@ def _service_env(s: Service, host: str, services: list[Service]) -> dict[str, st
 def _migrate(services: list[Service], env: dict[str, str]) -> None:
     for s in services:
         if s.migrates:
-            done = subprocess.run([sys.executable, "-m", f"accord_{s.name}", "migrate"], env=env,
-                                  check=False, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", f"accord_{s.name}", "migrate"],
+                env=env,
+                check=False,
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:
                 raise ChildFailed(f"{s.name} migrations failed:\n{done.stderr[-2000:]}")
 
@@ -137,7 +155,9 @@ def _spawn(s: Service, env: dict[str, str]) -> tuple[Service, subprocess.Popen[b
 
 
 def _wait_healthy(
-    services: list[Service], children: list[tuple[Service, subprocess.Popen[bytes]]], host: str,
+    services: list[Service],
+    children: list[tuple[Service, subprocess.Popen[bytes]]],
+    host: str,
     timeout: float = 60,
 ) -> None:
     deadline = time.monotonic() + timeout
@@ -181,9 +201,13 @@ def _stop_all(children: list[tuple[Service, subprocess.Popen[bytes]]]) -> None:
 
 
 def _print_ready(services: list[Service], host: str, env: dict[str, str]) -> None:
-    lines = [f"  {s.name:<13} grpc {host}:{s.port}   metrics http://{host}:{s.metrics_port}/metrics"
-             for s in services]
+    lines = [
+        f"  {s.name:<13} grpc {host}:{s.port}   metrics http://{host}:{s.metrics_port}/metrics"
+        for s in services
+    ]
     print("\nAccord is up.\n" + "\n".join(lines), flush=True)
     print(f"  postgres      {env['ACCORD_DATABASE_URL']}\n  nats          {env['ACCORD_NATS_URL']}")
-    print(f"\nTry: grpcurl -plaintext {host}:{services[1].port} list\nCtrl-C stops everything.\n",
-          flush=True)
+    print(
+        f"\nTry: grpcurl -plaintext {host}:{services[1].port} list\nCtrl-C stops everything.\n",
+        flush=True,
+    )

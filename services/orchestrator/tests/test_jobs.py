@@ -7,14 +7,14 @@ import uuid
 
 import grpc
 import pytest
-from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
-from accord.orchestrator.v1 import job_pb2
-from accord.orchestrator.v1 import job_service_pb2 as pb
-from accord.orchestrator.v1 import worker_service_pb2 as wpb
 from google.protobuf import duration_pb2, struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
+from accord.orchestrator.v1 import job_pb2
+from accord.orchestrator.v1 import job_service_pb2 as pb
+from accord.orchestrator.v1 import worker_service_pb2 as wpb
 from accord_kit.testing import as_tenant
 from accord_policy.app import App as PolicyApp
 
@@ -24,20 +24,29 @@ ACME = as_tenant("acme")
 def spec(url: str = "https://example.com/", **kw) -> job_spec_pb2.JobSpec:  # type: ignore[no-untyped-def]
     return job_spec_pb2.JobSpec(
         engine=job_spec_pb2.ENGINE_HTTP,
-        steps=[job_spec_pb2.Step(name="page", request=job_spec_pb2.RequestStep(url=url))], **kw,
+        steps=[job_spec_pb2.Step(name="page", request=job_spec_pb2.RequestStep(url=url))],
+        **kw,
     )
 
 
 async def create(stack, s=None, request_id=None, md=ACME) -> pb.CreateJobResponse:  # type: ignore[no-untyped-def]
     return await stack.jobs.CreateJob(
-        pb.CreateJobRequest(request_id=request_id or uuid.uuid4().hex, spec=s or spec()), metadata=md)
+        pb.CreateJobRequest(request_id=request_id or uuid.uuid4().hex, spec=s or spec()),
+        metadata=md,
+    )
 
 
 async def poll(stack, n: int = 10, lease_seconds: int = 30, wait: float = 0) -> list[wpb.Task]:  # type: ignore[no-untyped-def]
-    response = await stack.worker.PollTasks(wpb.PollTasksRequest(
-        worker_id="w1", max_tasks=n, lease_duration=duration_pb2.Duration(seconds=lease_seconds),
-        wait=duration_pb2.Duration(nanos=int(wait * 1e9)) if wait < 1 else duration_pb2.Duration(
-            seconds=int(wait))))
+    response = await stack.worker.PollTasks(
+        wpb.PollTasksRequest(
+            worker_id="w1",
+            max_tasks=n,
+            lease_duration=duration_pb2.Duration(seconds=lease_seconds),
+            wait=duration_pb2.Duration(nanos=int(wait * 1e9))
+            if wait < 1
+            else duration_pb2.Duration(seconds=int(wait)),
+        )
+    )
     return list(response.tasks)
 
 
@@ -121,10 +130,12 @@ async def test_lease_complete_and_fencing(stack) -> None:  # type: ignore[no-unt
     assert task.lease.job_id == job.job_id
     assert task.lease.attempt == 1
     assert task.tenant_id == "acme"
-    result = job_result_pb2.JobResult(outputs=struct_pb2.Struct(fields={
-        "title": struct_pb2.Value(string_value="Example")}))
-    done = wpb.CompleteTaskRequest(worker_id="w1", completions=[
-        wpb.TaskCompletion(lease=task.lease, result=result)])
+    result = job_result_pb2.JobResult(
+        outputs=struct_pb2.Struct(fields={"title": struct_pb2.Value(string_value="Example")})
+    )
+    done = wpb.CompleteTaskRequest(
+        worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease, result=result)]
+    )
     await stack.worker.CompleteTask(done)
     finished = await wait_state(stack, job.job_id, job_pb2.JOB_STATE_SUCCEEDED)
     assert finished.result.outputs["title"] == "Example"
@@ -146,15 +157,24 @@ async def test_retryable_failure_requeues_then_dead_letters(stack) -> None:  # t
     retry = job_spec_pb2.RetryPolicy(max_attempts=2, initial_backoff=duration_pb2.Duration(nanos=1))
     job = (await create(stack, spec(retry_policy=retry))).job
     [task] = await poll(stack)
-    failed = await stack.worker.FailTask(wpb.FailTaskRequest(
-        worker_id="w1", lease=task.lease, error_code="HTTP_ERROR", error_message="refused",
-        retryable=True))
+    failed = await stack.worker.FailTask(
+        wpb.FailTaskRequest(
+            worker_id="w1",
+            lease=task.lease,
+            error_code="HTTP_ERROR",
+            error_message="refused",
+            retryable=True,
+        )
+    )
     assert failed.next_state == job_pb2.JOB_STATE_FAILED
     await wait_state(stack, job.job_id, job_pb2.JOB_STATE_QUEUED)
     [second] = await poll(stack, wait=5)
     assert second.lease.attempt == 2
-    final = await stack.worker.FailTask(wpb.FailTaskRequest(
-        worker_id="w1", lease=second.lease, error_code="HTTP_ERROR", retryable=True))
+    final = await stack.worker.FailTask(
+        wpb.FailTaskRequest(
+            worker_id="w1", lease=second.lease, error_code="HTTP_ERROR", retryable=True
+        )
+    )
     assert final.next_state == job_pb2.JOB_STATE_DEAD_LETTER
     dead = (await stack.jobs.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=ACME)).job
     assert [a.error_code for a in dead.attempts] == ["HTTP_ERROR", "HTTP_ERROR"]
@@ -170,16 +190,20 @@ async def test_expired_lease_is_retried_and_old_attempt_fenced(stack) -> None:  
     expired = (await stack.jobs.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=ACME)).job
     assert expired.attempts[0].outcome == job_pb2.ATTEMPT_OUTCOME_LEASE_EXPIRED
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stack.worker.CompleteTask(wpb.CompleteTaskRequest(
-            worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease)]))
+        await stack.worker.CompleteTask(
+            wpb.CompleteTaskRequest(
+                worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease)]
+            )
+        )
     assert err.value.code() == grpc.StatusCode.ABORTED
 
 
 async def test_cancel_reaches_running_lease(stack) -> None:  # type: ignore[no-untyped-def]
     job = (await create(stack)).job
     [task] = await poll(stack)
-    cancelled = await stack.jobs.CancelJob(pb.CancelJobRequest(job_id=job.job_id, reason="stop"),
-                                           metadata=ACME)
+    cancelled = await stack.jobs.CancelJob(
+        pb.CancelJobRequest(job_id=job.job_id, reason="stop"), metadata=ACME
+    )
     assert cancelled.job.state == job_pb2.JOB_STATE_CANCELLED
     beat = await stack.worker.Heartbeat(wpb.HeartbeatRequest(worker_id="w1", leases=[task.lease]))
     assert list(beat.cancelled) == [task.lease]
@@ -191,8 +215,11 @@ async def test_cancel_reaches_running_lease(stack) -> None:  # type: ignore[no-u
 async def test_heartbeat_extends_and_reports_lost(stack) -> None:  # type: ignore[no-untyped-def]
     await create(stack)
     [task] = await poll(stack)
-    beat = await stack.worker.Heartbeat(wpb.HeartbeatRequest(worker_id="w1", leases=[
-        task.lease, wpb.LeaseRef(job_id=task.lease.job_id, attempt=7)]))
+    beat = await stack.worker.Heartbeat(
+        wpb.HeartbeatRequest(
+            worker_id="w1", leases=[task.lease, wpb.LeaseRef(job_id=task.lease.job_id, attempt=7)]
+        )
+    )
     assert list(beat.lost) == [wpb.LeaseRef(job_id=task.lease.job_id, attempt=7)]
     assert list(beat.cancelled) == []
 
@@ -200,15 +227,25 @@ async def test_heartbeat_extends_and_reports_lost(stack) -> None:  # type: ignor
 async def test_watch_streams_changes_and_resumes(stack) -> None:  # type: ignore[no-untyped-def]
     job = (await create(stack)).job
     [task] = await poll(stack)
-    await stack.worker.CompleteTask(wpb.CompleteTaskRequest(
-        worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease)]))
-    seen = [r.change async for r in stack.jobs.WatchJob(
-        pb.WatchJobRequest(job_id=job.job_id), metadata=ACME)]
-    assert [c.state for c in seen] == [job_pb2.JOB_STATE_QUEUED, job_pb2.JOB_STATE_RUNNING,
-                                       job_pb2.JOB_STATE_SUCCEEDED]
+    await stack.worker.CompleteTask(
+        wpb.CompleteTaskRequest(worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease)])
+    )
+    seen = [
+        r.change
+        async for r in stack.jobs.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=ACME)
+    ]
+    assert [c.state for c in seen] == [
+        job_pb2.JOB_STATE_QUEUED,
+        job_pb2.JOB_STATE_RUNNING,
+        job_pb2.JOB_STATE_SUCCEEDED,
+    ]
     assert [c.version for c in seen] == [1, 2, 3]
-    resumed = [r.change.version async for r in stack.jobs.WatchJob(
-        pb.WatchJobRequest(job_id=job.job_id, after_version=2), metadata=ACME)]
+    resumed = [
+        r.change.version
+        async for r in stack.jobs.WatchJob(
+            pb.WatchJobRequest(job_id=job.job_id, after_version=2), metadata=ACME
+        )
+    ]
     assert resumed == [3]
 
 
@@ -220,17 +257,18 @@ async def test_list_pages_and_filters(stack) -> None:  # type: ignore[no-untyped
     states = [job_pb2.JOB_STATE_QUEUED]
     while True:
         page = await stack.jobs.ListJobs(
-            pb.ListJobsRequest(page_size=2, page_token=token, states=states), metadata=ACME)
+            pb.ListJobsRequest(page_size=2, page_token=token, states=states), metadata=ACME
+        )
         seen += [j.job_id for j in page.jobs]
         token = page.next_page_token
         if not token:
             break
     assert seen == list(reversed(ids))
+    first = await stack.jobs.ListJobs(pb.ListJobsRequest(page_size=2, states=states), metadata=ACME)
     with pytest.raises(grpc.aio.AioRpcError) as err:  # a token is bound to its filters
-        first = await stack.jobs.ListJobs(pb.ListJobsRequest(page_size=2, states=states),
-                                          metadata=ACME)
-        await stack.jobs.ListJobs(pb.ListJobsRequest(page_size=2, page_token=first.next_page_token),
-                                  metadata=ACME)
+        await stack.jobs.ListJobs(
+            pb.ListJobsRequest(page_size=2, page_token=first.next_page_token), metadata=ACME
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -255,16 +293,44 @@ async def test_tenants_are_isolated(stack) -> None:  # type: ignore[no-untyped-d
         ("CreateJob", pb.CreateJobRequest(spec=spec()), "request_id"),
         ("CreateJob", pb.CreateJobRequest(request_id="has space", spec=spec()), "request_id"),
         ("CreateJob", pb.CreateJobRequest(request_id="r"), "spec"),
-        ("CreateJob", pb.CreateJobRequest(request_id="r", spec=job_spec_pb2.JobSpec(
-            engine=job_spec_pb2.ENGINE_HTTP)), "spec.steps"),
-        ("CreateJob", pb.CreateJobRequest(request_id="r", spec=job_spec_pb2.JobSpec(steps=[
-            job_spec_pb2.Step(request=job_spec_pb2.RequestStep(url="https://example.com/"))])),
-         "spec.engine"),
-        ("CreateJob", pb.CreateJobRequest(request_id="r", spec=spec("ftp://example.com/")),
-         "spec.steps[0].request.url"),
-        ("CreateJob", pb.CreateJobRequest(request_id="r", spec=spec(priority=5000)), "spec.priority"),
-        ("CreateJob", pb.CreateJobRequest(request_id="r", spec=job_spec_pb2.JobSpec(
-            engine=1, steps=[job_spec_pb2.Step()])), "spec.steps[0].action"),
+        (
+            "CreateJob",
+            pb.CreateJobRequest(
+                request_id="r", spec=job_spec_pb2.JobSpec(engine=job_spec_pb2.ENGINE_HTTP)
+            ),
+            "spec.steps",
+        ),
+        (
+            "CreateJob",
+            pb.CreateJobRequest(
+                request_id="r",
+                spec=job_spec_pb2.JobSpec(
+                    steps=[
+                        job_spec_pb2.Step(
+                            request=job_spec_pb2.RequestStep(url="https://example.com/")
+                        )
+                    ]
+                ),
+            ),
+            "spec.engine",
+        ),
+        (
+            "CreateJob",
+            pb.CreateJobRequest(request_id="r", spec=spec("ftp://example.com/")),
+            "spec.steps[0].request.url",
+        ),
+        (
+            "CreateJob",
+            pb.CreateJobRequest(request_id="r", spec=spec(priority=5000)),
+            "spec.priority",
+        ),
+        (
+            "CreateJob",
+            pb.CreateJobRequest(
+                request_id="r", spec=job_spec_pb2.JobSpec(engine=1, steps=[job_spec_pb2.Step()])
+            ),
+            "spec.steps[0].action",
+        ),
         ("GetJob", pb.GetJobRequest(job_id="nope"), "job_id"),
         ("ListJobs", pb.ListJobsRequest(page_size=-1), "page_size"),
         ("ListJobs", pb.ListJobsRequest(page_token="%%%"), "page_token"),
@@ -285,12 +351,20 @@ async def test_invalid_job_requests(stack, method: str, request_, field: str) ->
     [
         ("PollTasks", wpb.PollTasksRequest(max_tasks=1), "worker_id"),
         ("PollTasks", wpb.PollTasksRequest(worker_id="w", max_tasks=0), "max_tasks"),
-        ("PollTasks", wpb.PollTasksRequest(worker_id="w", max_tasks=1,
-                                           wait=duration_pb2.Duration(seconds=600)), "wait"),
+        (
+            "PollTasks",
+            wpb.PollTasksRequest(
+                worker_id="w", max_tasks=1, wait=duration_pb2.Duration(seconds=600)
+            ),
+            "wait",
+        ),
         ("CompleteTask", wpb.CompleteTaskRequest(worker_id="w"), "completions"),
         ("FailTask", wpb.FailTaskRequest(worker_id="w", error_code="X"), "lease"),
-        ("Heartbeat", wpb.HeartbeatRequest(worker_id="w", leases=[wpb.LeaseRef(job_id="x")]),
-         "leases[0].job_id"),
+        (
+            "Heartbeat",
+            wpb.HeartbeatRequest(worker_id="w", leases=[wpb.LeaseRef(job_id="x")]),
+            "leases[0].job_id",
+        ),
     ],
 )
 async def test_invalid_worker_requests(stack, method: str, request_, field: str) -> None:  # type: ignore[no-untyped-def]

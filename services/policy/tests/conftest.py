@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from accord.policy.v1 import policy_service_pb2_grpc
 
+from accord.policy.v1 import policy_service_pb2_grpc
 from accord_kit.testing import channel
 from accord_policy.app import App, migrate
 from accord_policy.config import Settings
@@ -15,8 +15,9 @@ from accord_policy.config import Settings
 
 @pytest.fixture
 async def policy_app(database_url: str, nats_url: str) -> AsyncIterator[App]:
-    settings = Settings(database_url=database_url, nats_url=nats_url, port=0, metrics_port=0,
-                        health_interval=0.2)
+    settings = Settings(
+        database_url=database_url, nats_url=nats_url, port=0, metrics_port=0, health_interval=0.2
+    )
     await asyncio.to_thread(migrate, settings)
     app = App(settings)
     await app.start()

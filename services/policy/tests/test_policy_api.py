@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from accord.common.v1 import decision_pb2, job_spec_pb2
-from accord.policy.v1 import policy_pb2
-from accord.policy.v1 import policy_service_pb2 as pb
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from accord.common.v1 import decision_pb2, job_spec_pb2
+from accord.policy.v1 import policy_pb2
+from accord.policy.v1 import policy_service_pb2 as pb
 from accord_kit.testing import as_tenant
 
 ALLOW = decision_pb2.DECISION_OUTCOME_ALLOW
@@ -47,7 +47,9 @@ async def create(stub, name: str, tenant: str = "acme", **rules) -> policy_pb2.P
     return response.policy
 
 
-async def evaluate(stub, s: job_spec_pb2.JobSpec, tenant: str = "acme") -> decision_pb2.PolicyDecision:  # type: ignore[no-untyped-def]
+async def evaluate(
+    stub, s: job_spec_pb2.JobSpec, tenant: str = "acme"
+) -> decision_pb2.PolicyDecision:  # type: ignore[no-untyped-def]
     response = await stub.EvaluateJob(pb.EvaluateJobRequest(spec=s), metadata=as_tenant(tenant))
     return response.decision
 
@@ -60,8 +62,12 @@ async def test_default_deny_without_policy(policy) -> None:  # type: ignore[no-u
 
 
 async def test_allow_list_with_wildcards_and_deny_wins(policy) -> None:  # type: ignore[no-untyped-def]
-    created = await create(policy, "web", allowed_domains=["*.example.com", "example.com"],
-                           denied_domains=["secret.example.com"])
+    created = await create(
+        policy,
+        "web",
+        allowed_domains=["*.example.com", "example.com"],
+        denied_domains=["secret.example.com"],
+    )
     assert created.revision == 1
     ok = await evaluate(policy, spec("https://example.com/a", "https://www.example.com/b"))
     assert ok.outcome == ALLOW
@@ -84,10 +90,19 @@ async def test_private_network_needs_explicit_allow(policy) -> None:  # type: ig
 
 
 async def test_engine_rule_of_most_specific_domain(policy) -> None:  # type: ignore[no-untyped-def]
-    await create(policy, "engines", allowed_domains=["*"], domain_rules=[
-        policy_pb2.DomainRule(domain="*.example.com", allowed_engines=[job_spec_pb2.ENGINE_BROWSER]),
-        policy_pb2.DomainRule(domain="api.example.com", allowed_engines=[job_spec_pb2.ENGINE_HTTP]),
-    ])
+    await create(
+        policy,
+        "engines",
+        allowed_domains=["*"],
+        domain_rules=[
+            policy_pb2.DomainRule(
+                domain="*.example.com", allowed_engines=[job_spec_pb2.ENGINE_BROWSER]
+            ),
+            policy_pb2.DomainRule(
+                domain="api.example.com", allowed_engines=[job_spec_pb2.ENGINE_HTTP]
+            ),
+        ],
+    )
     assert (await evaluate(policy, spec("https://api.example.com/"))).outcome == ALLOW
     denied = await evaluate(policy, spec("https://www.example.com/"))
     assert denied.reasons[0].code == "ENGINE_NOT_ALLOWED"
@@ -97,8 +112,9 @@ async def test_tenants_are_isolated(policy) -> None:  # type: ignore[no-untyped-
     created = await create(policy, "web", allowed_domains=["example.com"])
     assert (await evaluate(policy, spec("https://example.com/"), tenant="other")).outcome == DENY
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await policy.GetPolicy(pb.GetPolicyRequest(policy_id=created.policy_id),
-                               metadata=as_tenant("other"))
+        await policy.GetPolicy(
+            pb.GetPolicyRequest(policy_id=created.policy_id), metadata=as_tenant("other")
+        )
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     listed = await policy.ListPolicies(pb.ListPoliciesRequest(), metadata=as_tenant("other"))
     assert list(listed.policies) == []
@@ -115,29 +131,40 @@ async def test_create_is_idempotent_by_request_id(policy) -> None:  # type: igno
 
 async def test_update_with_mask_and_etag(policy) -> None:  # type: ignore[no-untyped-def]
     created = await create(policy, "web", allowed_domains=["example.com"])
-    change = policy_pb2.Policy(policy_id=created.policy_id, etag=created.etag,
-                               rules=policy_pb2.PolicyRules(allowed_domains=["example.org"]))
+    change = policy_pb2.Policy(
+        policy_id=created.policy_id,
+        etag=created.etag,
+        rules=policy_pb2.PolicyRules(allowed_domains=["example.org"]),
+    )
     mask = field_mask_pb2.FieldMask(paths=["rules.allowed_domains"])
-    updated = (await policy.UpdatePolicy(pb.UpdatePolicyRequest(policy=change, update_mask=mask),
-                                         metadata=as_tenant("acme"))).policy
+    updated = (
+        await policy.UpdatePolicy(
+            pb.UpdatePolicyRequest(policy=change, update_mask=mask), metadata=as_tenant("acme")
+        )
+    ).policy
     assert list(updated.rules.allowed_domains) == ["example.org"]
     assert updated.display_name == "web"
     assert updated.revision == created.revision + 1
-    assert (await evaluate(policy, spec("https://example.org/"))).policy_revision == updated.revision
-    bad_mask = pb.UpdatePolicyRequest(policy=change, update_mask=field_mask_pb2.FieldMask(
-        paths=["tenant_id"]))
+    assert (
+        await evaluate(policy, spec("https://example.org/"))
+    ).policy_revision == updated.revision
+    bad_mask = pb.UpdatePolicyRequest(
+        policy=change, update_mask=field_mask_pb2.FieldMask(paths=["tenant_id"])
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await policy.UpdatePolicy(bad_mask, metadata=as_tenant("acme"))
     assert "update_mask" in violations(err.value)
     emptied = pb.UpdatePolicyRequest(
         policy=policy_pb2.Policy(policy_id=created.policy_id, etag=updated.etag),
-        update_mask=field_mask_pb2.FieldMask(paths=["display_name"]))
+        update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+    )
     with pytest.raises(grpc.aio.AioRpcError) as err:  # the merged policy is validated
         await policy.UpdatePolicy(emptied, metadata=as_tenant("acme"))
     assert "policy.display_name" in violations(err.value)
     with pytest.raises(grpc.aio.AioRpcError) as err:  # the old etag is now stale
-        await policy.UpdatePolicy(pb.UpdatePolicyRequest(policy=change, update_mask=mask),
-                                  metadata=as_tenant("acme"))
+        await policy.UpdatePolicy(
+            pb.UpdatePolicyRequest(policy=change, update_mask=mask), metadata=as_tenant("acme")
+        )
     assert err.value.code() == grpc.StatusCode.ABORTED
 
 
@@ -147,8 +174,9 @@ async def test_list_pages(policy) -> None:  # type: ignore[no-untyped-def]
     seen: list[str] = []
     token = ""
     while True:
-        page = await policy.ListPolicies(pb.ListPoliciesRequest(page_size=2, page_token=token),
-                                         metadata=as_tenant("acme"))
+        page = await policy.ListPolicies(
+            pb.ListPoliciesRequest(page_size=2, page_token=token), metadata=as_tenant("acme")
+        )
         seen += [p.display_name for p in page.policies]
         token = page.next_page_token
         if not token:
@@ -158,27 +186,41 @@ async def test_list_pages(policy) -> None:  # type: ignore[no-untyped-def]
 
 async def test_delete(policy) -> None:  # type: ignore[no-untyped-def]
     created = await create(policy, "web", allowed_domains=["example.com"])
-    await policy.DeletePolicy(pb.DeletePolicyRequest(policy_id=created.policy_id),
-                              metadata=as_tenant("acme"))
+    await policy.DeletePolicy(
+        pb.DeletePolicyRequest(policy_id=created.policy_id), metadata=as_tenant("acme")
+    )
     assert (await evaluate(policy, spec("https://example.com/"))).outcome == DENY
 
 
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
-        (pb.CreatePolicyRequest(request_id="", policy=policy_pb2.Policy(display_name="x")), "request_id"),
+        (
+            pb.CreatePolicyRequest(request_id="", policy=policy_pb2.Policy(display_name="x")),
+            "request_id",
+        ),
         (pb.CreatePolicyRequest(request_id="r1"), "policy"),
-        (pb.CreatePolicyRequest(request_id="r1", policy=policy_pb2.Policy(
-            display_name="x", rules=policy_pb2.PolicyRules(allowed_domains=["bad domain!"]))),
-         "policy.rules.allowed_domains[0]"),
+        (
+            pb.CreatePolicyRequest(
+                request_id="r1",
+                policy=policy_pb2.Policy(
+                    display_name="x", rules=policy_pb2.PolicyRules(allowed_domains=["bad domain!"])
+                ),
+            ),
+            "policy.rules.allowed_domains[0]",
+        ),
         (pb.GetPolicyRequest(policy_id="not-a-uuid"), "policy_id"),
         (pb.ListPoliciesRequest(page_size=5000), "page_size"),
         (pb.ListPoliciesRequest(page_token="garbage"), "page_token"),
         (pb.EvaluateJobRequest(), "spec"),
         (pb.EvaluateJobRequest(spec=job_spec_pb2.JobSpec(engine=1)), "spec.steps"),
-        (pb.UpdatePolicyRequest(policy=policy_pb2.Policy(display_name="x"),
-                                update_mask=field_mask_pb2.FieldMask(paths=["display_name"])),
-         "policy.policy_id"),
+        (
+            pb.UpdatePolicyRequest(
+                policy=policy_pb2.Policy(display_name="x"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            "policy.policy_id",
+        ),
         (pb.CheckUrlRequest(url="https://example.com/"), "engine"),
     ],
 )
@@ -192,6 +234,7 @@ async def test_invalid_requests(policy, request_, field: str) -> None:  # type: 
 
 async def test_permits_are_not_served_yet(policy) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await policy.AcquirePermit(pb.AcquirePermitRequest(
-            url="https://example.com/", engine=job_spec_pb2.ENGINE_HTTP))
+        await policy.AcquirePermit(
+            pb.AcquirePermitRequest(url="https://example.com/", engine=job_spec_pb2.ENGINE_HTTP)
+        )
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

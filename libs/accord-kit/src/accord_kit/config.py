@@ -15,7 +15,7 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
 def shared(name: str, default: str, *, prefix: str) -> str:
     """A field that reads ACCORD_<SVC>_<NAME> first, then the suite-wide ACCORD_<NAME>."""
-    return Field(  # type: ignore[no-any-return]
+    return Field(
         default=default,
         validation_alias=AliasChoices(f"{prefix}{name}", f"ACCORD_{name}"),
     )

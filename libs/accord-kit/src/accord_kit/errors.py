@@ -37,7 +37,9 @@ class AccordError(Exception):
         self.metadata = metadata or {}
 
     def details(self) -> list[any_pb2.Any]:
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=DOMAIN, metadata=self.metadata
+        )
         return [_pack(info)]
 
     def to_status(self) -> status_pb2.Status:
@@ -129,8 +131,11 @@ class Unavailable(_Retryable):
     reason = "DEPENDENCY_UNAVAILABLE"
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest
-          | error_details_pb2.RetryInfo) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

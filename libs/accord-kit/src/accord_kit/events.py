@@ -9,9 +9,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from accord.events.v1 import envelope_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+
+from accord.events.v1 import envelope_pb2
 
 PRODUCERS = ("orchestrator", "policy", "executor", "audit")
 

@@ -12,12 +12,25 @@ import asyncio
 import contextlib
 
 import structlog
-from accord.events.v1 import envelope_pb2
 from nats.aio.client import Client
 from prometheus_client import Counter, Gauge
-from sqlalchemy import BigInteger, Column, DateTime, LargeBinary, MetaData, Table, Text, func
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from accord.events.v1 import envelope_pb2
 
 log = structlog.get_logger("accord.outbox")
 
@@ -59,7 +72,12 @@ class Relay:
     """Publishes one service's outbox to JetStream until stopped."""
 
     def __init__(
-        self, engine: AsyncEngine, table: Table, nc: Client, *, window: int = 256,
+        self,
+        engine: AsyncEngine,
+        table: Table,
+        nc: Client,
+        *,
+        window: int = 256,
         idle_poll: float = 1.0,
     ) -> None:
         self._engine = engine
@@ -86,7 +104,7 @@ class Relay:
         while True:
             try:
                 published = await self.publish_once()
-            except Exception as exc:  # noqa: BLE001 - NATS or Postgres down: rows wait
+            except Exception as exc:
                 log.warning("outbox.publish_failed", error=repr(exc))
                 published = 0
                 await asyncio.sleep(self._idle_poll)
@@ -113,7 +131,9 @@ class Relay:
                 return 0
             await asyncio.gather(
                 *(
-                    js.publish(r.subject, r.envelope, timeout=5, headers={"Nats-Msg-Id": r.event_id})
+                    js.publish(
+                        r.subject, r.envelope, timeout=5, headers={"Nats-Msg-Id": r.event_id}
+                    )
                     for r in rows
                 )
             )
@@ -129,10 +149,11 @@ class Relay:
                     raw = await conn.get_raw_connection()
                     driver = raw.driver_connection
                     assert driver is not None
+                    closed = asyncio.Event()
+                    driver.add_termination_listener(lambda *_: closed.set())
                     await driver.add_listener(_channel(self._table), lambda *_: self._wake.set())
-                    while not driver.is_closed():
-                        await asyncio.sleep(self._idle_poll)
-            except Exception as exc:  # noqa: BLE001 - retried; the poll covers the gap
+                    await closed.wait()
+            except Exception as exc:
                 log.debug("outbox.listen_failed", error=repr(exc))
                 await asyncio.sleep(self._idle_poll)
 

@@ -22,7 +22,9 @@ def page_size(requested: int) -> int:
 
 
 def _digest(filters: Any) -> str:
-    return hashlib.sha256(json.dumps(filters, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(filters, sort_keys=True, default=str).encode()).hexdigest()[
+        :16
+    ]
 
 
 def encode(position: list[Any], filters: Any) -> str:

@@ -26,7 +26,9 @@ def run_service(
     app_type: Callable[[S], App],
     migrate: Callable[[S], None] | None = None,
 ) -> None:
-    parser = argparse.ArgumentParser(prog=f"accord-{name}", description=f"The Accord {name} service.")
+    parser = argparse.ArgumentParser(
+        prog=f"accord-{name}", description=f"The Accord {name} service."
+    )
     commands = ["serve", "migrate"] if migrate else ["serve"]
     parser.add_argument("command", nargs="?", default="serve", choices=commands)
     args = parser.parse_args()

@@ -55,7 +55,7 @@ class Server:
         self._metrics: Any = None
 
     def add(self, name: str, adder: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
-        """Register a servicer under its full service name, e.g. `accord.policy.v1.PolicyService`."""
+        """Register a servicer under its full name, e.g. `accord.policy.v1.PolicyService`."""
         adder(servicer, self._grpc)
         self._names.append(name)
 
@@ -65,8 +65,11 @@ class Server:
     async def start(self) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
-            [*self._names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *self._names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             self._grpc,
         )
         self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
@@ -76,8 +79,9 @@ class Server:
         await self._grpc.start()
         await self._probe()
         self._monitor = asyncio.create_task(self._watch_dependencies(), name="health-monitor")
-        log.info("server.started", port=self.port, metrics_port=self.metrics_port,
-                 services=self._names)
+        log.info(
+            "server.started", port=self.port, metrics_port=self.metrics_port, services=self._names
+        )
 
     async def stop(self) -> None:
         """Stop taking calls, let in-flight ones finish within the drain window, then stop."""
@@ -91,7 +95,9 @@ class Server:
             self._metrics.shutdown()
         log.info("server.stopped")
 
-    async def _set_all(self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+    async def _set_all(
+        self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
+    ) -> None:
         for name in ["", *self._names]:
             await self.health.set(name, status)
 
@@ -101,7 +107,7 @@ class Server:
             try:
                 await asyncio.wait_for(check(), timeout=max(1.0, self.settings.health_interval * 2))
                 DEPENDENCY_UP.labels(dependency).set(1)
-            except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+            except Exception as exc:
                 DEPENDENCY_UP.labels(dependency).set(0)
                 log.warning("health.dependency_down", dependency=dependency, error=repr(exc))
                 healthy = False

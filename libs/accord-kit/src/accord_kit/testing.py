@@ -19,7 +19,6 @@ import pytest
 from accord_kit.caller import tenant_metadata
 
 
-
 @pytest.fixture(scope="session")
 def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("ACCORD_TEST_DATABASE_URL"):

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+
 from accord.orchestrator.v1 import job_service_pb2 as jobs
 from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from accord.orchestrator.v1 import worker_service_pb2 as work
-
 from accord_kit.caller import tenant_of
+from accord_kit.errors import Unimplemented
 from accord_orchestrator.queue import QueueUseCases
 from accord_orchestrator.service import JobUseCases
 
@@ -21,23 +22,36 @@ class JobApi(job_service_pb2_grpc.JobServiceServicer):
     def __init__(self, cases: JobUseCases) -> None:
         self._cases = cases
 
-    async def CreateJob(self, request: jobs.CreateJobRequest, context: Ctx) -> jobs.CreateJobResponse:
-        job, created = await self._cases.create(tenant_of(context), request.request_id, request.spec)
+    async def CreateJob(
+        self, request: jobs.CreateJobRequest, context: Ctx
+    ) -> jobs.CreateJobResponse:
+        job, created = await self._cases.create(
+            tenant_of(context), request.request_id, request.spec
+        )
         return jobs.CreateJobResponse(job=job, created=created)
+
+    async def BatchCreateJobs(
+        self, request: jobs.BatchCreateJobsRequest, context: Ctx
+    ) -> jobs.BatchCreateJobsResponse:
+        raise Unimplemented("BatchCreateJobs arrives with batched admission")
 
     async def GetJob(self, request: jobs.GetJobRequest, context: Ctx) -> jobs.GetJobResponse:
         return jobs.GetJobResponse(job=await self._cases.get(tenant_of(context), request.job_id))
 
     async def ListJobs(self, request: jobs.ListJobsRequest, context: Ctx) -> jobs.ListJobsResponse:
-        found, token = await self._cases.list(tenant_of(context), request)
+        found, token = await self._cases.list_jobs(tenant_of(context), request)
         return jobs.ListJobsResponse(jobs=found, next_page_token=token)
 
-    async def CancelJob(self, request: jobs.CancelJobRequest, context: Ctx) -> jobs.CancelJobResponse:
+    async def CancelJob(
+        self, request: jobs.CancelJobRequest, context: Ctx
+    ) -> jobs.CancelJobResponse:
         job = await self._cases.cancel(tenant_of(context), request.job_id, request.reason)
         return jobs.CancelJobResponse(job=job)
 
     async def RetryJob(self, request: jobs.RetryJobRequest, context: Ctx) -> jobs.RetryJobResponse:
-        return jobs.RetryJobResponse(job=await self._cases.retry(tenant_of(context), request.job_id))
+        return jobs.RetryJobResponse(
+            job=await self._cases.retry(tenant_of(context), request.job_id)
+        )
 
     async def WatchJob(
         self, request: jobs.WatchJobRequest, context: Ctx
@@ -51,16 +65,24 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
     def __init__(self, queue: QueueUseCases) -> None:
         self._queue = queue
 
-    async def PollTasks(self, request: work.PollTasksRequest, context: Ctx) -> work.PollTasksResponse:
+    async def PollTasks(
+        self, request: work.PollTasksRequest, context: Ctx
+    ) -> work.PollTasksResponse:
         tasks = await self._queue.poll(
-            request.worker_id, request.max_tasks, list(request.engines),
-            request.wait.ToTimedelta(), request.lease_duration.ToTimedelta(),
+            request.worker_id,
+            request.max_tasks,
+            list(request.engines),
+            request.wait.ToTimedelta(),
+            request.lease_duration.ToTimedelta(),
         )
         return work.PollTasksResponse(tasks=tasks)
 
-    async def Heartbeat(self, request: work.HeartbeatRequest, context: Ctx) -> work.HeartbeatResponse:
+    async def Heartbeat(
+        self, request: work.HeartbeatRequest, context: Ctx
+    ) -> work.HeartbeatResponse:
         cancelled, lost, deadline = await self._queue.heartbeat(
-            request.worker_id, [(x.job_id, x.attempt) for x in request.leases],
+            request.worker_id,
+            [(x.job_id, x.attempt) for x in request.leases],
             request.lease_duration.ToTimedelta(),
         )
         response = work.HeartbeatResponse(
@@ -81,8 +103,12 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
 
     async def FailTask(self, request: work.FailTaskRequest, context: Ctx) -> work.FailTaskResponse:
         state, retry_time = await self._queue.fail(
-            request.worker_id, (request.lease.job_id, request.lease.attempt), request.error_code,
-            request.error_message, request.retryable, request.partial_result,
+            request.worker_id,
+            (request.lease.job_id, request.lease.attempt),
+            request.error_code,
+            request.error_message,
+            request.retryable,
+            request.partial_result,
         )
         response = work.FailTaskResponse(next_state=state)  # type: ignore[arg-type]
         if retry_time is not None:

@@ -7,7 +7,6 @@ import contextlib
 from pathlib import Path
 
 from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
-
 from accord_kit import db, events
 from accord_kit import nats as knats
 from accord_kit.outbox import Relay
@@ -42,14 +41,21 @@ class App:
         s = self.settings
         self._engine = db.create_engine(s.database_url, pool_size=20)
         self._nc = await knats.connect(s.nats_url, "accord-orchestrator")
-        await knats.ensure_stream(self._nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER))
+        await knats.ensure_stream(
+            self._nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
+        )
         sessions = db.sessionmaker(self._engine)
         self._policy = PolicyClient(s.policy_target, s.policy_timeout)
         self.queue = QueueUseCases(sessions, s.poll_interval)
         jobs = JobUseCases(sessions, self._policy, self.queue.notify)
-        self.server.add(JOB_SERVICE, job_service_pb2_grpc.add_JobServiceServicer_to_server, JobApi(jobs))
-        self.server.add(WORKER_SERVICE, worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
-                        WorkerApi(self.queue))
+        self.server.add(
+            JOB_SERVICE, job_service_pb2_grpc.add_JobServiceServicer_to_server, JobApi(jobs)
+        )
+        self.server.add(
+            WORKER_SERVICE,
+            worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
+            WorkerApi(self.queue),
+        )
         self.server.check("postgres", db.database_check(self._engine))
         self.server.check("nats", knats.nats_check(self._nc))
         self._relay = Relay(self._engine, tables.outbox, self._nc)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from accord.common.v1 import decision_pb2
 from accord.events.v1 import job_events_pb2
 from accord.orchestrator.v1 import job_pb2
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from accord_kit import events, outbox
 from accord_orchestrator import store
 from accord_orchestrator import tables as t
@@ -19,8 +19,11 @@ PRODUCER = "orchestrator"
 
 def to_change(c: store.Change) -> job_pb2.JobStateChange:
     change = job_pb2.JobStateChange(
-        version=c.version, previous_state=c.previous_state, state=c.state,  # type: ignore[arg-type]
-        attempt=c.attempt, message=c.message,
+        version=c.version,
+        previous_state=job_pb2.JobState.ValueType(c.previous_state),
+        state=job_pb2.JobState.ValueType(c.state),
+        attempt=c.attempt,
+        message=c.message,
     )
     change.change_time.FromDatetime(c.time)
     return change
@@ -36,10 +39,17 @@ async def record(
     await store.insert_changes(s, changes)
     envelopes = [
         events.envelope(
-            producer=PRODUCER, aggregate="job", event=rules.event_name(c.state),
-            aggregate_id=c.job_id, tenant_id=c.tenant_id, event_time=c.time,
+            producer=PRODUCER,
+            aggregate="job",
+            event=rules.event_name(c.state),
+            aggregate_id=c.job_id,
+            tenant_id=c.tenant_id,
+            event_time=c.time,
             payload=job_events_pb2.JobStateChanged(
-                job_id=c.job_id, change=to_change(c), decision=decision, request_id=request_id,
+                job_id=c.job_id,
+                change=to_change(c),
+                decision=decision,
+                request_id=request_id,
             ),
         )
         for c in changes

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
+
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_service_pb2, policy_service_pb2_grpc
-
 from accord_kit.caller import tenant_metadata
 from accord_kit.errors import Unavailable
 
@@ -40,4 +40,4 @@ class PolicyClient:
         return response.decision
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._channel.close(grace=None)

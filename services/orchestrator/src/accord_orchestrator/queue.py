@@ -12,22 +12,24 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from accord.common.v1 import job_result_pb2, job_spec_pb2
-from accord.orchestrator.v1 import job_pb2, worker_service_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accord.common.v1 import job_result_pb2, job_spec_pb2
+from accord.orchestrator.v1 import job_pb2, worker_service_pb2
 from accord_kit.errors import Aborted
 from accord_orchestrator import history, store
 from accord_orchestrator.domain import jobs as rules
 
 log = structlog.get_logger("accord.queue")
 DEFAULT_LEASE = timedelta(seconds=30)
-ALL_ENGINES = [job_spec_pb2.ENGINE_HTTP, job_spec_pb2.ENGINE_BROWSER]
+ALL_ENGINES: list[int] = [job_spec_pb2.ENGINE_HTTP, job_spec_pb2.ENGINE_BROWSER]
 Lease = tuple[str, int]
 
 
 class QueueUseCases:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], poll_interval: float = 0.1) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], poll_interval: float = 0.1
+    ) -> None:
         self._sessions = sessions
         self._poll_interval = poll_interval
         self._work = asyncio.Event()
@@ -42,7 +44,7 @@ class QueueUseCases:
         deadline = asyncio.get_running_loop().time() + wait.total_seconds()
         while True:
             self._work.clear()
-            tasks = await self._lease(worker, limit, engines or ALL_ENGINES, lease or DEFAULT_LEASE)
+            tasks = await self._lease(worker, limit, list(engines) or ALL_ENGINES, lease or DEFAULT_LEASE)
             remaining = deadline - asyncio.get_running_loop().time()
             if tasks or remaining <= 0:
                 return tasks
@@ -57,17 +59,37 @@ class QueueUseCases:
             rows = await store.lease(s, worker, limit, engines, now + length, now)
             if not rows:
                 return []
-            await store.insert_attempts(s, [
-                {"job_id": r.job_id, "number": r.attempt, "worker_id": worker, "start_time": now,
-                 "outcome": job_pb2.ATTEMPT_OUTCOME_UNSPECIFIED, "error_code": "",
-                 "error_message": ""}
-                for r in rows
-            ])
-            await history.record(s, [
-                store.Change(r.job_id, r.tenant_id, r.version, rules.QUEUED, rules.RUNNING,
-                             r.attempt, f"leased by {worker}", now)
-                for r in rows
-            ])
+            await store.insert_attempts(
+                s,
+                [
+                    {
+                        "job_id": r.job_id,
+                        "number": r.attempt,
+                        "worker_id": worker,
+                        "start_time": now,
+                        "outcome": job_pb2.ATTEMPT_OUTCOME_UNSPECIFIED,
+                        "error_code": "",
+                        "error_message": "",
+                    }
+                    for r in rows
+                ],
+            )
+            await history.record(
+                s,
+                [
+                    store.Change(
+                        r.job_id,
+                        r.tenant_id,
+                        r.version,
+                        rules.QUEUED,
+                        rules.RUNNING,
+                        r.attempt,
+                        f"leased by {worker}",
+                        now,
+                    )
+                    for r in rows
+                ],
+            )
         return [_task(r) for r in rows]
 
     async def heartbeat(
@@ -90,26 +112,58 @@ class QueueUseCases:
             changes = []
             for (job_id, attempt), result in completions:
                 row = rows[job_id]
-                await store.finish_attempt(s, job_id, attempt, job_pb2.ATTEMPT_OUTCOME_SUCCEEDED, now)
-                await store.set_state(s, job_id, row.version + 1, state=rules.SUCCEEDED,
-                                      result=store.result_bytes(result), lease_worker=None,
-                                      lease_deadline=None, update_time=now, finish_time=now)
-                changes.append(store.Change(job_id, row.tenant_id, row.version + 1, rules.RUNNING,
-                                            rules.SUCCEEDED, attempt, "", now))
+                await store.finish_attempt(
+                    s, job_id, attempt, job_pb2.ATTEMPT_OUTCOME_SUCCEEDED, now
+                )
+                await store.set_state(
+                    s,
+                    job_id,
+                    row.version + 1,
+                    state=rules.SUCCEEDED,
+                    result=store.result_bytes(result),
+                    lease_worker=None,
+                    lease_deadline=None,
+                    update_time=now,
+                    finish_time=now,
+                )
+                changes.append(
+                    store.Change(
+                        job_id,
+                        row.tenant_id,
+                        row.version + 1,
+                        rules.RUNNING,
+                        rules.SUCCEEDED,
+                        attempt,
+                        "",
+                        now,
+                    )
+                )
             await history.record(s, changes)
 
     async def fail(
-        self, worker: str, lease: Lease, code: str, message: str, retryable: bool,
+        self,
+        worker: str,
+        lease: Lease,
+        code: str,
+        message: str,
+        retryable: bool,
         partial: job_result_pb2.JobResult,
     ) -> tuple[int, datetime | None]:
         async with self._sessions.begin() as s:
             rows = await store.lock_jobs(s, [lease[0]])
             _fence(worker, rows, [lease])
             now = store.utcnow()
-            await store.finish_attempt(s, lease[0], lease[1], job_pb2.ATTEMPT_OUTCOME_FAILED, now,
-                                       code, message)
-            return await _after_failure(s, rows[lease[0]], retryable, f"{code}: {message}", now,
-                                        result=store.result_bytes(partial))
+            await store.finish_attempt(
+                s, lease[0], lease[1], job_pb2.ATTEMPT_OUTCOME_FAILED, now, code, message
+            )
+            return await _after_failure(
+                s,
+                rows[lease[0]],
+                retryable,
+                f"{code}: {message}",
+                now,
+                result=store.result_bytes(partial),
+            )
 
     async def reap(self, limit: int = 500) -> int:
         """Fail attempts whose lease expired and queue retries that fell due; returns count."""
@@ -117,19 +171,37 @@ class QueueUseCases:
         async with self._sessions.begin() as s:
             expired = await store.expired(s, now, limit)
             for row in expired:
-                await store.finish_attempt(s, row.job_id, row.attempt,
-                                           job_pb2.ATTEMPT_OUTCOME_LEASE_EXPIRED, now,
-                                           "LEASE_EXPIRED", "no heartbeat before the deadline")
+                await store.finish_attempt(
+                    s,
+                    row.job_id,
+                    row.attempt,
+                    job_pb2.ATTEMPT_OUTCOME_LEASE_EXPIRED,
+                    now,
+                    "LEASE_EXPIRED",
+                    "no heartbeat before the deadline",
+                )
                 await _after_failure(s, row, True, "LEASE_EXPIRED: executor lost", now)
             due = await store.due_retries(s, now, limit)
             for row in due:
-                await store.set_state(s, row.job_id, row.version + 1, state=rules.QUEUED,
-                                      update_time=now)
-            await history.record(s, [
-                store.Change(r.job_id, r.tenant_id, r.version + 1, rules.FAILED, rules.QUEUED,
-                             r.attempt, "retry due", now)
-                for r in due
-            ])
+                await store.set_state(
+                    s, row.job_id, row.version + 1, state=rules.QUEUED, update_time=now
+                )
+            await history.record(
+                s,
+                [
+                    store.Change(
+                        r.job_id,
+                        r.tenant_id,
+                        r.version + 1,
+                        rules.FAILED,
+                        rules.QUEUED,
+                        r.attempt,
+                        "retry due",
+                        now,
+                    )
+                    for r in due
+                ],
+            )
         if due:
             self.notify()
         return len(expired) + len(due)
@@ -138,7 +210,7 @@ class QueueUseCases:
         while True:
             try:
                 await self.reap()
-            except Exception as exc:  # noqa: BLE001 - Postgres outage: try again next tick
+            except Exception as exc:
                 log.warning("queue.reap_failed", error=repr(exc))
             await asyncio.sleep(interval)
 
@@ -151,30 +223,56 @@ async def _after_failure(
     state = rules.FAILED if retry else rules.DEAD_LETTER
     due = now + rules.backoff(spec, row.attempt) if retry else None
     await store.set_state(
-        s, row.job_id, row.version + 1, state=state, status_message=message, lease_worker=None,
-        lease_deadline=None, update_time=now, due_time=due or row.due_time,
-        finish_time=None if retry else now, **values,
+        s,
+        row.job_id,
+        row.version + 1,
+        state=state,
+        status_message=message,
+        lease_worker=None,
+        lease_deadline=None,
+        update_time=now,
+        due_time=due or row.due_time,
+        finish_time=None if retry else now,
+        **values,
     )
-    await history.record(s, [store.Change(row.job_id, row.tenant_id, row.version + 1, rules.RUNNING,
-                                          state, row.attempt, message, now)])
+    await history.record(
+        s,
+        [
+            store.Change(
+                row.job_id,
+                row.tenant_id,
+                row.version + 1,
+                rules.RUNNING,
+                state,
+                row.attempt,
+                message,
+                now,
+            )
+        ],
+    )
     return state, due
 
 
 def _fence(worker: str, rows: dict[str, Any], leases: list[Lease]) -> None:
     stale = [
-        f"{job_id}#{attempt}" for job_id, attempt in leases
-        if job_id not in rows or rows[job_id].state != rules.RUNNING
-        or rows[job_id].attempt != attempt or rows[job_id].lease_worker != worker
+        f"{job_id}#{attempt}"
+        for job_id, attempt in leases
+        if job_id not in rows
+        or rows[job_id].state != rules.RUNNING
+        or rows[job_id].attempt != attempt
+        or rows[job_id].lease_worker != worker
     ]
     if stale:
-        raise Aborted("lease is no longer held; drop the work",
-                      metadata={"stale_leases": ",".join(stale)})
+        raise Aborted(
+            "lease is no longer held; drop the work", metadata={"stale_leases": ",".join(stale)}
+        )
 
 
 def _task(row: Any) -> worker_service_pb2.Task:
     task = worker_service_pb2.Task(
         lease=worker_service_pb2.LeaseRef(job_id=row.job_id, attempt=row.attempt),
-        tenant_id=row.tenant_id, spec=job_spec_pb2.JobSpec.FromString(row.spec),
+        tenant_id=row.tenant_id,
+        spec=job_spec_pb2.JobSpec.FromString(row.spec),
     )
     task.lease_deadline_time.FromDatetime(row.lease_deadline)
     return task

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from typing import Any
 
-from accord.common.v1 import decision_pb2, job_spec_pb2
-from accord.orchestrator.v1 import job_pb2, job_service_pb2
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accord.common.v1 import decision_pb2, job_spec_pb2
+from accord.orchestrator.v1 import job_pb2, job_service_pb2
 from accord_kit import pages
 from accord_kit.errors import AlreadyExists, FailedPrecondition, NotFound
 from accord_orchestrator import history, store
@@ -25,7 +25,10 @@ Sessions = async_sessionmaker[AsyncSession]
 
 class JobUseCases:
     def __init__(
-        self, sessions: Sessions, policy: PolicyClient, on_queued: Callable[[], None],
+        self,
+        sessions: Sessions,
+        policy: PolicyClient,
+        on_queued: Callable[[], None],
         watch_poll: float = 0.2,
     ) -> None:
         self._sessions = sessions
@@ -65,23 +68,46 @@ class JobUseCases:
         return await store.load_job(s, row)
 
     async def _insert(
-        self, s: AsyncSession, tenant: str, request_id: str, spec: job_spec_pb2.JobSpec,
-        digest: str, job_id: str, decision: decision_pb2.PolicyDecision,
+        self,
+        s: AsyncSession,
+        tenant: str,
+        request_id: str,
+        spec: job_spec_pb2.JobSpec,
+        digest: str,
+        job_id: str,
+        decision: decision_pb2.PolicyDecision,
     ) -> Any:
         now = store.utcnow()
         allowed = decision.outcome == decision_pb2.DECISION_OUTCOME_ALLOW
         state = rules.QUEUED if allowed else rules.REJECTED
-        due = spec.not_before_time.ToDatetime(tzinfo=UTC) if spec.HasField("not_before_time") else now
+        due = (
+            spec.not_before_time.ToDatetime(tzinfo=UTC) if spec.HasField("not_before_time") else now
+        )
         message = "" if allowed else "; ".join(r.message for r in decision.reasons)
         await store.insert_job(
-            s, job_id=job_id, tenant_id=tenant, request_id=request_id,
-            spec=spec.SerializeToString(deterministic=True), spec_hash=digest, engine=spec.engine,
-            priority=spec.priority, state=state, due_time=max(due, now), attempt=0,
-            attempt_limit=rules.max_attempts(spec), decision=store.decision_bytes(decision),
-            status_message=message, schedule_id="", version=1, create_time=now, update_time=now,
+            s,
+            job_id=job_id,
+            tenant_id=tenant,
+            request_id=request_id,
+            spec=spec.SerializeToString(deterministic=True),
+            spec_hash=digest,
+            engine=spec.engine,
+            priority=spec.priority,
+            state=state,
+            due_time=max(due, now),
+            attempt=0,
+            attempt_limit=rules.max_attempts(spec),
+            decision=store.decision_bytes(decision),
+            status_message=message,
+            schedule_id="",
+            version=1,
+            create_time=now,
+            update_time=now,
             finish_time=None if allowed else now,
         )
-        change = store.Change(job_id, tenant, 1, job_pb2.JOB_STATE_UNSPECIFIED, state, 0, message, now)
+        change = store.Change(
+            job_id, tenant, 1, job_pb2.JOB_STATE_UNSPECIFIED, state, 0, message, now
+        )
         await history.record(s, [change], decision=decision, request_id=request_id)
         return await store.get_row(s, tenant, job_id)
 
@@ -89,13 +115,15 @@ class JobUseCases:
         async with self._sessions() as s:
             return await store.load_job(s, await _existing(s, tenant, job_id))
 
-    async def list(
+    async def list_jobs(
         self, tenant: str, request: job_service_pb2.ListJobsRequest
     ) -> tuple[list[job_pb2.Job], str]:
         filters = {
-            "states": sorted(request.states), "schedule_id": request.schedule_id,
+            "states": sorted(request.states),
+            "schedule_id": request.schedule_id,
             "engine": request.engine,
-            "after": _iso(request, "create_time_after"), "before": _iso(request, "create_time_before"),
+            "after": _iso(request, "create_time_after"),
+            "before": _iso(request, "create_time_before"),
         }
         limit = pages.page_size(request.page_size)
         position = pages.decode(request.page_token, [tenant, filters])
@@ -120,12 +148,34 @@ class JobUseCases:
             now = store.utcnow()
             message = reason or "cancelled by client"
             if row.state == rules.RUNNING:
-                await store.finish_attempt(s, job_id, row.attempt, job_pb2.ATTEMPT_OUTCOME_CANCELLED,
-                                           now, "CANCELLED", message)
-            await store.set_state(s, job_id, row.version + 1, state=rules.CANCELLED,
-                                  status_message=message, update_time=now, finish_time=now)
-            change = store.Change(job_id, tenant, row.version + 1, row.state, rules.CANCELLED,
-                                  row.attempt, message, now)
+                await store.finish_attempt(
+                    s,
+                    job_id,
+                    row.attempt,
+                    job_pb2.ATTEMPT_OUTCOME_CANCELLED,
+                    now,
+                    "CANCELLED",
+                    message,
+                )
+            await store.set_state(
+                s,
+                job_id,
+                row.version + 1,
+                state=rules.CANCELLED,
+                status_message=message,
+                update_time=now,
+                finish_time=now,
+            )
+            change = store.Change(
+                job_id,
+                tenant,
+                row.version + 1,
+                row.state,
+                rules.CANCELLED,
+                row.attempt,
+                message,
+                now,
+            )
             await history.record(s, [change])
             return await store.load_job(s, await _existing(s, tenant, job_id))
 
@@ -140,11 +190,27 @@ class JobUseCases:
                 )
             now = store.utcnow()
             limit = row.attempt + rules.max_attempts(job_spec_pb2.JobSpec.FromString(row.spec))
-            await store.set_state(s, job_id, row.version + 1, state=rules.QUEUED, due_time=now,
-                                  attempt_limit=limit, status_message="", update_time=now,
-                                  finish_time=None)
-            change = store.Change(job_id, tenant, row.version + 1, row.state, rules.QUEUED,
-                                  row.attempt, "retried by client", now)
+            await store.set_state(
+                s,
+                job_id,
+                row.version + 1,
+                state=rules.QUEUED,
+                due_time=now,
+                attempt_limit=limit,
+                status_message="",
+                update_time=now,
+                finish_time=None,
+            )
+            change = store.Change(
+                job_id,
+                tenant,
+                row.version + 1,
+                row.state,
+                rules.QUEUED,
+                row.attempt,
+                "retried by client",
+                now,
+            )
             await history.record(s, [change])
             job = await store.load_job(s, await _existing(s, tenant, job_id))
         self._on_queued()
@@ -160,10 +226,18 @@ class JobUseCases:
                 rows = await store.changes_after(s, job_id, after)
                 job = await store.load_job(s, row) if rows else None
             for c in rows:
-                change = history.to_change(store.Change(
-                    job_id, tenant, c.version, c.previous_state, c.state, c.attempt, c.message,
-                    c.change_time,
-                ))
+                change = history.to_change(
+                    store.Change(
+                        job_id,
+                        tenant,
+                        c.version,
+                        c.previous_state,
+                        c.state,
+                        c.attempt,
+                        c.message,
+                        c.change_time,
+                    )
+                )
                 assert job is not None
                 yield change, job
                 after = c.version

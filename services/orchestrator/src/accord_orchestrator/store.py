@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
-from accord.orchestrator.v1 import job_pb2
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
+from accord.orchestrator.v1 import job_pb2
 from accord_orchestrator import tables as t
 from accord_orchestrator.domain import jobs as rules
 
@@ -35,9 +35,14 @@ class Change:
 
 def to_job(row: Row[Any], attempts: Sequence[Row[Any]] = ()) -> job_pb2.Job:
     job = job_pb2.Job(
-        job_id=row.job_id, tenant_id=row.tenant_id, request_id=row.request_id,
-        spec=job_spec_pb2.JobSpec.FromString(row.spec), state=row.state,
-        status_message=row.status_message, schedule_id=row.schedule_id, version=row.version,
+        job_id=row.job_id,
+        tenant_id=row.tenant_id,
+        request_id=row.request_id,
+        spec=job_spec_pb2.JobSpec.FromString(row.spec),
+        state=row.state,
+        status_message=row.status_message,
+        schedule_id=row.schedule_id,
+        version=row.version,
     )
     if row.decision:
         job.decision.ParseFromString(row.decision)
@@ -50,8 +55,11 @@ def to_job(row: Row[Any], attempts: Sequence[Row[Any]] = ()) -> job_pb2.Job:
         job.finish_time.FromDatetime(row.finish_time)
     for a in attempts:
         attempt = job.attempts.add(
-            number=a.number, worker_id=a.worker_id, outcome=a.outcome,
-            error_code=a.error_code, error_message=a.error_message,
+            number=a.number,
+            worker_id=a.worker_id,
+            outcome=a.outcome,
+            error_code=a.error_code,
+            error_message=a.error_message,
         )
         attempt.start_time.FromDatetime(a.start_time)
         if a.finish_time:
@@ -68,7 +76,9 @@ async def find_by_request(s: AsyncSession, tenant: str, request_id: str) -> Row[
     return (await s.execute(stmt)).one_or_none()
 
 
-async def get_row(s: AsyncSession, tenant: str, job_id: str, *, lock: bool = False) -> Row[Any] | None:
+async def get_row(
+    s: AsyncSession, tenant: str, job_id: str, *, lock: bool = False
+) -> Row[Any] | None:
     stmt = select(t.jobs).where(J.tenant_id == tenant, J.job_id == job_id)
     return (await s.execute(stmt.with_for_update() if lock else stmt)).one_or_none()
 
@@ -94,13 +104,18 @@ async def list_jobs(
         stmt = stmt.where(J.create_time < datetime.fromisoformat(filters["before"]))
     if before is not None:
         when = datetime.fromisoformat(before[0])
-        stmt = stmt.where(or_(J.create_time < when, and_(J.create_time == when, J.job_id < before[1])))
+        stmt = stmt.where(
+            or_(J.create_time < when, and_(J.create_time == when, J.job_id < before[1]))
+        )
     stmt = stmt.order_by(J.create_time.desc(), J.job_id.desc()).limit(limit)
     rows = (await s.execute(stmt)).all()
     ids = [r.job_id for r in rows]
     attempt_rows = (
-        await s.execute(select(t.attempts).where(t.attempts.c.job_id.in_(ids)).order_by(
-            t.attempts.c.job_id, t.attempts.c.number))
+        await s.execute(
+            select(t.attempts)
+            .where(t.attempts.c.job_id.in_(ids))
+            .order_by(t.attempts.c.job_id, t.attempts.c.number)
+        )
     ).all()
     by_job: dict[str, list[Row[Any]]] = {}
     for a in attempt_rows:
@@ -114,11 +129,21 @@ async def set_state(s: AsyncSession, job_id: str, version: int, **values: Any) -
 
 async def insert_changes(s: AsyncSession, changes: Sequence[Change]) -> None:
     if changes:
-        await s.execute(insert(t.changes), [
-            {"job_id": c.job_id, "version": c.version, "previous_state": c.previous_state,
-             "state": c.state, "change_time": c.time, "attempt": c.attempt, "message": c.message}
-            for c in changes
-        ])
+        await s.execute(
+            insert(t.changes),
+            [
+                {
+                    "job_id": c.job_id,
+                    "version": c.version,
+                    "previous_state": c.previous_state,
+                    "state": c.state,
+                    "change_time": c.time,
+                    "attempt": c.attempt,
+                    "message": c.message,
+                }
+                for c in changes
+            ],
+        )
 
 
 async def changes_after(s: AsyncSession, job_id: str, version: int) -> list[Row[Any]]:
@@ -144,8 +169,14 @@ async def lease(
     stmt = (
         update(t.jobs)
         .where(J.job_id.in_(due.scalar_subquery()))
-        .values(state=rules.RUNNING, attempt=J.attempt + 1, lease_worker=worker,
-                lease_deadline=deadline, version=J.version + 1, update_time=now)
+        .values(
+            state=rules.RUNNING,
+            attempt=J.attempt + 1,
+            lease_worker=worker,
+            lease_deadline=deadline,
+            version=J.version + 1,
+            update_time=now,
+        )
         .returning(t.jobs)
     )
     rows = (await s.execute(stmt)).all()
@@ -158,8 +189,13 @@ async def insert_attempts(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
 
 
 async def finish_attempt(
-    s: AsyncSession, job_id: str, number: int, outcome: int, now: datetime,
-    code: str = "", message: str = "",
+    s: AsyncSession,
+    job_id: str,
+    number: int,
+    outcome: int,
+    now: datetime,
+    code: str = "",
+    message: str = "",
 ) -> None:
     await s.execute(
         update(t.attempts)

@@ -1,7 +1,18 @@
 """The orchestrator's tables, in its own `orchestrator` schema."""
 
-from sqlalchemy import (BigInteger, Column, DateTime, Index, Integer, LargeBinary, PrimaryKeyConstraint,
-                        SmallInteger, Table, Text, UniqueConstraint)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from accord_kit.db import metadata
 from accord_kit.outbox import outbox_table

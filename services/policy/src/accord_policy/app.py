@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from accord.policy.v1 import policy_service_pb2_grpc
-
 from accord_kit import db, events
 from accord_kit import nats as knats
 from accord_kit.outbox import Relay
@@ -35,9 +34,15 @@ class App:
     async def start(self) -> None:
         self._engine = db.create_engine(self.settings.database_url)
         self._nc = await knats.connect(self.settings.nats_url, "accord-policy")
-        await knats.ensure_stream(self._nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER))
-        cases = PolicyUseCases(db.sessionmaker(self._engine), default_deny=self.settings.default_deny)
-        self.server.add(SERVICE, policy_service_pb2_grpc.add_PolicyServiceServicer_to_server, PolicyApi(cases))
+        await knats.ensure_stream(
+            self._nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
+        )
+        cases = PolicyUseCases(
+            db.sessionmaker(self._engine), default_deny=self.settings.default_deny
+        )
+        self.server.add(
+            SERVICE, policy_service_pb2_grpc.add_PolicyServiceServicer_to_server, PolicyApi(cases)
+        )
         self.server.check("postgres", db.database_check(self._engine))
         self.server.check("nats", knats.nats_check(self._nc))
         self._relay = Relay(self._engine, tables.outbox, self._nc)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from accord.common.v1 import decision_pb2, job_spec_pb2
-from accord.events.v1 import policy_events_pb2
-from accord.policy.v1 import policy_pb2
 from google.protobuf import field_mask_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from accord.common.v1 import decision_pb2, job_spec_pb2
+from accord.events.v1 import policy_events_pb2
+from accord.policy.v1 import policy_pb2
 from accord_kit import events, outbox, pages
 from accord_kit.boundary import validate
 from accord_kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
@@ -32,15 +32,22 @@ class PolicyUseCases:
         async with self._sessions.begin() as s:
             existing = await store.find_by_request(s, tenant, request_id)
             if existing is not None:
-                if existing.policy.display_name != p.display_name or existing.policy.rules != p.rules:
+                if (
+                    existing.policy.display_name != p.display_name
+                    or existing.policy.rules != p.rules
+                ):
                     raise AlreadyExists("request_id was used for a different policy")
                 return existing.policy
             if await store.name_taken(s, tenant, p.display_name):
                 raise AlreadyExists(f"a policy named {p.display_name!r} exists")
             now = datetime.now(UTC)
             created = policy_pb2.Policy(
-                policy_id=str(uuid.uuid4()), tenant_id=tenant, display_name=p.display_name,
-                rules=p.rules, revision=await store.bump_revision(s, tenant), etag=_etag(),
+                policy_id=str(uuid.uuid4()),
+                tenant_id=tenant,
+                display_name=p.display_name,
+                rules=p.rules,
+                revision=await store.bump_revision(s, tenant),
+                etag=_etag(),
             )
             await store.insert_policy(s, created, request_id, now)
             await self._changed(s, tenant, created, "created", [])
@@ -52,7 +59,7 @@ class PolicyUseCases:
         async with self._sessions() as s:
             return (await _existing(s, tenant, policy_id)).policy
 
-    async def list(self, tenant: str, size: int, token: str) -> tuple[list[policy_pb2.Policy], str]:
+    async def list_policies(self, tenant: str, size: int, token: str) -> tuple[list[policy_pb2.Policy], str]:
         limit = pages.page_size(size)
         async with self._sessions() as s:
             found = await store.list_policies(s, tenant, pages.decode(token, tenant), limit + 1)
@@ -69,7 +76,9 @@ class PolicyUseCases:
         async with self._sessions.begin() as s:
             current = (await _existing(s, tenant, p.policy_id, lock=True)).policy
             if p.etag != current.etag:
-                raise Aborted("etag is stale; read the policy again", metadata={"etag": current.etag})
+                raise Aborted(
+                    "etag is stale; read the policy again", metadata={"etag": current.etag}
+                )
             updated = policy_pb2.Policy()
             updated.CopyFrom(current)
             mask.MergeMessage(p, updated, replace_message_field=True, replace_repeated_field=True)
@@ -90,7 +99,9 @@ class PolicyUseCases:
         async with self._sessions.begin() as s:
             current = (await _existing(s, tenant, policy_id, lock=True)).policy
             if etag and etag != current.etag:
-                raise Aborted("etag is stale; read the policy again", metadata={"etag": current.etag})
+                raise Aborted(
+                    "etag is stale; read the policy again", metadata={"etag": current.etag}
+                )
             await store.delete_policy(s, policy_id)
             current.revision = await store.bump_revision(s, tenant)
             await self._changed(s, tenant, current, "deleted", [])
@@ -102,14 +113,23 @@ class PolicyUseCases:
         return await self._decide(tenant, targets, spec.authorization_mode, job_id, "", dry_run)
 
     async def check_url(
-        self, tenant: str, url: str, engine: job_spec_pb2.Engine.ValueType,
-        mode: job_spec_pb2.AuthorizationMode.ValueType, job_id: str,
+        self,
+        tenant: str,
+        url: str,
+        engine: job_spec_pb2.Engine.ValueType,
+        mode: job_spec_pb2.AuthorizationMode.ValueType,
+        job_id: str,
     ) -> decision_pb2.PolicyDecision:
         return await self._decide(tenant, [rules.Target(url, engine)], mode, job_id, url, False)
 
     async def _decide(
-        self, tenant: str, targets: list[rules.Target],
-        mode: job_spec_pb2.AuthorizationMode.ValueType, job_id: str, url: str, dry_run: bool,
+        self,
+        tenant: str,
+        targets: list[rules.Target],
+        mode: job_spec_pb2.AuthorizationMode.ValueType,
+        job_id: str,
+        url: str,
+        dry_run: bool,
     ) -> decision_pb2.PolicyDecision:
         async with self._sessions.begin() as s:
             policies = await store.tenant_policies(s, tenant)
@@ -120,23 +140,41 @@ class PolicyUseCases:
             if not dry_run:
                 await store.insert_decision(s, tenant, job_id, decision)
             payload = policy_events_pb2.DecisionRecorded(decision=decision, job_id=job_id, url=url)
-            await outbox.enqueue(s, t.outbox, events.envelope(
-                producer=PRODUCER, aggregate="decision", event="recorded",
-                aggregate_id=decision.decision_id, tenant_id=tenant, payload=payload,
-            ))
+            await outbox.enqueue(
+                s,
+                t.outbox,
+                events.envelope(
+                    producer=PRODUCER,
+                    aggregate="decision",
+                    event="recorded",
+                    aggregate_id=decision.decision_id,
+                    tenant_id=tenant,
+                    payload=payload,
+                ),
+            )
             return decision
 
     async def _changed(
         self, s: AsyncSession, tenant: str, p: policy_pb2.Policy, what: str, fields: list[str]
     ) -> None:
         payload = policy_events_pb2.PolicyChanged(
-            policy_id=p.policy_id, revision=p.revision, changed_fields=fields,
+            policy_id=p.policy_id,
+            revision=p.revision,
+            changed_fields=fields,
             display_name=p.display_name,
         )
-        await outbox.enqueue(s, t.outbox, events.envelope(
-            producer=PRODUCER, aggregate="policy", event=what, aggregate_id=p.policy_id,
-            tenant_id=tenant, payload=payload,
-        ))
+        await outbox.enqueue(
+            s,
+            t.outbox,
+            events.envelope(
+                producer=PRODUCER,
+                aggregate="policy",
+                event=what,
+                aggregate_id=p.policy_id,
+                tenant_id=tenant,
+                payload=payload,
+            ),
+        )
 
 
 async def _existing(
@@ -154,23 +192,33 @@ def _etag() -> str:
 
 def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[str]:
     if not p.policy_id:
-        raise InvalidArgument("policy is required", [FieldViolation("policy.policy_id", "required")])
+        raise InvalidArgument(
+            "policy is required", [FieldViolation("policy.policy_id", "required")]
+        )
     bad = [
-        p for p in mask.paths
+        p
+        for p in mask.paths
         if p not in UPDATABLE and not (p.startswith("rules.") and p[6:] in RULE_FIELDS)
     ]
     if bad or not mask.paths:
-        raise InvalidArgument("update_mask is invalid", [FieldViolation(
-            "update_mask", f"paths must be non-empty and among display_name, rules, rules.<field>;"
-            f" got {', '.join(bad) or 'none'}",
-        )])
+        raise InvalidArgument(
+            "update_mask is invalid",
+            [
+                FieldViolation(
+                    "update_mask",
+                    f"paths must be non-empty and among display_name, rules, rules.<field>;"
+                    f" got {', '.join(bad) or 'none'}",
+                )
+            ],
+        )
     return set(mask.paths)
 
 
 def _decision(verdict: rules.Verdict, revision: int, dry_run: bool) -> decision_pb2.PolicyDecision:
     decision = decision_pb2.PolicyDecision(
         decision_id=str(uuid.uuid4()),
-        outcome=decision_pb2.DECISION_OUTCOME_ALLOW if verdict.allowed
+        outcome=decision_pb2.DECISION_OUTCOME_ALLOW
+        if verdict.allowed
         else decision_pb2.DECISION_OUTCOME_DENY,
         reasons=[
             decision_pb2.DecisionReason(

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from accord.common.v1 import decision_pb2
-from accord.policy.v1 import policy_pb2
 from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accord.common.v1 import decision_pb2
+from accord.policy.v1 import policy_pb2
 from accord_policy import tables as t
 from accord_policy.domain.rules import TenantPolicy
 
@@ -59,9 +59,15 @@ async def insert_policy(
 ) -> None:
     await session.execute(
         insert(t.policies).values(
-            policy_id=p.policy_id, tenant_id=p.tenant_id, request_id=request_id,
-            display_name=p.display_name, rules=p.rules.SerializeToString(deterministic=True),
-            revision=p.revision, etag=p.etag, create_time=now, update_time=now,
+            policy_id=p.policy_id,
+            tenant_id=p.tenant_id,
+            request_id=request_id,
+            display_name=p.display_name,
+            rules=p.rules.SerializeToString(deterministic=True),
+            revision=p.revision,
+            etag=p.etag,
+            create_time=now,
+            update_time=now,
         )
     )
 
@@ -71,8 +77,11 @@ async def update_policy(session: AsyncSession, p: policy_pb2.Policy, now: dateti
         update(t.policies)
         .where(t.policies.c.policy_id == p.policy_id)
         .values(
-            display_name=p.display_name, rules=p.rules.SerializeToString(deterministic=True),
-            revision=p.revision, etag=p.etag, update_time=now,
+            display_name=p.display_name,
+            rules=p.rules.SerializeToString(deterministic=True),
+            revision=p.revision,
+            etag=p.etag,
+            update_time=now,
         )
     )
 
@@ -91,7 +100,9 @@ async def get_policy(
     return _policy(row) if row else None
 
 
-async def find_by_request(session: AsyncSession, tenant: str, request_id: str) -> StoredPolicy | None:
+async def find_by_request(
+    session: AsyncSession, tenant: str, request_id: str
+) -> StoredPolicy | None:
     stmt = select(t.policies).where(
         t.policies.c.tenant_id == tenant, t.policies.c.request_id == request_id
     )
@@ -115,13 +126,17 @@ async def list_policies(
     stmt = select(t.policies).where(c.tenant_id == tenant)
     if after is not None:
         when = datetime.fromisoformat(after[0])
-        stmt = stmt.where(or_(c.create_time > when, and_(c.create_time == when, c.policy_id > after[1])))
+        stmt = stmt.where(
+            or_(c.create_time > when, and_(c.create_time == when, c.policy_id > after[1]))
+        )
     stmt = stmt.order_by(c.create_time, c.policy_id).limit(limit)
     return [_policy(r).policy for r in (await session.execute(stmt)).all()]
 
 
 async def tenant_policies(session: AsyncSession, tenant: str) -> list[TenantPolicy]:
-    stmt = select(t.policies.c.policy_id, t.policies.c.rules).where(t.policies.c.tenant_id == tenant)
+    stmt = select(t.policies.c.policy_id, t.policies.c.rules).where(
+        t.policies.c.tenant_id == tenant
+    )
     return [
         TenantPolicy(r.policy_id, policy_pb2.PolicyRules.FromString(r.rules))
         for r in (await session.execute(stmt)).all()
@@ -133,9 +148,12 @@ async def insert_decision(
 ) -> None:
     await session.execute(
         insert(t.decisions).values(
-            decision_id=d.decision_id, tenant_id=tenant, job_id=job_id,
+            decision_id=d.decision_id,
+            tenant_id=tenant,
+            job_id=job_id,
             allowed=d.outcome == decision_pb2.DECISION_OUTCOME_ALLOW,
-            revision=d.policy_revision, decision=d.SerializeToString(),
+            revision=d.policy_revision,
+            decision=d.SerializeToString(),
             decide_time=d.decide_time.ToDatetime(tzinfo=UTC),
         )
     )

@@ -1,6 +1,15 @@
 """The policy service's tables, in its own `policy` schema."""
 
-from sqlalchemy import BigInteger, Boolean, Column, DateTime, LargeBinary, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    LargeBinary,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from accord_kit.db import metadata
 from accord_kit.outbox import outbox_table

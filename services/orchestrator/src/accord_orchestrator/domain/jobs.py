@@ -9,8 +9,16 @@ from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2
 
 S = job_pb2.JobState
-PENDING, REJECTED, QUEUED = job_pb2.JOB_STATE_PENDING, job_pb2.JOB_STATE_REJECTED, job_pb2.JOB_STATE_QUEUED
-RUNNING, SUCCEEDED, FAILED = job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_SUCCEEDED, job_pb2.JOB_STATE_FAILED
+PENDING, REJECTED, QUEUED = (
+    job_pb2.JOB_STATE_PENDING,
+    job_pb2.JOB_STATE_REJECTED,
+    job_pb2.JOB_STATE_QUEUED,
+)
+RUNNING, SUCCEEDED, FAILED = (
+    job_pb2.JOB_STATE_RUNNING,
+    job_pb2.JOB_STATE_SUCCEEDED,
+    job_pb2.JOB_STATE_FAILED,
+)
 DEAD_LETTER, CANCELLED = job_pb2.JOB_STATE_DEAD_LETTER, job_pb2.JOB_STATE_CANCELLED
 
 TERMINAL = frozenset({REJECTED, SUCCEEDED, DEAD_LETTER, CANCELLED})
@@ -25,9 +33,15 @@ _TRANSITIONS: dict[int, frozenset[int]] = {
 }
 
 # Past-tense event names: accord.orchestrator.v1.job.<event>.
-_EVENTS = {
-    QUEUED: "queued", REJECTED: "rejected", RUNNING: "started", SUCCEEDED: "succeeded",
-    FAILED: "failed", DEAD_LETTER: "dead_lettered", CANCELLED: "cancelled", PENDING: "accepted",
+_EVENTS: dict[int, str] = {
+    QUEUED: "queued",
+    REJECTED: "rejected",
+    RUNNING: "started",
+    SUCCEEDED: "succeeded",
+    FAILED: "failed",
+    DEAD_LETTER: "dead_lettered",
+    CANCELLED: "cancelled",
+    PENDING: "accepted",
 }
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -52,14 +66,19 @@ def max_attempts(spec: job_spec_pb2.JobSpec) -> int:
     return spec.retry_policy.max_attempts or DEFAULT_MAX_ATTEMPTS
 
 
-def backoff(spec: job_spec_pb2.JobSpec, attempt: int, rng: random.Random | None = None) -> timedelta:
+def backoff(
+    spec: job_spec_pb2.JobSpec, attempt: int, rng: random.Random | None = None
+) -> timedelta:
     """Delay before the retry that follows `attempt`: exponential, capped, full jitter."""
     policy = spec.retry_policy
     initial = (
         policy.initial_backoff.ToTimedelta()
-        if policy.HasField("initial_backoff") else DEFAULT_INITIAL_BACKOFF
+        if policy.HasField("initial_backoff")
+        else DEFAULT_INITIAL_BACKOFF
     )
-    cap = policy.max_backoff.ToTimedelta() if policy.HasField("max_backoff") else DEFAULT_MAX_BACKOFF
+    cap = (
+        policy.max_backoff.ToTimedelta() if policy.HasField("max_backoff") else DEFAULT_MAX_BACKOFF
+    )
     multiplier = policy.backoff_multiplier or DEFAULT_MULTIPLIER
     ceiling = min(cap, initial * multiplier ** max(0, attempt - 1))
-    return ceiling * (rng or random).random()  # noqa: S311 - jitter, not cryptography
+    return ceiling * (rng or random).random()

@@ -70,8 +70,11 @@ def is_private_host(host: str) -> bool:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
-    return address.is_private or address.is_loopback or address.is_link_local or (
-        address.is_unspecified or address.is_reserved
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or (address.is_unspecified or address.is_reserved)
     )
 
 
@@ -125,7 +128,9 @@ def _check_host(
         if any(domain_matches(d, host) for d in p.rules.denied_domains):
             matched.add(p.policy_id)
             return [Reason("DOMAIN_DENIED", f"{host} is on a deny list", host, p.policy_id)]
-    allowing = [p for p in policies if any(domain_matches(d, host) for d in p.rules.allowed_domains)]
+    allowing = [
+        p for p in policies if any(domain_matches(d, host) for d in p.rules.allowed_domains)
+    ]
     matched.update(p.policy_id for p in allowing)
     if default_deny and not allowing:
         return [Reason("DOMAIN_NOT_ALLOWED", f"{host} is not on any allow list", host)]
@@ -143,7 +148,9 @@ def _most_specific_rule(
     host: str, policies: list[TenantPolicy]
 ) -> tuple[str, policy_pb2.DomainRule] | None:
     candidates = [
-        (p.policy_id, r) for p in policies for r in p.rules.domain_rules
+        (p.policy_id, r)
+        for p in policies
+        for r in p.rules.domain_rules
         if domain_matches(r.domain, host)
     ]
     return max(candidates, key=lambda c: specificity(c[1].domain), default=None)

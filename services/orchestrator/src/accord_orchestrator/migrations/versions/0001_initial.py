@@ -43,17 +43,24 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "request_id", name="uq_jobs_tenant_id"),
         schema=S,
     )
-    op.create_index("ix_jobs_tenant_created", "jobs", ["tenant_id", "create_time", "job_id"], schema=S)
+    op.create_index(
+        "ix_jobs_tenant_created", "jobs", ["tenant_id", "create_time", "job_id"], schema=S
+    )
     # The queue: leasable jobs by priority then due time (state 3 = QUEUED).
     op.create_index(
-        "ix_jobs_queue", "jobs", [sa.text("priority DESC"), "due_time"], schema=S,
+        "ix_jobs_queue",
+        "jobs",
+        [sa.text("priority DESC"), "due_time"],
+        schema=S,
         postgresql_where=sa.text("state = 3"),
     )
     # Expired leases and due retries (4 = RUNNING, 6 = FAILED).
-    op.create_index("ix_jobs_lease", "jobs", ["lease_deadline"], schema=S,
-                    postgresql_where=sa.text("state = 4"))
-    op.create_index("ix_jobs_retry", "jobs", ["due_time"], schema=S,
-                    postgresql_where=sa.text("state = 6"))
+    op.create_index(
+        "ix_jobs_lease", "jobs", ["lease_deadline"], schema=S, postgresql_where=sa.text("state = 4")
+    )
+    op.create_index(
+        "ix_jobs_retry", "jobs", ["due_time"], schema=S, postgresql_where=sa.text("state = 6")
+    )
     op.create_table(
         "attempts",
         sa.Column("job_id", sa.Text, nullable=False),
