@@ -37,10 +37,11 @@ def run_service(
     if args.command == "migrate" and migrate is not None:
         migrate(settings)
         return
-    asyncio.run(_serve(app_type(settings)))
+    asyncio.run(_serve(lambda: app_type(settings)))
 
 
-async def _serve(app: App) -> None:
+async def _serve(build: Callable[[], App]) -> None:
+    app = build()  # inside the loop: grpc.aio binds its server to the running loop
     await app.start()
     try:
         await wait_for_shutdown_signal()
