@@ -1,0 +1,71 @@
+"""Wires the executor: engines, pools, the worker loop and the gRPC server; start and stop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from accord.common.v1 import job_spec_pb2
+from accord.executor.v1 import executor_service_pb2_grpc
+from accord_executor.api import ExecutorApi
+from accord_executor.config import Settings
+from accord_executor.engines.browser import BrowserProbe, find_browser
+from accord_executor.engines.http import HttpEngine
+from accord_executor.pools import Pool, Pools
+from accord_executor.service import ExecutorUseCases
+from accord_executor.worker import CHANNEL_OPTIONS, Worker, orchestrator_check
+from accord_kit.server import Server
+
+SERVICE = "accord.executor.v1.ExecutorService"
+HTTP = job_spec_pb2.ENGINE_HTTP
+BROWSER = job_spec_pb2.ENGINE_BROWSER
+
+
+def browser_pool(probe: BrowserProbe, capacity: int) -> Pool:
+    # The browser engine itself arrives in a later release: until then a found Chromium
+    # is reported, but the pool stays unavailable so browser jobs wait for an executor
+    # that can run them instead of failing here.
+    reason = (
+        f"Chromium found at {probe.executable}, but this release has no browser engine"
+        if probe.found
+        else probe.reason
+    )
+    return Pool(BROWSER, capacity, available=False, unavailable_reason=reason)
+
+
+class App:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server = Server(settings)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        s = self.settings
+        probe = await find_browser(s.browser_executable)
+        self._http = HttpEngine(concurrency=s.concurrency, user_agent=s.user_agent)
+        await self._http.start()
+        engines = {HTTP: self._http}
+        self.pools = Pools(
+            s.worker_id,
+            [Pool(HTTP, s.concurrency, available=True), browser_pool(probe, s.concurrency)],
+        )
+        self._channel = grpc.aio.insecure_channel(s.orchestrator_target, options=CHANNEL_OPTIONS)
+        self.worker = Worker(s, self._channel, engines, self.pools)
+        self.server.add(
+            SERVICE,
+            executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server,
+            ExecutorApi(ExecutorUseCases(self.pools, engines)),
+        )
+        self.server.check("orchestrator", orchestrator_check(self._channel))
+        await self.server.start()
+        self.worker.start()
+
+    async def stop(self) -> None:
+        # Queued work and direct RunJob calls drain side by side within the same window.
+        await asyncio.gather(self.worker.stop(self.settings.drain_seconds), self.server.stop())
+        await self._http.close()
+        await self._channel.close(grace=None)

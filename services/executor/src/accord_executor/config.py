@@ -1,0 +1,37 @@
+"""Executor service settings, from ACCORD_EXECUTOR_*; the executor keeps no database."""
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from accord_kit.config import ServiceSettings
+
+P = "ACCORD_EXECUTOR_"
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix=P, extra="ignore", populate_by_name=True)
+
+    port: int = 50053
+    metrics_port: int = 9453
+    # Where WorkerService (leases) and PolicyService (permits) are served.
+    orchestrator_target: str = "127.0.0.1:50051"
+    policy_target: str = "127.0.0.1:50052"
+    # Stable id of this process towards WorkerService; leases are held in its name.
+    worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
+    # Jobs run at once per engine pool, and the HTTP connection pool's size.
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    # Longest PollTasks long poll, in seconds (WorkerService caps it at 60).
+    poll_wait_seconds: float = Field(default=10.0, ge=0, le=60)
+    # Lease length asked for; heartbeats extend held leases every third of it.
+    lease_seconds: float = Field(default=30.0, ge=1, le=600)
+    # Engines identify themselves honestly: Accord ships no user-agent spoofing.
+    user_agent: str = "Accord/0.1 (+https://accord.dev/bot)"
+    # Chromium to use; unset means Playwright's own install, then /usr/bin/chromium.
+    browser_executable: str | None = None

@@ -1,0 +1,1 @@
+"""Pure executor logic: templates over step outputs, pages, results and failure codes."""

@@ -1,0 +1,1 @@
+"""Execution engines: the HTTP client engine, and detection of a usable Chromium."""

@@ -1,0 +1,241 @@
+"""The HTTP engine: runs a job's steps in order over one shared aiohttp connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from google.protobuf import struct_pb2
+from yarl import URL
+
+from accord.common.v1 import job_result_pb2, job_spec_pb2
+from accord_executor.domain import results as r
+from accord_executor.domain.page import Page
+from accord_executor.domain.templates import TemplateError, check_spec, render_text
+
+OnStep = Callable[[job_result_pb2.StepResult], None]
+"""Told about each step as soon as it is decided (ran, failed or skipped)."""
+
+DEFAULT_ATTEMPT_TIMEOUT = 300.0
+MAX_BODY_BYTES = 16 * 1024 * 1024
+BROWSER_ONLY = {"click", "fill", "screenshot"}
+
+
+@dataclass
+class Outcome:
+    """One attempt's result; `failure` is None when every step succeeded."""
+
+    result: job_result_pb2.JobResult
+    failure: r.Failure | None
+
+
+@dataclass
+class _Attempt:
+    """What one attempt accumulates as its steps run."""
+
+    deadline: float
+    outputs: dict[str, Any] = field(default_factory=dict)
+    page: Page | None = None
+    # Cookies live per job, never in the shared session: jobs of different tenants share it.
+    cookies: aiohttp.CookieJar = field(default_factory=lambda: aiohttp.CookieJar(unsafe=True))
+
+
+class HttpEngine:
+    def __init__(self, *, concurrency: int, user_agent: str) -> None:
+        self._concurrency = concurrency
+        self._user_agent = user_agent
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            headers={"User-Agent": self._user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # Limits come from the step and attempt timeouts, not from the session.
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def run(self, spec: job_spec_pb2.JobSpec, on_step: OnStep | None = None) -> Outcome:
+        started = time.monotonic()
+        limit = (
+            spec.attempt_timeout.ToTimedelta().total_seconds()
+            if spec.HasField("attempt_timeout")
+            else DEFAULT_ATTEMPT_TIMEOUT
+        )
+        attempt = _Attempt(deadline=started + limit)
+        failure = _static_failure(spec)
+        steps: list[job_result_pb2.StepResult] = []
+        for index, step in enumerate(spec.steps):
+            if failure is None:
+                result, failure = await self._step(attempt, index, step)
+            else:
+                result = r.step_result(index, step, r.SKIPPED)
+            steps.append(result)
+            if on_step is not None:
+                on_step(result)
+        outputs, failure = _outputs(spec, attempt.outputs, failure)
+        return Outcome(
+            job_result_pb2.JobResult(
+                outputs=outputs, steps=steps, duration=r.duration(time.monotonic() - started)
+            ),
+            failure,
+        )
+
+    async def _step(
+        self, attempt: _Attempt, index: int, step: job_spec_pb2.Step
+    ) -> tuple[job_result_pb2.StepResult, r.Failure | None]:
+        started = time.monotonic()
+        timeout = attempt.deadline - started
+        if step.HasField("timeout") and step.timeout.ToTimedelta().total_seconds() > 0:
+            timeout = min(timeout, step.timeout.ToTimedelta().total_seconds())
+        status = 0
+        try:
+            if timeout <= 0:
+                raise TimeoutError  # the attempt's time ran out before this step began
+            async with asyncio.timeout(timeout):
+                output, status = await self._act(attempt, step)
+        except TimeoutError:
+            failure = r.Failure(r.TIMEOUT, f"step {index} timed out after {max(timeout, 0):.3g}s")
+        except r.StepFailed as exc:
+            failure = exc.failure
+        except TemplateError as exc:
+            failure = r.Failure(r.TEMPLATE_ERROR, str(exc))
+        else:
+            if step.name:
+                attempt.outputs[step.name] = output
+            return r.step_result(
+                index,
+                step,
+                r.SUCCEEDED,
+                seconds=time.monotonic() - started,
+                output=_reported(step, output),
+                http_status=status,
+            ), None
+        return r.step_result(
+            index, step, r.FAILED, seconds=time.monotonic() - started, error=failure.message
+        ), failure
+
+    async def _act(self, attempt: _Attempt, step: job_spec_pb2.Step) -> tuple[Any, int]:
+        """Run one step's action: (its output, the HTTP status it received or 0)."""
+        kind = step.WhichOneof("action")
+        if kind == "request":
+            return await self._request(attempt, step.request)
+        if kind == "extract":
+            return _page(attempt).extract(step.extract), 0
+        if kind == "assertion":
+            expected = render_text(step.assertion.text_contains, attempt.outputs)
+            _page(attempt).check(step.assertion, expected)
+            return True, 0
+        if kind == "wait_for" and step.wait_for.WhichOneof("condition") == "delay":
+            await asyncio.sleep(step.wait_for.delay.ToTimedelta().total_seconds())
+            return None, 0
+        what = "wait_for selector" if kind == "wait_for" else f"{kind}"
+        raise r.StepFailed(
+            r.STEP_NOT_SUPPORTED, f"{what} steps need the browser engine; this job uses http"
+        )
+
+    async def _request(
+        self, attempt: _Attempt, step: job_spec_pb2.RequestStep
+    ) -> tuple[dict[str, Any], int]:
+        assert self._session is not None, "HttpEngine.start() was not called"
+        url = render_text(step.url, attempt.outputs)
+        method = step.method or "GET"
+        target = _target(url)
+        headers = _headers(step, attempt, target)
+        try:
+            async with self._session.request(
+                method, target, headers=headers, data=step.body or None
+            ) as response:
+                body = await _read(response)
+                attempt.cookies.update_cookies(response.cookies, response.url)
+        except aiohttp.InvalidURL as exc:
+            raise r.StepFailed(r.INVALID_URL, f"invalid URL {url!r}: {exc}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise r.StepFailed(r.HTTP_ERROR, f"{method} {url} failed: {exc!r}") from None
+        attempt.page = Page(str(response.url), response.status, body)
+        return {"status": response.status, "url": attempt.page.url, "body": body}, response.status
+
+
+def _static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:
+    problems = check_spec(spec)
+    if not problems:
+        return None
+    return r.Failure(r.TEMPLATE_ERROR, "; ".join(f"{f}: {d}" for f, d in problems))
+
+
+def _outputs(
+    spec: job_spec_pb2.JobSpec, outputs: dict[str, Any], failure: r.Failure | None
+) -> tuple[struct_pb2.Struct, r.Failure | None]:
+    """The result template over the outputs; a failed attempt returns what it saved."""
+    if failure is not None:
+        return r.to_struct(outputs), failure
+    try:
+        return r.job_outputs(spec.result_template, outputs), None
+    except TemplateError as exc:
+        return r.to_struct(outputs), r.Failure(r.TEMPLATE_ERROR, str(exc))
+
+
+def _reported(step: job_spec_pb2.Step, output: Any) -> struct_pb2.Value | None:
+    """What a step's result shows: what it extracted, or a named request's response.
+
+    An unnamed request's body is not echoed into the result: nothing asked to keep it, and
+    bodies are the bulk of a result's size.
+    """
+    kind = step.WhichOneof("action")
+    if kind == "extract" or (kind == "request" and step.name):
+        return r.to_value(output)
+    return None
+
+
+def _page(attempt: _Attempt) -> Page:
+    if attempt.page is None:
+        raise r.StepFailed(r.NO_RESPONSE, "no response yet: a request step must come first")
+    return attempt.page
+
+
+def _target(url: str) -> URL:
+    try:
+        target = URL(url)
+    except ValueError as exc:
+        raise r.StepFailed(r.INVALID_URL, f"invalid URL {url!r}: {exc}") from None
+    if target.scheme not in {"http", "https"} or not target.host:
+        raise r.StepFailed(r.INVALID_URL, f"not an absolute http(s) URL: {url!r}")
+    return target
+
+
+def _headers(step: job_spec_pb2.RequestStep, attempt: _Attempt, target: URL) -> dict[str, str]:
+    # The engine's own User-Agent always stands: Accord identifies itself honestly.
+    headers = {
+        k: render_text(v, attempt.outputs)
+        for k, v in step.headers.items()
+        if k.lower() != "user-agent"
+    }
+    jar = attempt.cookies.filter_cookies(target)
+    if jar and not any(k.lower() == "cookie" for k in headers):
+        headers["Cookie"] = "; ".join(f"{name}={m.value}" for name, m in jar.items())
+    return headers
+
+
+async def _read(response: aiohttp.ClientResponse) -> str:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise r.StepFailed(
+                r.RESPONSE_TOO_LARGE, f"response body exceeds {MAX_BODY_BYTES} bytes"
+            )
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    try:
+        return data.decode(response.charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return data.decode("utf-8", errors="replace")
