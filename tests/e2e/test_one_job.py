@@ -147,13 +147,13 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
             "-H",
             "accord-tenant: grpcurl",
             "-d",
-            json.dumps({"job_id": created["job"]["jobId"]}),
+            json.dumps({"job_id": created["job"]["job_id"]}),
             suite.target("orchestrator"),
             "accord.orchestrator.v1.JobService/GetJob",
         )
     )
-    assert got["job"]["jobId"] == created["job"]["jobId"]
-    assert got["job"]["requestId"] == "from-grpcurl"
+    assert got["job"]["job_id"] == created["job"]["job_id"]
+    assert got["job"]["request_id"] == "from-grpcurl"
     invalid = await asyncio.to_thread(
         subprocess.run,
         [

@@ -21,6 +21,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from accord.common.v1 import job_spec_pb2
+from accord.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from accord_kit.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import port_in_use
 
@@ -88,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
             stack.callback(_stop_all, children)
             _wait_healthy(services, children, args.host)
             _print_ready(services, args.host, env)
+            _print_engines(f"{args.host}:{services[3].port}")
+            print(
+                f"\nTry: grpcurl -plaintext {args.host}:{services[1].port} list\n"
+                "Ctrl-C stops everything.\n",
+                flush=True,
+            )
             _supervise(children)
     except EmbeddedError as exc:
         return fail(str(exc))
@@ -200,6 +208,18 @@ def _stop_all(children: list[tuple[Service, subprocess.Popen[bytes]]]) -> None:
             proc.kill()
 
 
+def _print_engines(executor: str) -> None:
+    """Say plainly which engines can run here, e.g. that no browser was found."""
+    with grpc.insecure_channel(executor) as channel:
+        status = executor_service_pb2_grpc.ExecutorServiceStub(channel).GetExecutorStatus(
+            executor_service_pb2.GetExecutorStatusRequest(), timeout=5
+        )
+    for pool in status.pools:
+        name = job_spec_pb2.Engine.Name(pool.engine).removeprefix("ENGINE_").lower()
+        state = "ready" if pool.available else f"unavailable: {pool.unavailable_reason}"
+        print(f"  engine {name:<7} {state}", flush=True)
+
+
 def _print_ready(services: list[Service], host: str, env: dict[str, str]) -> None:
     lines = [
         f"  {s.name:<13} grpc {host}:{s.port}   metrics http://{host}:{s.metrics_port}/metrics"
@@ -207,7 +227,3 @@ def _print_ready(services: list[Service], host: str, env: dict[str, str]) -> Non
     ]
     print("\nAccord is up.\n" + "\n".join(lines), flush=True)
     print(f"  postgres      {env['ACCORD_DATABASE_URL']}\n  nats          {env['ACCORD_NATS_URL']}")
-    print(
-        f"\nTry: grpcurl -plaintext {host}:{services[1].port} list\nCtrl-C stops everything.\n",
-        flush=True,
-    )
