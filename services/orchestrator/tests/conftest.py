@@ -58,12 +58,13 @@ async def stack(database_url: str, nats_url: str) -> AsyncIterator[Stack]:
                 ),
                 metadata=as_tenant(tenant),
             )
-        yield Stack(
+        stack = Stack(
             app,
             policy_app,
             job_service_pb2_grpc.JobServiceStub(ch),
             worker_service_pb2_grpc.WorkerServiceStub(ch),
             policies,
         )
-    await app.stop()
-    await policy_app.stop()
+        yield stack
+    await stack.app.stop()
+    await stack.policy_app.stop()  # a test may have replaced it with a restarted one

@@ -150,7 +150,7 @@ class Relay:
                     driver = raw.driver_connection
                     assert driver is not None
                     closed = asyncio.Event()
-                    driver.add_termination_listener(lambda *_: closed.set())
+                    driver.add_termination_listener(lambda *_, c=closed: c.set())
                     await driver.add_listener(_channel(self._table), lambda *_: self._wake.set())
                     await closed.wait()
             except Exception as exc:

@@ -52,6 +52,7 @@ class Server:
         self._names: list[str] = []
         self._checks: dict[str, Check] = {}
         self._monitor: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._metrics: Any = None
 
     def add(self, name: str, adder: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
@@ -87,9 +88,12 @@ class Server:
         """Stop taking calls, let in-flight ones finish within the drain window, then stop."""
         await self.health.enter_graceful_shutdown()
         if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+            # A flag, not only cancel(): on 3.11 wait_for inside a probe can swallow a cancel.
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._monitor), timeout=5)
+            except TimeoutError:
+                self._monitor.cancel()
         await self._grpc.stop(self.settings.drain_seconds)
         if self._metrics is not None:
             self._metrics.shutdown()
@@ -114,8 +118,10 @@ class Server:
         await self._set_all(SERVING if healthy else NOT_SERVING)
 
     async def _watch_dependencies(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.health_interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.settings.health_interval)
+                return
             await self._probe()
 
 

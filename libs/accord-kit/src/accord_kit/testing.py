@@ -17,6 +17,8 @@ import grpc
 import pytest
 
 from accord_kit.caller import tenant_metadata
+from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
+from accord_kit.net import free_port
 
 
 @pytest.fixture(scope="session")
@@ -24,9 +26,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("ACCORD_TEST_DATABASE_URL"):
         yield url
         return
-    from accord_kit.embedded import EmbeddedPostgres  # noqa: PLC0415
-    from accord_kit.net import free_port  # noqa: PLC0415
-
     with EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", free_port()) as pg:
         yield pg.url
 
@@ -36,9 +35,6 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("ACCORD_TEST_NATS_URL"):
         yield url
         return
-    from accord_kit.embedded import EmbeddedNats  # noqa: PLC0415
-    from accord_kit.net import free_port  # noqa: PLC0415
-
     with EmbeddedNats(tmp_path_factory.mktemp("nats"), free_port()) as server:
         yield server.url
 

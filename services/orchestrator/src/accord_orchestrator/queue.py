@@ -44,7 +44,8 @@ class QueueUseCases:
         deadline = asyncio.get_running_loop().time() + wait.total_seconds()
         while True:
             self._work.clear()
-            tasks = await self._lease(worker, limit, list(engines) or ALL_ENGINES, lease or DEFAULT_LEASE)
+            wanted = list(engines) or ALL_ENGINES
+            tasks = await self._lease(worker, limit, wanted, lease or DEFAULT_LEASE)
             remaining = deadline - asyncio.get_running_loop().time()
             if tasks or remaining <= 0:
                 return tasks

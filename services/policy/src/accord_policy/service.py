@@ -59,7 +59,9 @@ class PolicyUseCases:
         async with self._sessions() as s:
             return (await _existing(s, tenant, policy_id)).policy
 
-    async def list_policies(self, tenant: str, size: int, token: str) -> tuple[list[policy_pb2.Policy], str]:
+    async def list_policies(
+        self, tenant: str, size: int, token: str
+    ) -> tuple[list[policy_pb2.Policy], str]:
         limit = pages.page_size(size)
         async with self._sessions() as s:
             found = await store.list_policies(s, tenant, pages.decode(token, tenant), limit + 1)

@@ -1,0 +1,130 @@
+"""The consumer: pulls every producer's stream through a durable JetStream consumer and
+appends each event to the log, then acks it. Outages are waited out, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from prometheus_client import Counter
+
+from accord_audit.config import Settings
+from accord_audit.domain.records import Event, MalformedEvent, parse_event
+from accord_audit.service import AuditUseCases
+from accord_kit import events
+from accord_kit import nats as knats
+
+log = structlog.get_logger("accord.audit.consumer")
+
+APPENDED = Counter("accord_audit_appended_total", "Records appended to the audit log")
+DUPLICATES = Counter("accord_audit_duplicates_total", "Redelivered events already in the log")
+MALFORMED = Counter("accord_audit_malformed_total", "Messages dropped as not an EventEnvelope")
+
+
+class Consumer:
+    """One pull loop per producer stream; replicas share the durable consumer."""
+
+    def __init__(self, nc: Client, cases: AuditUseCases, settings: Settings) -> None:
+        self._nc = nc
+        self._cases = cases
+        self._settings = settings
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._consume(p), name=f"audit-consume-{p}")
+            for p in self._settings.producers
+        ]
+
+    async def stop(self) -> None:
+        """Stop pulling; a batch cut short is simply redelivered and appended once.
+
+        The flag backs up the cancel: nats-py waits with asyncio.wait_for, which on 3.11
+        can swallow a cancellation; the loops then end at their next turn instead.
+        """
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _consume(self, producer: str) -> None:
+        delay = self._settings.retry_initial
+        while not self._stopping:
+            try:
+                sub = await self._subscribe(producer)
+                delay = self._settings.retry_initial
+                await self._pull(sub)
+            except Exception as exc:
+                log.warning("audit.consume_failed", producer=producer, error=repr(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max)
+
+    async def _subscribe(self, producer: str) -> JetStreamContext.PullSubscription:
+        stream, subjects = events.stream_name(producer), events.stream_subjects(producer)
+        await knats.ensure_stream(self._nc, stream, subjects)
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self._settings.ack_wait,
+        )
+        durable = self._settings.durable_name
+        return await self._nc.jetstream().pull_subscribe(
+            subjects[0], durable=durable, stream=stream, config=config
+        )
+
+    async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
+        try:
+            while not self._stopping:
+                try:
+                    msgs = await sub.fetch(
+                        self._settings.batch_size, timeout=self._settings.fetch_timeout
+                    )
+                except TimeoutError:  # nothing new (or NATS is reconnecting)
+                    continue
+                if not await self._append(_parse(msgs)):
+                    return
+                for msg in msgs:
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _append(self, batch: list[Event]) -> bool:
+        """Append until Postgres takes it (True) or the consumer stops (False).
+
+        Meanwhile the messages stay unacked, so JetStream still owes them to some replica.
+        """
+        delay = self._settings.retry_initial
+        while not self._stopping:
+            try:
+                appended = await self._cases.append(batch)
+            except Exception as exc:
+                log.warning("audit.append_failed", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.retry_max)
+                continue
+            APPENDED.inc(len(appended))
+            DUPLICATES.inc(len(batch) - len(appended))
+            return True
+        return False
+
+
+def _parse(msgs: list[Msg]) -> list[Event]:
+    """The events of a batch; malformed messages are logged and left out (then acked)."""
+    parsed: list[Event] = []
+    for msg in msgs:
+        try:
+            parsed.append(parse_event(msg.data))
+        except MalformedEvent as exc:
+            MALFORMED.inc()
+            log.error("audit.malformed_message", subject=msg.subject, error=str(exc))
+    return parsed

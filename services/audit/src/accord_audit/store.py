@@ -1,0 +1,139 @@
+"""SQL for the audit log; rows in, domain records out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Select
+
+from accord_audit import tables as t
+from accord_audit.domain.records import Event, Record
+
+# Key of the transaction-scoped advisory lock every append takes: it serialises appends
+# from all replicas, so indexes never collide and the chain never forks. ("audit.ap")
+APPEND_LOCK = 0x61756469742E6170
+
+c = t.records.c
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Which of a tenant's records a list or stream returns; empty fields match everything."""
+
+    tenant_id: str
+    event_type_prefix: str = ""
+    aggregate_id: str = ""
+    event_time_after: datetime | None = None
+    event_time_before: datetime | None = None
+
+
+def _record(row: Row) -> Record:  # type: ignore[type-arg]
+    event = Event(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        tenant_id=row.tenant_id,
+        aggregate_type=row.aggregate_type,
+        aggregate_id=row.aggregate_id,
+        event_time=row.event_time,
+        envelope=row.envelope,
+    )
+    return Record(row.record_index, event, row.append_time, row.prev_hash, row.hash)
+
+
+async def lock_for_append(session: AsyncSession) -> None:
+    """Hold the append lock until the transaction ends."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK})
+
+
+async def head(session: AsyncSession) -> tuple[int, bytes] | None:
+    """Index and hash of the last record, or None for an empty log."""
+    stmt = select(c.record_index, c.hash).order_by(c.record_index.desc()).limit(1)
+    row = (await session.execute(stmt)).one_or_none()
+    return (row.record_index, row.hash) if row else None
+
+
+async def size(session: AsyncSession) -> int:
+    """Records in the log: one past the last index."""
+    last = (await session.execute(select(func.max(c.record_index)))).scalar_one_or_none()
+    return 0 if last is None else int(last) + 1
+
+
+async def existing_event_ids(session: AsyncSession, event_ids: list[str]) -> set[str]:
+    stmt = select(c.event_id).where(c.event_id.in_(event_ids))
+    return set((await session.execute(stmt)).scalars())
+
+
+async def insert_records(session: AsyncSession, records: list[Record]) -> None:
+    if not records:
+        return
+    rows = [
+        {
+            "record_index": r.index,
+            "event_id": r.event.event_id,
+            "event_type": r.event.event_type,
+            "tenant_id": r.event.tenant_id,
+            "aggregate_type": r.event.aggregate_type,
+            "aggregate_id": r.event.aggregate_id,
+            "event_time": r.event.event_time,
+            "append_time": r.append_time,
+            "envelope": r.event.envelope,
+            "prev_hash": r.prev_hash,
+            "hash": r.hash,
+        }
+        for r in records
+    ]
+    await session.execute(insert(t.records), rows)
+
+
+async def get_by_index(session: AsyncSession, tenant: str, index: int) -> Record | None:
+    stmt = select(t.records).where(c.tenant_id == tenant, c.record_index == index)
+    row = (await session.execute(stmt)).one_or_none()
+    return _record(row) if row else None
+
+
+async def get_by_event_id(session: AsyncSession, tenant: str, event_id: str) -> Record | None:
+    stmt = select(t.records).where(c.tenant_id == tenant, c.event_id == event_id)
+    row = (await session.execute(stmt)).one_or_none()
+    return _record(row) if row else None
+
+
+def _filtered(f: RecordFilter) -> Select:  # type: ignore[type-arg]
+    stmt = select(t.records).where(c.tenant_id == f.tenant_id)
+    if f.event_type_prefix:
+        stmt = stmt.where(c.event_type.startswith(f.event_type_prefix, autoescape=True))
+    if f.aggregate_id:
+        stmt = stmt.where(c.aggregate_id == f.aggregate_id)
+    if f.event_time_after is not None:
+        stmt = stmt.where(c.event_time >= f.event_time_after)
+    if f.event_time_before is not None:
+        stmt = stmt.where(c.event_time < f.event_time_before)
+    return stmt
+
+
+async def list_records(
+    session: AsyncSession, f: RecordFilter, from_index: int, limit: int
+) -> list[Record]:
+    """Up to `limit` matching records at or after `from_index`, in log order."""
+    stmt = _filtered(f).where(c.record_index >= from_index).order_by(c.record_index).limit(limit)
+    return [_record(r) for r in (await session.execute(stmt)).all()]
+
+
+async def log_range(session: AsyncSession, start: int, end: int, limit: int) -> list[Record]:
+    """Up to `limit` records of every tenant with start <= index < end, in log order."""
+    stmt = (
+        select(t.records)
+        .where(c.record_index >= start, c.record_index < end)
+        .order_by(c.record_index)
+        .limit(limit)
+    )
+    return [_record(r) for r in (await session.execute(stmt)).all()]
+
+
+async def hash_at(session: AsyncSession, index: int) -> bytes | None:
+    stmt = select(c.hash).where(c.record_index == index)
+    found: bytes | None = (await session.execute(stmt)).scalar_one_or_none()
+    return found
