@@ -2,7 +2,8 @@
 # Both install what they need first (uv from PyPI, the locked workspace, the Node test client).
 
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-PYTHON_FILES := libs/accord-kit services cli tests bench scripts conftest.py
+PYTHON_FILES := libs/accord-kit services cli tests scripts conftest.py
+PACKAGES := accord_kit accord_orchestrator accord_policy accord_executor accord_audit accord_cli
 
 .PHONY: up test install protos lint check-protos
 
@@ -24,7 +25,7 @@ check-protos:
 lint:
 	$(UV) run ruff check $(PYTHON_FILES)
 	$(UV) run ruff format --check $(PYTHON_FILES)
-	$(UV) run mypy $(PYTHON_FILES)
+	$(UV) run mypy $(addprefix -p ,$(PACKAGES))
 
 test: install check-protos lint
 	$(UV) run pytest
