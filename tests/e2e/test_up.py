@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -20,6 +22,7 @@ from tests.e2e.suite import Suite
 from tests.e2e.test_one_job import allow_local_site, scrape
 
 pytestmark = pytest.mark.e2e
+MD = (("accord-tenant", "e2e"),)
 BASE_PORTS = (50051, 50052, 50053, 50054, 9451, 9452, 9453, 9454)
 
 
@@ -31,80 +34,85 @@ def free_offset() -> int:
     raise AssertionError("no free port range")
 
 
-def up_command(data: Path, offset: int) -> tuple[list[str], dict[str, str]]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("ACCORD_DATABASE_URL", "ACCORD_NATS_URL")
-    }
-    argv = [
-        sys.executable,
-        "-m",
-        "accord_cli",
-        "up",
-        "--data-dir",
-        str(data),
-        "--port-offset",
-        str(offset),
-        "--postgres-port",
-        str(free_port()),
-        "--nats-port",
-        str(free_port()),
+def up_command(data: Path, offset: int, pg_port: int = 0, nats_port: int = 0) -> list[str]:
+    return [
+        *(sys.executable, "-m", "accord_cli", "up", "--data-dir", str(data)),
+        *("--port-offset", str(offset), "--postgres-port", str(pg_port or free_port())),
+        *("--nats-port", str(nats_port or free_port())),
     ]
-    return argv, env
 
 
-async def read_until(proc: asyncio.subprocess.Process, marker: str, timeout: float = 120) -> str:
-    seen: list[str] = []
-    assert proc.stdout is not None
-    async with asyncio.timeout(timeout):
-        while True:
-            line = (await proc.stdout.readline()).decode()
-            assert line, "accord up exited early:\n" + "".join(seen)
-            seen.append(line)
-            if marker in line:
-                return "".join(seen)
+def clean_env() -> dict[str, str]:
+    """`accord up` as on a fresh machine: no database or NATS configured."""
+    drop = ("ACCORD_DATABASE_URL", "ACCORD_NATS_URL")
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-async def test_up_runs_everything_and_stops_cleanly(tmp_path: Path, site: str) -> None:
-    offset = free_offset()
-    argv, env = up_command(tmp_path / "data", offset)
+@contextlib.asynccontextmanager
+async def accord_up(argv: list[str]) -> AsyncIterator[str]:
+    """Run `accord up` until its banner, drain its output, Ctrl-C it on exit; yields the banner."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        *argv, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
+    assert proc.stdout is not None
+    output: list[str] = []
+    ready = asyncio.Event()
+
+    async def drain() -> None:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            output.append(raw.decode(errors="replace"))
+            if "Ctrl-C stops everything" in output[-1]:
+                ready.set()
+
+    reader = asyncio.create_task(drain())
     try:
-        banner = await read_until(proc, "Ctrl-C stops everything")
-        assert f"orchestrator  grpc 127.0.0.1:{50051 + offset}" in banner
-        ports = {
-            n: p + offset
-            for n, p in (
-                ("orchestrator", 50051),
-                ("policy", 50052),
-                ("executor", 50053),
-                ("audit", 50054),
+        async with asyncio.timeout(120):
+            await asyncio.wait(
+                {reader, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
             )
-        }
-        suite = Suite(ports, {}, {})
+        assert ready.is_set(), "accord up exited early:\n" + "".join(output)
+        yield "".join(output)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 60)
+        await reader
+    assert code == 0, "".join(output[-50:])
+
+
+def stack_at(offset: int) -> Suite:
+    names = ("orchestrator", "policy", "executor", "audit")
+    return Suite({n: 50051 + i + offset for i, n in enumerate(names)}, {}, {})
+
+
+async def test_up_runs_everything_stops_cleanly_and_keeps_data(tmp_path: Path, site: str) -> None:
+    offset, pg_port, nats_port = free_offset(), free_port(), free_port()
+    argv = up_command(tmp_path / "data", offset, pg_port, nats_port)
+    suite = stack_at(offset)
+    async with accord_up(argv) as banner:
+        assert f"orchestrator  grpc 127.0.0.1:{50051 + offset}" in banner
+        assert "engine http    ready" in banner
         await allow_local_site(suite)
         async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
             jobs = job_service_pb2_grpc.JobServiceStub(ch)
             created = await jobs.CreateJob(
-                job_service_pb2.CreateJobRequest(request_id="up-1", spec=scrape(site)),
-                metadata=(("accord-tenant", "e2e"),),
+                job_service_pb2.CreateJobRequest(request_id="up-1", spec=scrape(site)), metadata=MD
             )
-            states = [
-                r.change.state
-                async for r in jobs.WatchJob(
-                    job_service_pb2.WatchJobRequest(job_id=created.job.job_id),
-                    metadata=(("accord-tenant", "e2e"),),
-                    timeout=60,
-                )
-            ]
+            watch = job_service_pb2.WatchJobRequest(job_id=created.job.job_id)
+            states = [r.change.state async for r in jobs.WatchJob(watch, metadata=MD, timeout=60)]
         assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = await asyncio.wait_for(proc.wait(), 60)
-    assert code == 0
     assert not any(port_in_use(p + offset) for p in BASE_PORTS), "a service outlived accord up"
-    assert (tmp_path / "data" / "postgres").is_dir(), "data lives under --data-dir"
+
+    # The same data directory: the job is still there.
+    async with accord_up(argv), grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
+        job = (
+            await job_service_pb2_grpc.JobServiceStub(ch).GetJob(
+                job_service_pb2.GetJobRequest(job_id=created.job.job_id), metadata=MD
+            )
+        ).job
+    assert job.state == job_pb2.JOB_STATE_SUCCEEDED
+    assert job.result.outputs["title"] == "Accord test site"
 
 
 async def test_up_reports_a_port_clash_without_a_traceback(tmp_path: Path) -> None:
@@ -112,9 +120,14 @@ async def test_up_reports_a_port_clash_without_a_traceback(tmp_path: Path) -> No
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 50052 + offset))
         blocker.listen()
-        argv, env = up_command(tmp_path / "data", offset)
         done = await asyncio.to_thread(
-            subprocess.run, argv, env=env, capture_output=True, text=True, timeout=60, check=False
+            subprocess.run,
+            up_command(tmp_path / "data", offset),
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
     assert done.returncode == 1
     assert f"port {50052 + offset} already in use" in done.stderr
