@@ -25,15 +25,13 @@ def migrate(settings: Settings) -> None:
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.server = Server(settings)
 
     @property
     def port(self) -> int:
         return self.server.port
 
     async def start(self) -> None:
-        # Built here, not in __init__: a grpc.aio server binds the event loop it is created
-        # on, and run_service constructs the App before asyncio.run starts the loop.
-        self.server = Server(self.settings)
         self._engine = db.create_engine(self.settings.database_url)
         self._nc = await knats.connect(self.settings.nats_url, "accord-audit")
         self._cases = AuditUseCases(
