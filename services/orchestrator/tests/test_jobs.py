@@ -124,6 +124,38 @@ async def test_policy_down_fails_closed_and_stores_nothing(stack) -> None:  # ty
     assert (await create(stack, request_id="while-down")).job.state == job_pb2.JOB_STATE_QUEUED
 
 
+async def test_batch_is_all_or_nothing_and_idempotent(stack) -> None:  # type: ignore[no-untyped-def]
+    specs = [spec(), spec("https://www.example.com/b"), spec("https://evil.test/")]
+    batch = pb.BatchCreateJobsRequest(request_id="batch-1", specs=specs)
+    jobs = (await stack.jobs.BatchCreateJobs(batch, metadata=ACME)).jobs
+    assert [j.request_id for j in jobs] == ["batch-1/0", "batch-1/1", "batch-1/2"]
+    assert [j.state for j in jobs] == [job_pb2.JOB_STATE_QUEUED] * 2 + [job_pb2.JOB_STATE_REJECTED]
+    again = (await stack.jobs.BatchCreateJobs(batch, metadata=ACME)).jobs
+    assert [j.job_id for j in again] == [j.job_id for j in jobs]
+    changed = pb.BatchCreateJobsRequest(request_id="batch-1", specs=specs[:2])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.jobs.BatchCreateJobs(changed, metadata=ACME)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    bad = pb.BatchCreateJobsRequest(
+        request_id="batch-2", specs=[spec(), job_spec_pb2.JobSpec(engine=job_spec_pb2.ENGINE_HTTP)]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.jobs.BatchCreateJobs(bad, metadata=ACME)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "specs[1].steps" in status_details(err.value)[0]
+    listed = await stack.jobs.ListJobs(pb.ListJobsRequest(), metadata=ACME)
+    assert len(listed.jobs) == 3  # nothing of the invalid batch was stored
+
+
+async def test_batch_stores_nothing_when_policy_is_down(stack) -> None:  # type: ignore[no-untyped-def]
+    await stack.policy_app.stop()
+    batch = pb.BatchCreateJobsRequest(request_id="batch-down", specs=[spec(), spec()])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.jobs.BatchCreateJobs(batch, metadata=ACME)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert list((await stack.jobs.ListJobs(pb.ListJobsRequest(), metadata=ACME)).jobs) == []
+
+
 async def test_lease_complete_and_fencing(stack) -> None:  # type: ignore[no-untyped-def]
     job = (await create(stack)).job
     [task] = await poll(stack)
@@ -336,6 +368,8 @@ async def test_tenants_are_isolated(stack) -> None:  # type: ignore[no-untyped-d
         ("ListJobs", pb.ListJobsRequest(page_token="%%%"), "page_token"),
         ("CancelJob", pb.CancelJobRequest(job_id=""), "job_id"),
         ("RetryJob", pb.RetryJobRequest(job_id="x"), "job_id"),
+        ("BatchCreateJobs", pb.BatchCreateJobsRequest(request_id="b"), "specs"),
+        ("BatchCreateJobs", pb.BatchCreateJobsRequest(specs=[spec()]), "request_id"),
     ],
 )
 async def test_invalid_job_requests(stack, method: str, request_, field: str) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,6 @@ from accord.orchestrator.v1 import job_service_pb2 as jobs
 from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from accord.orchestrator.v1 import worker_service_pb2 as work
 from accord_kit.caller import tenant_of
-from accord_kit.errors import Unimplemented
 from accord_orchestrator.queue import QueueUseCases
 from accord_orchestrator.service import JobUseCases
 
@@ -33,7 +32,10 @@ class JobApi(job_service_pb2_grpc.JobServiceServicer):
     async def BatchCreateJobs(
         self, request: jobs.BatchCreateJobsRequest, context: Ctx
     ) -> jobs.BatchCreateJobsResponse:
-        raise Unimplemented("BatchCreateJobs arrives with batched admission")
+        found = await self._cases.create_batch(
+            tenant_of(context), request.request_id, request.specs
+        )
+        return jobs.BatchCreateJobsResponse(jobs=found)
 
     async def GetJob(self, request: jobs.GetJobRequest, context: Ctx) -> jobs.GetJobResponse:
         return jobs.GetJobResponse(job=await self._cases.get(tenant_of(context), request.job_id))

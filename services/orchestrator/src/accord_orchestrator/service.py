@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC
 from typing import Any
 
@@ -21,6 +21,8 @@ from accord_orchestrator.domain import jobs as rules
 from accord_orchestrator.policy_client import PolicyClient
 
 Sessions = async_sessionmaker[AsyncSession]
+# Policy decisions in flight at once for one batch.
+POLICY_CONCURRENCY = 32
 
 
 class JobUseCases:
@@ -39,33 +41,81 @@ class JobUseCases:
     async def create(
         self, tenant: str, request_id: str, spec: job_spec_pb2.JobSpec
     ) -> tuple[job_pb2.Job, bool]:
-        digest = hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
-        async with self._sessions() as s:
-            existing = await store.find_by_request(s, tenant, request_id)
-            if existing is not None:
-                return await self._same_request(s, existing, digest), False
-        job_id = str(uuid.uuid4())
-        decision = await self._policy.evaluate(tenant, spec, job_id)
+        jobs, created = await self._admit(tenant, [(request_id, spec)])
+        return jobs[0], created
+
+    async def create_batch(
+        self, tenant: str, request_id: str, specs: Sequence[job_spec_pb2.JobSpec]
+    ) -> list[job_pb2.Job]:
+        """All or nothing: job i gets request id `<request_id>/<i>`."""
+        items = [(f"{request_id}/{i}", spec) for i, spec in enumerate(specs)]
+        # A job past the end means an earlier, longer batch used this request_id.
+        return (await self._admit(tenant, items, f"{request_id}/{len(specs)}"))[0]
+
+    async def _admit(
+        self, tenant: str, items: list[tuple[str, job_spec_pb2.JobSpec]], beyond: str = ""
+    ) -> tuple[list[job_pb2.Job], bool]:
+        """Decide every spec, then store every job in one transaction (or none)."""
+        digests = [_digest(spec) for _, spec in items]
+        earlier = await self._earlier(tenant, items, digests, beyond)
+        if earlier is not None:
+            return earlier, False
+        job_ids = [str(uuid.uuid4()) for _ in items]
+        decisions = await self._decide(tenant, items, job_ids)
         try:
             async with self._sessions.begin() as s:
-                row = await self._insert(s, tenant, request_id, spec, digest, job_id, decision)
-                job = await store.load_job(s, row)
+                jobs = []
+                for (request_id, spec), digest, job_id, decision in zip(
+                    items, digests, job_ids, decisions, strict=True
+                ):
+                    row = await self._insert(s, tenant, request_id, spec, digest, job_id, decision)
+                    jobs.append(await store.load_job(s, row))
         except IntegrityError:  # a concurrent call with the same request_id won
-            async with self._sessions() as s:
-                existing = await store.find_by_request(s, tenant, request_id)
-                assert existing is not None
-                return await self._same_request(s, existing, digest), False
-        if job.state == rules.QUEUED:
+            earlier = await self._earlier(tenant, items, digests, beyond)
+            assert earlier is not None
+            return earlier, False
+        if any(job.state == rules.QUEUED for job in jobs):
             self._on_queued()
-        return job, True
+        return jobs, True
 
-    async def _same_request(self, s: AsyncSession, row: Any, digest: str) -> job_pb2.Job:
-        if row.spec_hash != digest:
-            raise AlreadyExists(
-                "request_id was already used with a different spec",
-                metadata={"job_id": row.job_id},
+    async def _decide(
+        self, tenant: str, items: list[tuple[str, job_spec_pb2.JobSpec]], job_ids: list[str]
+    ) -> list[decision_pb2.PolicyDecision]:
+        gate = asyncio.Semaphore(POLICY_CONCURRENCY)
+
+        async def one(spec: job_spec_pb2.JobSpec, job_id: str) -> decision_pb2.PolicyDecision:
+            async with gate:
+                return await self._policy.evaluate(tenant, spec, job_id)
+
+        return list(
+            await asyncio.gather(
+                *(one(spec, job_id) for (_, spec), job_id in zip(items, job_ids, strict=True))
             )
-        return await store.load_job(s, row)
+        )
+
+    async def _earlier(
+        self,
+        tenant: str,
+        items: list[tuple[str, job_spec_pb2.JobSpec]],
+        digests: list[str],
+        beyond: str,
+    ) -> list[job_pb2.Job] | None:
+        """The jobs an earlier call created with these request ids, or None if it made none."""
+        async with self._sessions() as s:
+            rows = await store.find_by_requests(s, tenant, [r for r, _ in items] + [beyond])
+            if not rows:
+                return None
+            same = (
+                len(rows) == len(items)
+                and beyond not in rows
+                and all(rows[r].spec_hash == d for (r, _), d in zip(items, digests, strict=True))
+            )
+            if not same:
+                raise AlreadyExists(
+                    "request_id was already used with a different spec",
+                    metadata={"job_id": next(iter(rows.values())).job_id},
+                )
+            return [await store.load_job(s, rows[r]) for r, _ in items]
 
     async def _insert(
         self,
@@ -244,6 +294,10 @@ class JobUseCases:
             if row.state in rules.TERMINAL and after >= row.version:
                 return
             await asyncio.sleep(self._watch_poll)
+
+
+def _digest(spec: job_spec_pb2.JobSpec) -> str:
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
 
 
 async def _existing(s: AsyncSession, tenant: str, job_id: str, *, lock: bool = False) -> Any:

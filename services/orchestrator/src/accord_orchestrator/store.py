@@ -71,9 +71,11 @@ async def insert_job(s: AsyncSession, **values: Any) -> None:
     await s.execute(insert(t.jobs).values(**values))
 
 
-async def find_by_request(s: AsyncSession, tenant: str, request_id: str) -> Row[Any] | None:
-    stmt = select(t.jobs).where(J.tenant_id == tenant, J.request_id == request_id)
-    return (await s.execute(stmt)).one_or_none()
+async def find_by_requests(
+    s: AsyncSession, tenant: str, request_ids: list[str]
+) -> dict[str, Row[Any]]:
+    stmt = select(t.jobs).where(J.tenant_id == tenant, J.request_id.in_(request_ids))
+    return {r.request_id: r for r in (await s.execute(stmt)).all()}
 
 
 async def get_row(
