@@ -14,8 +14,6 @@ from google.protobuf.message import Message
 
 from accord.events.v1 import envelope_pb2
 
-PRODUCERS = ("orchestrator", "policy", "executor", "audit")
-
 
 def subject(producer: str, aggregate: str, event: str) -> str:
     return f"accord.{producer}.v1.{aggregate}.{event}"

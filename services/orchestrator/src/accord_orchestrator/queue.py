@@ -121,7 +121,7 @@ class QueueUseCases:
                     job_id,
                     row.version + 1,
                     state=rules.SUCCEEDED,
-                    result=store.result_bytes(result),
+                    result=result.SerializeToString(),
                     lease_worker=None,
                     lease_deadline=None,
                     update_time=now,
@@ -163,7 +163,7 @@ class QueueUseCases:
                 retryable,
                 f"{code}: {message}",
                 now,
-                result=store.result_bytes(partial),
+                result=partial.SerializeToString(),
             )
 
     async def reap(self, limit: int = 500) -> int:

@@ -147,7 +147,7 @@ class JobUseCases:
             due_time=max(due, now),
             attempt=0,
             attempt_limit=rules.max_attempts(spec),
-            decision=store.decision_bytes(decision),
+            decision=decision.SerializeToString(),
             status_message=message,
             schedule_id="",
             version=1,

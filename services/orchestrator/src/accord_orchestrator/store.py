@@ -11,7 +11,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
+from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2
 from accord_orchestrator import tables as t
 from accord_orchestrator.domain import jobs as rules
@@ -253,14 +253,6 @@ async def due_retries(s: AsyncSession, now: datetime, limit: int) -> list[Row[An
         .with_for_update(skip_locked=True)
     )
     return list((await s.execute(stmt)).all())
-
-
-def decision_bytes(d: decision_pb2.PolicyDecision) -> bytes:
-    return d.SerializeToString()
-
-
-def result_bytes(r: job_result_pb2.JobResult) -> bytes:
-    return r.SerializeToString()
 
 
 def utcnow() -> datetime:
