@@ -2,7 +2,7 @@
 # Both install what they need first (uv from PyPI, the locked workspace, the Node test client).
 
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-PYTHON_FILES := libs/accord-kit services cli tests scripts conftest.py
+PYTHON_FILES := libs/accord-kit services cli tests scripts bench conftest.py
 PACKAGES := accord_kit accord_orchestrator accord_policy accord_executor accord_audit accord_cli
 
 .PHONY: up test install protos lint check-protos
