@@ -11,7 +11,7 @@ from accord_audit.config import Settings
 from accord_audit.consumer import Consumer
 from accord_audit.service import AuditUseCases
 from accord_kit import db
-from accord_kit import nats as knats
+from accord_kit.backing import Backing
 from accord_kit.server import Server
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,18 +32,17 @@ class App:
         return self.server.port
 
     async def start(self) -> None:
-        self._engine = db.create_engine(self.settings.database_url)
-        self._nc = await knats.connect(self.settings.nats_url, "accord-audit")
+        s = self.settings
+        self._backing = b = await Backing.open(s.database_url, s.nats_url, "accord-audit")
         self._cases = AuditUseCases(
-            db.sessionmaker(self._engine), stream_poll_interval=self.settings.stream_poll_interval
+            db.sessionmaker(b.engine), stream_poll_interval=s.stream_poll_interval
         )
         api = AuditApi(self._cases)
         self.server.add(SERVICE, audit_service_pb2_grpc.add_AuditServiceServicer_to_server, api)
-        self.server.check("postgres", db.database_check(self._engine))
-        self.server.check("nats", knats.nats_check(self._nc))
+        self._backing.report_health(self.server)
         # Streams are ensured inside the consumer's retry loop, so a JetStream hiccup at
         # boot delays consumption instead of failing the start.
-        self._consumer = Consumer(self._nc, self._cases, self.settings)
+        self._consumer = Consumer(b.nc, self._cases, s)
         self._consumer.start()
         await self.server.start()
 
@@ -51,5 +50,4 @@ class App:
         self._cases.close()
         await self.server.stop()
         await self._consumer.stop()
-        await self._nc.close()
-        await self._engine.dispose()
+        await self._backing.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from accord_kit import db, events
 from accord_kit import nats as knats
+from accord_kit.backing import Backing
 from accord_kit.outbox import Relay
 from accord_kit.server import Server
 from accord_orchestrator import tables
@@ -39,12 +40,13 @@ class App:
 
     async def start(self) -> None:
         s = self.settings
-        self._engine = db.create_engine(s.database_url, pool_size=20)
-        self._nc = await knats.connect(s.nats_url, "accord-orchestrator")
-        await knats.ensure_stream(
-            self._nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
+        self._backing = b = await Backing.open(
+            s.database_url, s.nats_url, "accord-orchestrator", pool_size=20
         )
-        sessions = db.sessionmaker(self._engine)
+        await knats.ensure_stream(
+            b.nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
+        )
+        sessions = db.sessionmaker(b.engine)
         self._policy = PolicyClient(s.policy_target, s.policy_timeout)
         self.queue = QueueUseCases(sessions, s.poll_interval)
         jobs = JobUseCases(sessions, self._policy, self.queue.notify)
@@ -56,9 +58,8 @@ class App:
             worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
             WorkerApi(self.queue),
         )
-        self.server.check("postgres", db.database_check(self._engine))
-        self.server.check("nats", knats.nats_check(self._nc))
-        self._relay = Relay(self._engine, tables.outbox, self._nc)
+        self._backing.report_health(self.server)
+        self._relay = Relay(b.engine, tables.outbox, b.nc)
         self._relay.start()
         self._reaper = asyncio.create_task(self.queue.run_reaper(s.reaper_interval), name="reaper")
         await self.server.start()
@@ -70,5 +71,4 @@ class App:
             await self._reaper
         await self._relay.stop()
         await self._policy.close()
-        await self._nc.close()
-        await self._engine.dispose()
+        await self._backing.close()

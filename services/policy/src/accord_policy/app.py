@@ -7,6 +7,7 @@ from pathlib import Path
 from accord.policy.v1 import policy_service_pb2_grpc
 from accord_kit import db, events
 from accord_kit import nats as knats
+from accord_kit.backing import Backing
 from accord_kit.outbox import Relay
 from accord_kit.server import Server
 from accord_policy import tables
@@ -32,25 +33,21 @@ class App:
         return self.server.port
 
     async def start(self) -> None:
-        self._engine = db.create_engine(self.settings.database_url)
-        self._nc = await knats.connect(self.settings.nats_url, "accord-policy")
+        s = self.settings
+        self._backing = b = await Backing.open(s.database_url, s.nats_url, "accord-policy")
         await knats.ensure_stream(
-            self._nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
+            b.nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
         )
-        cases = PolicyUseCases(
-            db.sessionmaker(self._engine), default_deny=self.settings.default_deny
-        )
+        cases = PolicyUseCases(db.sessionmaker(b.engine), default_deny=s.default_deny)
         self.server.add(
             SERVICE, policy_service_pb2_grpc.add_PolicyServiceServicer_to_server, PolicyApi(cases)
         )
-        self.server.check("postgres", db.database_check(self._engine))
-        self.server.check("nats", knats.nats_check(self._nc))
-        self._relay = Relay(self._engine, tables.outbox, self._nc)
+        self._backing.report_health(self.server)
+        self._relay = Relay(b.engine, tables.outbox, b.nc)
         self._relay.start()
         await self.server.start()
 
     async def stop(self) -> None:
         await self.server.stop()
         await self._relay.stop()
-        await self._nc.close()
-        await self._engine.dispose()
+        await self._backing.close()

@@ -1,0 +1,34 @@
+"""The PostgreSQL engine and NATS connection a stateful service runs on, and their health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from accord_kit import db
+from accord_kit import nats as knats
+from accord_kit.server import Server
+
+
+@dataclass(frozen=True)
+class Backing:
+    engine: AsyncEngine
+    nc: Client
+
+    @classmethod
+    async def open(
+        cls, database_url: str, nats_url: str, name: str, *, pool_size: int = 10
+    ) -> Backing:
+        engine = db.create_engine(database_url, pool_size=pool_size)
+        return cls(engine, await knats.connect(nats_url, name))
+
+    def report_health(self, server: Server) -> None:
+        """The server is SERVING only while both Postgres and NATS answer."""
+        server.check("postgres", db.database_check(self.engine))
+        server.check("nats", knats.nats_check(self.nc))
+
+    async def close(self) -> None:
+        await self.nc.close()
+        await self.engine.dispose()
