@@ -6,7 +6,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import shlex
+import stat
+import subprocess
+import sys
 import tomllib
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
@@ -17,9 +21,12 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
+from accord_kit import tokens
+
 ROOT = Path(__file__).resolve().parents[1]
 ACCORD = ("orchestrator", "policy", "executor", "audit")
-INFRA = ("postgres", "nats", "migrate")
+INFRA = ("postgres", "nats", "migrate", "auth-init")
+AUTH = "/auth"  # where the auth volume is mounted
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # A service that never exits cannot satisfy service_completed_successfully.
 ONE_SHOT_RESTARTS = {None, "no", "on-failure"}
@@ -114,7 +121,7 @@ def test_every_service_is_defined(services: dict[str, dict[str, Any]]) -> None:
 
 def test_builds_point_at_a_context_and_dockerfile(services: dict[str, dict[str, Any]]) -> None:
     builds = {name: s["build"] for name, s in services.items() if "build" in s}
-    assert set(builds) == {*ACCORD, "migrate"}
+    assert set(builds) == {*ACCORD, "migrate", "auth-init"}
     for name, build in builds.items():
         spec = {"context": build} if isinstance(build, str) else build
         context = ROOT / spec["context"]
@@ -289,3 +296,114 @@ def test_image_environment_names_real_settings() -> None:
             svc = name.split("_")[1].lower() if name.startswith("ACCORD_") else None
             if svc in ACCORD:
                 assert name in accepted_env(svc), f"ENV {name} is read by no setting"
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Container path -> (volume or host path, read-only) of each mount, short or long syntax."""
+    found = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            found[volume["target"]] = (volume["source"], bool(volume.get("read_only")))
+        else:
+            source, target, *mode = str(volume).split(":")
+            found[target] = (source, "ro" in "".join(mode).split(","))
+    return found
+
+
+def test_named_volumes_are_declared(services: dict[str, dict[str, Any]]) -> None:
+    declared = yaml.safe_load((ROOT / "compose.yaml").read_text()).get("volumes") or {}
+    for name, service in services.items():
+        for target, (source, _) in mounts(service).items():
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name}: {target} mounts undeclared volume {source}"
+
+
+@pytest.mark.parametrize("svc", ACCORD)
+def test_service_verifies_tokens_with_the_generated_key_set(
+    services: dict[str, dict[str, Any]], svc: str
+) -> None:
+    service = services[svc]
+    auth_volume = mounts(services["auth-init"]).get(AUTH)
+    assert auth_volume is not None, "auth-init writes no auth volume"
+    assert mounts(service).get(AUTH) == (auth_volume[0], True), "the auth volume, read-only"
+    keys = environment(service).get("ACCORD_AUTH_KEYS_FILE")
+    assert keys == f"{AUTH}/keys.json"
+    assert "ACCORD_AUTH_DISABLED" not in {k.upper() for k in environment(service)}
+    depends = service.get("depends_on") or {}
+    assert isinstance(depends, dict)
+    assert depends.get("auth-init", {}).get("condition") == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("svc", ACCORD)
+def test_service_has_its_token_when_it_calls_others(
+    services: dict[str, dict[str, Any]], svc: str
+) -> None:
+    token_file = environment(services[svc]).get(f"ACCORD_{svc.upper()}_TOKEN_FILE")
+    if svc in tokens.SERVICE_SCOPES:
+        assert token_file == f"{AUTH}/{svc}.token"
+    else:
+        assert token_file is None, f"{svc} calls no other service and needs no token"
+
+
+def test_services_that_follow_revocations_reach_nats(services: dict[str, dict[str, Any]]) -> None:
+    for svc in ACCORD:
+        env = environment(services[svc])
+        assert {"ACCORD_NATS_URL", f"ACCORD_{svc.upper()}_NATS_URL"} & env.keys(), svc
+        assert services[svc]["depends_on"]["nats"]["condition"] == "service_healthy", svc
+
+
+def run_auth_init(services: dict[str, dict[str, Any]], folder: Path) -> Path:
+    """Run auth-init's script with `folder` for the volume; returns the log of chown calls.
+
+    `accord` is this environment's CLI; chown is stood in for, since the service user exists
+    only in the image.
+    """
+    argv = [str(a) for a in services["auth-init"]["command"]]
+    assert argv[0] == "sh"
+    assert len(argv) == 3, f"sh -c takes one script: {argv}"
+    assert argv[1].startswith("-"), argv
+    assert argv[1].endswith("c"), argv
+    assert "$" not in argv[-1], "compose would interpolate $ in the script"
+    script = argv[-1].replace(f"{AUTH}/", f"{folder}/").replace(f"{AUTH}\n", f"{folder}\n")
+    shims = folder.parent / "bin"
+    shims.mkdir(exist_ok=True)
+    log = folder.parent / "chown.log"
+    (shims / "chown").write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    (shims / "chown").chmod(0o755)
+    path = os.pathsep.join([str(shims), str(Path(sys.executable).parent), os.environ["PATH"]])
+    subprocess.run([*argv[:-1], script], check=True, env={**os.environ, "PATH": path}, timeout=120)
+    return log
+
+
+def test_auth_init_makes_the_key_once_and_tokens_the_services_accept(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    folder = tmp_path / "auth"
+    folder.mkdir()
+    run_auth_init(services, folder)
+    key = (folder / "signing.jwk").read_text()
+    first = {svc: (folder / f"{svc}.token").read_text().strip() for svc in tokens.SERVICE_SCOPES}
+    log = run_auth_init(services, folder)  # a restart keeps the key: earlier tokens stay valid
+    assert (folder / "signing.jwk").read_text() == key
+    keys = tokens.KeySet(folder / "keys.json")
+    assert len(json.loads((folder / "keys.json").read_text())["keys"]) == 1
+    for token in first.values():
+        tokens.verify(token, keys)
+
+    for svc, scopes in tokens.SERVICE_SCOPES.items():
+        path = environment(services[svc])[f"ACCORD_{svc.upper()}_TOKEN_FILE"]
+        claims = tokens.verify((folder / Path(path).name).read_text().strip(), keys)
+        assert claims.is_service
+        assert claims.scopes == frozenset(scopes)
+    admin = tokens.verify((folder / "admin.token").read_text().strip(), keys)
+    assert admin.tenant == "default"
+    assert admin.scopes == frozenset(tokens.ALL_SCOPES)
+
+    # The services run as another user: they get the key set and their own tokens, and
+    # nothing that could mint one.
+    assert stat.S_IMODE((folder / "keys.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((folder / "signing.jwk").stat().st_mode) == 0o600
+    handed = log.read_text().split()
+    assert "signing.jwk" not in " ".join(handed)
+    handed_names = {Path(arg).name.removesuffix(".new") for arg in handed if "/" in arg}
+    assert handed_names == {f"{svc}.token" for svc in tokens.SERVICE_SCOPES}

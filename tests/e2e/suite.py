@@ -55,6 +55,8 @@ async def suite(database_url: str, nats_url: str, tmp_path: Path) -> AsyncIterat
     for name in SERVICES:
         p = f"ACCORD_{name.upper()}_"
         env |= {f"{p}PORT": str(ports[name]), f"{p}METRICS_PORT": str(free_port())}
+        # Everything a service can log is captured, for the test that no secret is in it.
+        env[f"{p}LOG_LEVEL"] = "debug"
     env["ACCORD_ORCHESTRATOR_POLICY_TARGET"] = f"127.0.0.1:{ports['policy']}"
     env["ACCORD_EXECUTOR_ORCHESTRATOR_TARGET"] = f"127.0.0.1:{ports['orchestrator']}"
     env["ACCORD_EXECUTOR_POLICY_TARGET"] = f"127.0.0.1:{ports['policy']}"

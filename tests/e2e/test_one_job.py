@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -15,15 +16,18 @@ from accord.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
-from accord_kit.testing import REPO_ROOT, as_tenant
+from accord_kit.testing import REPO_ROOT, as_tenant, token
 from tests.e2e.suite import Suite
 
 pytestmark = pytest.mark.e2e
 TENANT = "e2e"
 MD = as_tenant(TENANT)
+GET_JOB = "accord.orchestrator.v1.JobService/GetJob"
 
 
-async def allow_local_site(suite: Suite, tenant: str = TENANT) -> None:
+async def allow_local_site(
+    suite: Suite, tenant: str = TENANT, metadata: tuple[tuple[str, str], ...] | None = None
+) -> None:
     async with grpc.aio.insecure_channel(suite.target("policy")) as ch:
         await policy_service_pb2_grpc.PolicyServiceStub(ch).CreatePolicy(
             policy_service_pb2.CreatePolicyRequest(
@@ -35,7 +39,7 @@ async def allow_local_site(suite: Suite, tenant: str = TENANT) -> None:
                     ),
                 ),
             ),
-            metadata=as_tenant(tenant),
+            metadata=metadata or as_tenant(tenant),
         )
 
 
@@ -116,6 +120,7 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
         out = await _run(grpcurl, "-plaintext", suite.target(name), "list")
         assert services | {"grpc.health.v1.Health"} <= set(out.split()), out
     await allow_local_site(suite, "grpcurl")
+    auth = f"authorization: Bearer {token('grpcurl', ['jobs:read', 'jobs:write'])}"
     body = json.dumps(
         {
             "request_id": "from-grpcurl",
@@ -130,7 +135,7 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
             grpcurl,
             "-plaintext",
             "-H",
-            "accord-tenant: grpcurl",
+            auth,
             "-d",
             body,
             suite.target("orchestrator"),
@@ -143,20 +148,31 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
             grpcurl,
             "-plaintext",
             "-H",
-            "accord-tenant: grpcurl",
+            auth,
             "-d",
             json.dumps({"job_id": created["job"]["job_id"]}),
             suite.target("orchestrator"),
-            "accord.orchestrator.v1.JobService/GetJob",
+            GET_JOB,
         )
     )
     assert got["job"]["job_id"] == created["job"]["job_id"]
     assert got["job"]["request_id"] == "from-grpcurl"
+    anonymous = await asyncio.to_thread(
+        subprocess.run,
+        [grpcurl, "-plaintext", "-d", "{}", suite.target("orchestrator"), GET_JOB],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert anonymous.returncode != 0
+    assert "Unauthenticated" in anonymous.stderr, anonymous.stderr
     invalid = await asyncio.to_thread(
         subprocess.run,
         [
             grpcurl,
             "-plaintext",
+            "-H",
+            auth,
             "-d",
             json.dumps({"request_id": "x", "spec": {}}),
             suite.target("orchestrator"),
@@ -180,6 +196,7 @@ async def test_node_client_creates_and_gets_a_job(suite: Suite, site: str) -> No
         suite.target("orchestrator"),
         site,
         request_id,
+        env={"ACCORD_TOKEN": token("node", ["jobs:read", "jobs:write"])},
     )
     reply = json.loads(out)
     assert reply["created"]["state"] == "JOB_STATE_QUEUED"
@@ -188,9 +205,15 @@ async def test_node_client_creates_and_gets_a_job(suite: Suite, site: str) -> No
     assert reply["got"]["tenant_id"] == "node"
 
 
-async def _run(*argv: str) -> str:
+async def _run(*argv: str, env: dict[str, str] | None = None) -> str:
     done = await asyncio.to_thread(
-        subprocess.run, list(argv), capture_output=True, text=True, check=False, timeout=60
+        subprocess.run,
+        list(argv),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=dict(os.environ, **(env or {})),
     )
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -18,11 +18,11 @@ import pytest
 
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord_kit.net import free_port, port_in_use
+from accord_kit.testing import bearer
 from tests.e2e.suite import Suite
 from tests.e2e.test_one_job import allow_local_site, scrape
 
 pytestmark = pytest.mark.e2e
-MD = (("accord-tenant", "e2e"),)
 BASE_PORTS = (50051, 50052, 50053, 50054, 9451, 9452, 9453, 9454)
 
 
@@ -43,9 +43,12 @@ def up_command(data: Path, offset: int, pg_port: int = 0, nats_port: int = 0) ->
 
 
 def clean_env() -> dict[str, str]:
-    """`accord up` as on a fresh machine: no database or NATS configured."""
-    drop = ("ACCORD_DATABASE_URL", "ACCORD_NATS_URL")
-    return {k: v for k, v in os.environ.items() if k not in drop}
+    """`accord up` as on a fresh machine: no database, NATS, keys or tokens configured."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ACCORD_") or k.startswith("ACCORD_TEST_")
+    }
 
 
 @contextlib.asynccontextmanager
@@ -90,25 +93,31 @@ async def test_up_runs_everything_stops_cleanly_and_keeps_data(tmp_path: Path, s
     offset, pg_port, nats_port = free_offset(), free_port(), free_port()
     argv = up_command(tmp_path / "data", offset, pg_port, nats_port)
     suite = stack_at(offset)
+    admin_token = tmp_path / "data" / "auth" / "admin.token"
     async with accord_up(argv) as banner:
         assert f"orchestrator  grpc 127.0.0.1:{50051 + offset}" in banner
         assert "engine http    ready" in banner
-        await allow_local_site(suite)
+        assert str(admin_token) in banner
+        assert admin_token.stat().st_mode & 0o077 == 0, "the admin token is readable by others"
+        token = admin_token.read_text().strip()
+        assert token not in banner, "accord up printed a token"
+        md = bearer(token)
+        await allow_local_site(suite, metadata=md)
         async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
             jobs = job_service_pb2_grpc.JobServiceStub(ch)
             created = await jobs.CreateJob(
-                job_service_pb2.CreateJobRequest(request_id="up-1", spec=scrape(site)), metadata=MD
+                job_service_pb2.CreateJobRequest(request_id="up-1", spec=scrape(site)), metadata=md
             )
             watch = job_service_pb2.WatchJobRequest(job_id=created.job.job_id)
-            states = [r.change.state async for r in jobs.WatchJob(watch, metadata=MD, timeout=60)]
+            states = [r.change.state async for r in jobs.WatchJob(watch, metadata=md, timeout=60)]
         assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED
     assert not any(port_in_use(p + offset) for p in BASE_PORTS), "a service outlived accord up"
 
-    # The same data directory: the job is still there.
+    # The same data directory: the job is still there, and the first token still works.
     async with accord_up(argv), grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
         job = (
             await job_service_pb2_grpc.JobServiceStub(ch).GetJob(
-                job_service_pb2.GetJobRequest(job_id=created.job.job_id), metadata=MD
+                job_service_pb2.GetJobRequest(job_id=created.job.job_id), metadata=md
             )
         ).job
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED

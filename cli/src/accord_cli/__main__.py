@@ -1,17 +1,18 @@
-"""`accord`: the command line. `accord up` runs the whole suite on this machine."""
+"""`accord`: the command line. `accord up` runs the whole suite; `accord auth` manages tokens."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from accord_cli import up
+from accord_cli import auth, up
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="accord", description="Accord command line.")
     commands = parser.add_subparsers(dest="command", required=True)
     up.register(commands)
+    auth.register(commands)
     args = parser.parse_args()
     sys.exit(args.run(args))
 

@@ -3,6 +3,10 @@
 Uses ACCORD_DATABASE_URL / ACCORD_NATS_URL when set; otherwise starts an embedded
 PostgreSQL and nats-server (from PyPI wheels) under the data directory, so data survives a
 restart. Migrations run before the services start; every service is a separate process.
+
+Authentication is on: a dev signing key is kept under `<data-dir>/auth`, every service
+gets its own token, and an admin token for tenant `default` is written there for you.
+ACCORD_AUTH_DISABLED=true runs the stack without authentication instead.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord.common.v1 import job_spec_pb2
 from accord.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
+from accord_cli.auth import bearer_metadata, dev_credentials
 from accord_kit.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import port_in_use
 
@@ -85,17 +90,18 @@ def run(args: argparse.Namespace) -> int:
             env = _dependencies(args, stack)
             for s in services:
                 env |= _service_env(s, args.host, services)
+            admin = ""
+            if env.get("ACCORD_AUTH_DISABLED", "").lower() not in ("1", "true", "yes"):
+                dev = dev_credentials(args.data_dir.resolve())
+                env |= dev.env
+                admin = dev.admin_token
             _migrate(services, env)
             children = [_spawn(s, env) for s in services]
             stack.callback(_stop_all, children)
             _wait_healthy(services, children, args.host)
             _print_ready(services, args.host, env)
-            _print_engines(f"{args.host}:{services[3].port}")
-            print(
-                f"\nTry: grpcurl -plaintext {args.host}:{services[1].port} list\n"
-                "Ctrl-C stops everything.\n",
-                flush=True,
-            )
+            _print_engines(f"{args.host}:{services[3].port}", admin)
+            _print_try(args, services[1].port, bool(admin))
             _supervise(children)
     except EmbeddedError as exc:
         return fail(str(exc))
@@ -208,11 +214,13 @@ def _stop_all(children: list[tuple[Service, subprocess.Popen[bytes]]]) -> None:
             proc.kill()
 
 
-def _print_engines(executor: str) -> None:
+def _print_engines(executor: str, admin_token: str) -> None:
     """Say plainly which engines can run here, e.g. that no browser was found."""
     with grpc.insecure_channel(executor) as channel:
         status = executor_service_pb2_grpc.ExecutorServiceStub(channel).GetExecutorStatus(
-            executor_service_pb2.GetExecutorStatusRequest(), timeout=5
+            executor_service_pb2.GetExecutorStatusRequest(),
+            metadata=bearer_metadata(admin_token) if admin_token else (),
+            timeout=5,
         )
     for pool in status.pools:
         name = job_spec_pb2.Engine.Name(pool.engine).removeprefix("ENGINE_").lower()
@@ -227,3 +235,21 @@ def _print_ready(services: list[Service], host: str, env: dict[str, str]) -> Non
     ]
     print("\nAccord is up.\n" + "\n".join(lines), flush=True)
     print(f"  postgres      {env['ACCORD_DATABASE_URL']}\n  nats          {env['ACCORD_NATS_URL']}")
+
+
+def _print_try(args: argparse.Namespace, orchestrator_port: int, auth: bool) -> None:
+    target = f"{args.host}:{orchestrator_port}"
+    if not auth:
+        print("\nAuthentication is DISABLED (ACCORD_AUTH_DISABLED).", flush=True)
+        print(f"Try: grpcurl -plaintext {target} list\nCtrl-C stops everything.\n", flush=True)
+        return
+    token = args.data_dir / "auth" / "admin.token"
+    print(
+        f"\nAn admin token for tenant `default` is in {token} (all scopes, 30 days).\n"
+        f"Try:\n  export ACCORD_TOKEN=$(cat {token})\n"
+        f'  grpcurl -plaintext -H "authorization: Bearer $ACCORD_TOKEN" \\\n'
+        f"    -d '{{\"page_size\": 5}}' {target} accord.orchestrator.v1.JobService/ListJobs\n"
+        "More tokens: accord auth issue-token --tenant T --scope jobs:read --ttl 1h\n"
+        "Ctrl-C stops everything.\n",
+        flush=True,
+    )

@@ -278,7 +278,10 @@ async def test_invalid_stream_request_and_tenant(audit: Harness) -> None:
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "from_index" in violations(err.value)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await audit.stub.ListRecords(pb.ListRecordsRequest(), metadata=as_tenant("Not A Tenant"))
+        # A service token names the tenant it acts for; a malformed name is refused.
+        await audit.stub.ListRecords(
+            pb.ListRecordsRequest(), metadata=(("accord-tenant", "Not A Tenant"),)
+        )
     assert "accord-tenant" in violations(err.value)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -120,8 +121,9 @@ async def engine() -> AsyncIterator[HttpEngine]:
     await http.close()
 
 
-def _settings(orchestrator_port: int, **overrides: object) -> Settings:
+def _settings(orchestrator_port: int, nats_url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
+        "nats_url": nats_url,
         "port": 0,
         "metrics_port": 0,
         "health_interval": 0.2,
@@ -138,15 +140,15 @@ def _settings(orchestrator_port: int, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def executor_settings() -> Callable[..., Settings]:
+def executor_settings(nats_url: str) -> Callable[..., Settings]:
     """Test settings for an executor whose orchestrator listens on the given port."""
-    return _settings
+    return functools.partial(_settings, nats_url=nats_url)
 
 
 @pytest.fixture
-async def executor_app(closed_port: int) -> AsyncIterator[App]:
+async def executor_app(closed_port: int, nats_url: str) -> AsyncIterator[App]:
     """The executor with no orchestrator reachable: RunJob and status still work."""
-    app = App(_settings(closed_port))
+    app = App(_settings(closed_port, nats_url))
     await app.start()
     yield app
     await app.stop()

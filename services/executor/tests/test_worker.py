@@ -24,13 +24,18 @@ from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.app import App
 from accord_executor.config import Settings
 from accord_executor.domain import results as r
-from accord_kit.caller import tenant_of
+from accord_kit.auth import TENANT_METADATA
 from accord_kit.errors import Aborted
 from accord_kit.testing import channel
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SettingsFor = Callable[..., Settings]
 WAIT = 10.0
+
+
+def tenant_of(context: Ctx) -> str:
+    """The tenant the executor reported for, from the call's metadata."""
+    return dict(context.invocation_metadata() or ()).get(TENANT_METADATA, "")
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = WAIT) -> None:

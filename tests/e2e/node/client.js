@@ -1,6 +1,7 @@
 // A Node.js client of Accord using @grpc/grpc-js and @grpc/proto-loader on the descriptor set
 // compiled from protos/ (libs/accord-api/src/accord/descriptor_set.binpb). Creates a job,
-// gets it back and prints both as JSON. Usage: node client.js <host:port> <url> <request_id>
+// gets it back and prints both as JSON. Usage: ACCORD_TOKEN=<token> node client.js <host:port>
+// <url> <request_id>
 "use strict";
 
 const fs = require("fs");
@@ -20,7 +21,7 @@ const accord = grpc.loadPackageDefinition(definition).accord;
 const [target, url, requestId] = process.argv.slice(2);
 const jobs = new accord.orchestrator.v1.JobService(target, grpc.credentials.createInsecure());
 const metadata = new grpc.Metadata();
-metadata.set("accord-tenant", "node");
+metadata.set("authorization", `Bearer ${process.env.ACCORD_TOKEN}`);
 
 const spec = { engine: "ENGINE_HTTP", steps: [{ name: "page", request: { url } }] };
 jobs.CreateJob({ request_id: requestId, spec }, metadata, (err, created) => {

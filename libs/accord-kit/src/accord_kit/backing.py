@@ -24,10 +24,10 @@ class Backing:
         engine = db.create_engine(database_url, pool_size=pool_size)
         return cls(engine, await knats.connect(nats_url, name))
 
-    def report_health(self, server: Server) -> None:
+    async def serve_with(self, server: Server) -> None:
         """The server is SERVING only while both Postgres and NATS answer."""
         server.check("postgres", db.database_check(self.engine))
-        server.check("nats", knats.nats_check(self.nc))
+        await server.use_nats(self.nc)
 
     async def close(self) -> None:
         await self.nc.close()

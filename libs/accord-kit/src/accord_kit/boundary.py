@@ -1,7 +1,8 @@
-"""The one error boundary and request gate of every RPC: validation, errors, metrics.
+"""The one error boundary and request gate of every RPC: auth, validation, errors, metrics.
 
-Every handler is wrapped once here: the request is checked against its protovalidate rules
-before the servicer runs, AccordError becomes a rich status, and anything else becomes a
+Every handler is wrapped once here: the caller is authenticated, its scope checked and its
+rate limited, the request is checked against its protovalidate rules before the servicer
+runs, AccordError becomes a rich status, and anything else becomes a
 generic INTERNAL that is logged with its traceback.
 """
 
@@ -18,6 +19,8 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
+from accord_kit import caller
+from accord_kit.auth import Authenticator
 from accord_kit.errors import AccordError, FieldViolation, InvalidArgument, Unimplemented
 
 log = structlog.get_logger("accord.rpc")
@@ -71,12 +74,18 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: 
     await context.abort_with_status(rpc_status.to_status(error.to_status()))  # type: ignore[attr-defined]
 
 
-def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+def _wrap_unary(
+    auth: Authenticator, method: str, behavior: Callable[..., Awaitable[Any]]
+) -> Callable[..., Any]:
     async def handler(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         try:
-            validate(request)
-            response = await behavior(request, context)
+            bound = caller.bind(auth.admit(method, context.invocation_metadata()))
+            try:
+                validate(request)
+                response = await behavior(request, context)
+            finally:
+                caller.unbind(bound)
         except Exception as exc:
             await _abort(context, method, exc)
         RPC_TOTAL.labels(method, "OK").inc()
@@ -86,11 +95,15 @@ def _wrap_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callabl
     return handler
 
 
-def _wrap_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_stream(
+    auth: Authenticator, method: str, behavior: Callable[..., Any]
+) -> Callable[..., Any]:
     async def handler(
         request: Message, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
         try:
+            # Bound for the whole stream: the generator runs in this call's own task.
+            caller.bind(auth.admit(method, context.invocation_metadata()))
             validate(request)
             async for item in behavior(request, context):
                 yield item
@@ -104,6 +117,9 @@ def _wrap_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any
 class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every unary-request handler; health and reflection pass through untouched."""
 
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
@@ -115,13 +131,13 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                _wrap_unary(self._auth, method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(method, handler.unary_stream),
+                _wrap_stream(self._auth, method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

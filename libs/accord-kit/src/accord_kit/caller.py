@@ -1,35 +1,48 @@
-"""Who is calling: the tenant every query and stream is scoped to.
+"""Who is calling the RPC being served: its Principal and the tenant it acts for.
 
-Until token authentication lands, the tenant comes from the `accord-tenant` metadata
-(default `default`); services forward it on calls they make on a tenant's behalf.
+The boundary admits every call and binds its Principal here for the handler's duration;
+servicers read `tenant()` to scope every query and stream to it.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from contextvars import ContextVar, Token
 
-import grpc
+from accord_kit.auth import TENANT_METADATA, Principal
+from accord_kit.errors import FieldViolation, InvalidArgument, PermissionDenied
 
-from accord_kit.errors import FieldViolation, InvalidArgument
-
-TENANT_METADATA = "accord-tenant"
-DEFAULT_TENANT = "default"
-_TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_principal: ContextVar[Principal] = ContextVar("accord_principal")
 
 
-def tenant_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == TENANT_METADATA:
-            tenant = value if isinstance(value, str) else value.decode()
-            if not _TENANT.match(tenant):
-                raise InvalidArgument(
-                    "tenant is invalid",
-                    [FieldViolation(TENANT_METADATA, "must match [a-z0-9][a-z0-9_-]{0,62}")],
-                )
-            return tenant
-    return DEFAULT_TENANT
+def bind(principal: Principal) -> Token[Principal]:
+    return _principal.set(principal)
 
 
-def tenant_metadata(tenant: str) -> tuple[tuple[str, str], ...]:
-    return ((TENANT_METADATA, tenant),)
+def unbind(token: Token[Principal]) -> None:
+    _principal.reset(token)
+
+
+def principal() -> Principal:
+    return _principal.get()
+
+
+def tenant() -> str:
+    """The tenant the call acts for; a service token must name one in `accord-tenant`."""
+    tenant = _principal.get().tenant
+    if tenant is None:
+        raise InvalidArgument(
+            "a service token must name the tenant it acts for",
+            [FieldViolation(TENANT_METADATA, "required with a service token")],
+        )
+    return tenant
+
+
+def require_service() -> Principal:
+    """For RPCs that span tenants (the work queue): only service tokens may call them."""
+    caller = _principal.get()
+    if not caller.is_service:
+        raise PermissionDenied(
+            "this method spans tenants and needs a service token (tenant `*`)",
+            metadata={"cause": "SERVICE_TOKEN_REQUIRED"},
+        )
+    return caller

@@ -6,6 +6,8 @@ service-prefixed variable overrides them for that service alone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -35,6 +37,30 @@ class ServiceSettings(BaseSettings):
     drain_seconds: float = 10.0
     # Seconds between dependency health checks.
     health_interval: float = 1.0
+
+    # JWKS file of the Ed25519 keys tokens are verified with (suite-wide, reloaded on change).
+    # Required unless auth_disabled: there is no default key.
+    auth_keys_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("auth_keys_file", "ACCORD_AUTH_KEYS_FILE")
+    )
+    # Run without authentication: every caller is an admin of the tenant it names.
+    auth_disabled: bool = Field(
+        default=False, validation_alias=AliasChoices("auth_disabled", "ACCORD_AUTH_DISABLED")
+    )
+    # This service's own token, for the calls it makes to other services.
+    token_file: Path | None = None
+    # Calls per second each principal may make on average, and its burst.
+    rate_limit: float = Field(default=100.0, gt=0)
+    rate_limit_burst: float = Field(default=200.0, ge=1)
+    # The same for service tokens, which call on behalf of every tenant (burst: twice this).
+    service_rate_limit: float = Field(default=5000.0, gt=0)
+    # TLS for this service's port: certificate chain and key (PEM). Both or neither.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Require clients to present a certificate signed by this CA (mTLS).
+    tls_client_ca_file: Path | None = None
+    # CA that the services this one calls are verified against; set, calls use TLS.
+    tls_ca_file: Path | None = None
 
 
 def asyncpg_url(url: str) -> str:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from accord_kit import logs
+from accord_kit.auth import ConfigError
 from accord_kit.config import ServiceSettings
 from accord_kit.server import wait_for_shutdown_signal
 
@@ -37,7 +39,11 @@ def run_service(
     if args.command == "migrate" and migrate is not None:
         migrate(settings)
         return
-    asyncio.run(_serve(lambda: app_type(settings)))
+    try:
+        asyncio.run(_serve(lambda: app_type(settings)))
+    except ConfigError as exc:
+        print(f"accord-{name}: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 async def _serve(build: Callable[[], App]) -> None:

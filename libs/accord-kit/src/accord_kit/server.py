@@ -1,4 +1,4 @@
-"""The gRPC server every service runs: boundary, health, reflection, metrics, drain.
+"""The gRPC server every service runs: boundary, auth, TLS, health, reflection, metrics, drain.
 
 Health reflects real dependencies: a monitor runs each registered check on an interval and
 flips every service to NOT_SERVING while any check fails, back to SERVING when all pass.
@@ -17,10 +17,14 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from nats.aio.client import Client
 from prometheus_client import Gauge, start_http_server
 
+from accord_kit import nats as knats
+from accord_kit.auth import Authenticator
 from accord_kit.boundary import BoundaryInterceptor
 from accord_kit.config import ServiceSettings
+from accord_kit.transport import server_credentials
 
 log = structlog.get_logger("accord.server")
 
@@ -37,12 +41,14 @@ class Server:
     """One grpc.aio server with Accord's standard endpoints around the given servicers."""
 
     def __init__(self, settings: ServiceSettings) -> None:
+        """Raises auth.ConfigError when authentication is on but no keys are configured."""
         self.settings = settings
         self.port = settings.port
         self.metrics_port = settings.metrics_port
         self.health = HealthServicer()
+        self.auth = Authenticator.from_settings(settings)
         self._grpc = grpc.aio.server(
-            interceptors=[BoundaryInterceptor()],
+            interceptors=[BoundaryInterceptor(self.auth)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -63,7 +69,15 @@ class Server:
     def check(self, dependency: str, check: Check) -> None:
         self._checks[dependency] = check
 
+    async def use_nats(self, nc: Client) -> None:
+        """NATS carries the revocation list every call is checked against; health watches it."""
+        self.check("nats", knats.nats_check(nc))
+        if self.auth.enabled:
+            await self.auth.revocations.follow(nc)
+
     async def start(self) -> None:
+        if self.auth.enabled and not self.auth.revocations.following:
+            raise RuntimeError("auth is on but the revocation list is not followed: use_nats()")
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             [
@@ -73,7 +87,13 @@ class Server:
             ],
             self._grpc,
         )
-        self.port = self._grpc.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        address = f"{self.settings.host}:{self.settings.port}"
+        credentials = server_credentials(self.settings)
+        self.port = (
+            self._grpc.add_secure_port(address, credentials)
+            if credentials is not None
+            else self._grpc.add_insecure_port(address)
+        )
         self._metrics, _ = start_http_server(self.settings.metrics_port, self.settings.host)
         self.metrics_port = self._metrics.server_port
         await self._set_all(NOT_SERVING)
@@ -95,6 +115,7 @@ class Server:
             except TimeoutError:
                 self._monitor.cancel()
         await self._grpc.stop(self.settings.drain_seconds)
+        await self.auth.revocations.stop()
         if self._metrics is not None:
             self._metrics.shutdown()
         log.info("server.stopped")

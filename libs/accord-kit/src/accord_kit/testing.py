@@ -1,24 +1,35 @@
-"""pytest fixtures for the real things: PostgreSQL, nats-server, gRPC channels.
+"""pytest fixtures for the real things: PostgreSQL, nats-server, gRPC channels, tokens.
 
 By default the session starts its own embedded PostgreSQL and nats-server on free ports,
 so the suite depends on nothing already running; ACCORD_TEST_DATABASE_URL and
 ACCORD_TEST_NATS_URL point it at existing servers instead. Each test gets a fresh database.
+
+Auth is on in tests as in production: the session makes a signing key and points every
+service it starts (in process or as a child) at its key set and at service tokens, through
+the same environment variables an operator sets.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 
-from accord_kit.caller import tenant_metadata
+from accord_kit import tokens
+from accord_kit.auth import AUTHORIZATION, TENANT_METADATA
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
+from accord_kit.transport import metadata_interceptors
 
 
 @pytest.fixture(scope="session")
@@ -46,27 +57,91 @@ def _plain(url: str) -> str:
 @pytest.fixture
 async def database_url(postgres_url: str) -> AsyncIterator[str]:
     """A fresh, empty database on the session's server, dropped afterwards."""
+    async with fresh_database(postgres_url) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(postgres_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server at `postgres_url`, dropped on exit."""
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin = await asyncpg.connect(_plain(postgres_url))
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield postgres_url.rsplit("/", 1)[0] + "/" + name
-    admin = await asyncpg.connect(_plain(postgres_url))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield postgres_url.rsplit("/", 1)[0] + "/" + name
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(_plain(postgres_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+AUTH_DIR = Path(tempfile.mkdtemp(prefix="accord-test-auth-"))
+SIGNING_KEY = tokens.generate_key()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    tokens.write_private_key(AUTH_DIR / "signing.jwk", SIGNING_KEY)
+    tokens.write_key_set(AUTH_DIR / "keys.json", [SIGNING_KEY])
+    os.environ["ACCORD_AUTH_KEYS_FILE"] = str(AUTH_DIR / "keys.json")
+    os.environ["ACCORD_AUTH_SIGNING_KEY_FILE"] = str(AUTH_DIR / "signing.jwk")
+    for service, scopes in tokens.SERVICE_SCOPES.items():
+        path = AUTH_DIR / f"{service}.token"
+        path.write_text(token(tokens.SERVICE_TENANT, scopes, subject=f"service:{service}"))
+        os.environ[f"ACCORD_{service.upper()}_TOKEN_FILE"] = str(path)
+
+
+def token(
+    tenant: str,
+    scopes: Iterable[str] = tokens.ALL_SCOPES,
+    *,
+    subject: str | None = None,
+    ttl: timedelta = timedelta(hours=2),
+    key: dict[str, Any] | None = None,
+    now: float | None = None,
+) -> str:
+    """A token signed by the session's key (or `key`) for `tenant`, all scopes by default."""
+    return tokens.issue(
+        key or SIGNING_KEY,
+        subject=subject or f"test:{tenant}",
+        tenant=tenant,
+        scopes=scopes,
+        ttl=ttl,
+        now=now,
+    )
+
+
+def bearer(value: str) -> tuple[tuple[str, str], ...]:
+    return ((AUTHORIZATION, f"Bearer {value}"),)
+
+
+@functools.cache
+def as_tenant(tenant: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata for acting as `tenant`: a tenant-bound token with every scope."""
+    return bearer(token(tenant, subject=f"test:{tenant}"))
 
 
 def channel(port: int) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    """A channel whose calls without a token act as an all-scopes service for `default`."""
+    return grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=metadata_interceptors(_act_as_default)
+    )
 
 
-def as_tenant(tenant: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata for acting as `tenant`."""
-    return tenant_metadata(tenant)
+@functools.cache
+def _service_token() -> str:
+    return token(tokens.SERVICE_TENANT, subject="test:service")
+
+
+def _act_as_default(metadata: grpc.aio.Metadata) -> None:
+    if AUTHORIZATION not in metadata:
+        metadata[AUTHORIZATION] = f"Bearer {_service_token()}"
+        if TENANT_METADATA not in metadata:
+            metadata[TENANT_METADATA] = "default"
 
 
 REPO_ROOT = Path(__file__).resolve().parents[4]

@@ -14,7 +14,7 @@ from accord.audit.v1 import audit_service_pb2 as pb
 from accord.audit.v1 import audit_service_pb2_grpc, record_pb2
 from accord_audit.domain.records import Record
 from accord_audit.service import AuditUseCases
-from accord_kit.caller import tenant_of
+from accord_kit import caller
 from accord_kit.errors import Unimplemented
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -28,20 +28,18 @@ class AuditApi(audit_service_pb2_grpc.AuditServiceServicer):
     async def ListRecords(
         self, request: pb.ListRecordsRequest, context: Ctx
     ) -> pb.ListRecordsResponse:
-        found, token = await self._cases.list_records(tenant_of(context), request)
+        found, token = await self._cases.list_records(caller.tenant(), request)
         return pb.ListRecordsResponse(records=[to_proto(r) for r in found], next_page_token=token)
 
     async def GetRecord(self, request: pb.GetRecordRequest, context: Ctx) -> pb.GetRecordResponse:
         key = request.index if request.WhichOneof("key") == "index" else request.event_id
-        record = await self._cases.get(tenant_of(context), key)
+        record = await self._cases.get(caller.tenant(), key)
         return pb.GetRecordResponse(record=to_proto(record))
 
     async def StreamRecords(
         self, request: pb.StreamRecordsRequest, context: Ctx
     ) -> AsyncIterator[pb.StreamRecordsResponse]:
-        records = self._cases.stream(
-            tenant_of(context), request.from_index, request.event_type_prefix
-        )
+        records = self._cases.stream(caller.tenant(), request.from_index, request.event_type_prefix)
         async for record in records:
             yield pb.StreamRecordsResponse(record=to_proto(record))
 

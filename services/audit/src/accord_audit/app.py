@@ -39,7 +39,7 @@ class App:
         )
         api = AuditApi(self._cases)
         self.server.add(SERVICE, audit_service_pb2_grpc.add_AuditServiceServicer_to_server, api)
-        self._backing.report_health(self.server)
+        await self._backing.serve_with(self.server)
         # Streams are ensured inside the consumer's retry loop, so a JetStream hiccup at
         # boot delays consumption instead of failing the start.
         self._consumer = Consumer(b.nc, self._cases, s)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 from accord.common.v1 import job_spec_pb2
 from accord.executor.v1 import executor_service_pb2_grpc
 from accord_executor.api import ExecutorApi
@@ -15,7 +13,9 @@ from accord_executor.engines.http import HttpEngine
 from accord_executor.pools import Pool, Pools
 from accord_executor.service import ExecutorUseCases
 from accord_executor.worker import CHANNEL_OPTIONS, Worker, orchestrator_check
+from accord_kit import nats as knats
 from accord_kit.server import Server
+from accord_kit.transport import open_channel
 
 SERVICE = "accord.executor.v1.ExecutorService"
 HTTP = job_spec_pb2.ENGINE_HTTP
@@ -53,7 +53,8 @@ class App:
             s.worker_id,
             [Pool(HTTP, s.concurrency, available=True), browser_pool(probe, s.concurrency)],
         )
-        self._channel = grpc.aio.insecure_channel(s.orchestrator_target, options=CHANNEL_OPTIONS)
+        self._nc = await knats.connect(s.nats_url, "accord-executor")
+        self._channel = open_channel(s.orchestrator_target, s, CHANNEL_OPTIONS)
         self.worker = Worker(s, self._channel, engines, self.pools)
         self.server.add(
             SERVICE,
@@ -61,6 +62,7 @@ class App:
             ExecutorApi(ExecutorUseCases(self.pools, engines)),
         )
         self.server.check("orchestrator", orchestrator_check(self._channel))
+        await self.server.use_nats(self._nc)
         await self.server.start()
         self.worker.start()
 
@@ -69,3 +71,4 @@ class App:
         await asyncio.gather(self.worker.stop(self.settings.drain_seconds), self.server.stop())
         await self._http.close()
         await self._channel.close(grace=None)
+        await self._nc.close()

@@ -6,7 +6,7 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from accord_kit.config import ServiceSettings
+from accord_kit.config import DEFAULT_NATS_URL, ServiceSettings, shared
 
 P = "ACCORD_EXECUTOR_"
 
@@ -20,6 +20,8 @@ class Settings(ServiceSettings):
 
     port: int = 50053
     metrics_port: int = 9453
+    # NATS carries the token revocation list every call is checked against.
+    nats_url: str = shared("NATS_URL", DEFAULT_NATS_URL, prefix=P)
     # Where WorkerService (leases) and PolicyService (permits) are served.
     orchestrator_target: str = "127.0.0.1:50051"
     policy_target: str = "127.0.0.1:50052"

@@ -25,7 +25,7 @@ from accord_executor.domain.backoff import Backoff
 from accord_executor.engines.http import HttpEngine, Outcome
 from accord_executor.pools import Engine, Pools
 from accord_executor.reports import RPC_TIMEOUT_SECONDS, Reporter, describe
-from accord_kit.caller import DEFAULT_TENANT
+from accord_kit.auth import DEFAULT_TENANT
 from accord_kit.server import Check
 
 log = structlog.get_logger("accord.executor.worker")

@@ -10,7 +10,7 @@ import grpc
 from accord.orchestrator.v1 import job_service_pb2 as jobs
 from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from accord.orchestrator.v1 import worker_service_pb2 as work
-from accord_kit.caller import tenant_of
+from accord_kit import caller
 from accord_orchestrator.queue import QueueUseCases
 from accord_orchestrator.service import JobUseCases
 
@@ -24,41 +24,35 @@ class JobApi(job_service_pb2_grpc.JobServiceServicer):
     async def CreateJob(
         self, request: jobs.CreateJobRequest, context: Ctx
     ) -> jobs.CreateJobResponse:
-        job, created = await self._cases.create(
-            tenant_of(context), request.request_id, request.spec
-        )
+        job, created = await self._cases.create(caller.tenant(), request.request_id, request.spec)
         return jobs.CreateJobResponse(job=job, created=created)
 
     async def BatchCreateJobs(
         self, request: jobs.BatchCreateJobsRequest, context: Ctx
     ) -> jobs.BatchCreateJobsResponse:
-        found = await self._cases.create_batch(
-            tenant_of(context), request.request_id, request.specs
-        )
+        found = await self._cases.create_batch(caller.tenant(), request.request_id, request.specs)
         return jobs.BatchCreateJobsResponse(jobs=found)
 
     async def GetJob(self, request: jobs.GetJobRequest, context: Ctx) -> jobs.GetJobResponse:
-        return jobs.GetJobResponse(job=await self._cases.get(tenant_of(context), request.job_id))
+        return jobs.GetJobResponse(job=await self._cases.get(caller.tenant(), request.job_id))
 
     async def ListJobs(self, request: jobs.ListJobsRequest, context: Ctx) -> jobs.ListJobsResponse:
-        found, token = await self._cases.list_jobs(tenant_of(context), request)
+        found, token = await self._cases.list_jobs(caller.tenant(), request)
         return jobs.ListJobsResponse(jobs=found, next_page_token=token)
 
     async def CancelJob(
         self, request: jobs.CancelJobRequest, context: Ctx
     ) -> jobs.CancelJobResponse:
-        job = await self._cases.cancel(tenant_of(context), request.job_id, request.reason)
+        job = await self._cases.cancel(caller.tenant(), request.job_id, request.reason)
         return jobs.CancelJobResponse(job=job)
 
     async def RetryJob(self, request: jobs.RetryJobRequest, context: Ctx) -> jobs.RetryJobResponse:
-        return jobs.RetryJobResponse(
-            job=await self._cases.retry(tenant_of(context), request.job_id)
-        )
+        return jobs.RetryJobResponse(job=await self._cases.retry(caller.tenant(), request.job_id))
 
     async def WatchJob(
         self, request: jobs.WatchJobRequest, context: Ctx
     ) -> AsyncIterator[jobs.WatchJobResponse]:
-        changes = self._cases.watch(tenant_of(context), request.job_id, request.after_version)
+        changes = self._cases.watch(caller.tenant(), request.job_id, request.after_version)
         async for change, job in changes:
             yield jobs.WatchJobResponse(change=change, job=job)
 
@@ -70,6 +64,7 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
     async def PollTasks(
         self, request: work.PollTasksRequest, context: Ctx
     ) -> work.PollTasksResponse:
+        caller.require_service()  # the queue spans tenants
         tasks = await self._queue.poll(
             request.worker_id,
             request.max_tasks,
@@ -82,6 +77,7 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
     async def Heartbeat(
         self, request: work.HeartbeatRequest, context: Ctx
     ) -> work.HeartbeatResponse:
+        caller.require_service()  # the queue spans tenants
         cancelled, lost, deadline = await self._queue.heartbeat(
             request.worker_id,
             [(x.job_id, x.attempt) for x in request.leases],
@@ -97,6 +93,7 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
     async def CompleteTask(
         self, request: work.CompleteTaskRequest, context: Ctx
     ) -> work.CompleteTaskResponse:
+        caller.require_service()  # the queue spans tenants
         await self._queue.complete(
             request.worker_id,
             [((c.lease.job_id, c.lease.attempt), c.result) for c in request.completions],
@@ -104,6 +101,7 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
         return work.CompleteTaskResponse()
 
     async def FailTask(self, request: work.FailTaskRequest, context: Ctx) -> work.FailTaskResponse:
+        caller.require_service()  # the queue spans tenants
         state, retry_time = await self._queue.fail(
             request.worker_id,
             (request.lease.job_id, request.lease.attempt),

@@ -6,7 +6,11 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
+from accord.orchestrator.v1 import (
+    job_service_pb2_grpc,
+    schedule_service_pb2_grpc,
+    worker_service_pb2_grpc,
+)
 from accord_kit import db, events
 from accord_kit import nats as knats
 from accord_kit.backing import Backing
@@ -23,6 +27,7 @@ from accord_orchestrator.service import JobUseCases
 MIGRATIONS = Path(__file__).parent / "migrations"
 JOB_SERVICE = "accord.orchestrator.v1.JobService"
 WORKER_SERVICE = "accord.orchestrator.v1.WorkerService"
+SCHEDULE_SERVICE = "accord.orchestrator.v1.ScheduleService"
 
 
 def migrate(settings: Settings) -> None:
@@ -47,7 +52,7 @@ class App:
             b.nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
         )
         sessions = db.sessionmaker(b.engine)
-        self._policy = PolicyClient(s.policy_target, s.policy_timeout)
+        self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
         self.queue = QueueUseCases(sessions, s.poll_interval)
         jobs = JobUseCases(sessions, self._policy, self.queue.notify)
         self.server.add(
@@ -58,7 +63,14 @@ class App:
             worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
             WorkerApi(self.queue),
         )
-        self._backing.report_health(self.server)
+        # Published but not served yet: calls are authenticated, then answer UNIMPLEMENTED.
+        self.server.add(
+            SCHEDULE_SERVICE,
+            schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server,
+            # The generated base answers every method UNIMPLEMENTED; stubs call it abstract.
+            schedule_service_pb2_grpc.ScheduleServiceServicer(),  # type: ignore[abstract]
+        )
+        await self._backing.serve_with(self.server)
         self._relay = Relay(b.engine, tables.outbox, b.nc)
         self._relay.start()
         self._reaper = asyncio.create_task(self.queue.run_reaper(s.reaper_interval), name="reaper")

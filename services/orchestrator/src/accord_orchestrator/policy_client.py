@@ -8,13 +8,15 @@ import grpc
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_service_pb2, policy_service_pb2_grpc
-from accord_kit.caller import tenant_metadata
+from accord_kit.auth import TENANT_METADATA
+from accord_kit.config import ServiceSettings
 from accord_kit.errors import Unavailable
+from accord_kit.transport import open_channel
 
 
 class PolicyClient:
-    def __init__(self, target: str, timeout: float) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, timeout: float, settings: ServiceSettings) -> None:
+        self._channel = open_channel(target, settings)
         self._stub = policy_service_pb2_grpc.PolicyServiceStub(self._channel)
         self._timeout = timeout
 
@@ -25,7 +27,7 @@ class PolicyClient:
         try:
             response = await self._stub.EvaluateJob(
                 policy_service_pb2.EvaluateJobRequest(spec=spec, job_id=job_id),
-                metadata=tenant_metadata(tenant),
+                metadata=((TENANT_METADATA, tenant),),
                 timeout=self._timeout,
                 # Ride out a reconnect after a policy restart instead of failing at once.
                 wait_for_ready=True,

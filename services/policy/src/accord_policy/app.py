@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from accord.policy.v1 import policy_service_pb2_grpc
+from accord.policy.v1 import policy_service_pb2_grpc, token_service_pb2_grpc
 from accord_kit import db, events
 from accord_kit import nats as knats
 from accord_kit.backing import Backing
 from accord_kit.outbox import Relay
 from accord_kit.server import Server
 from accord_policy import tables
-from accord_policy.api import PolicyApi
+from accord_policy.api import PolicyApi, TokenApi
 from accord_policy.config import Settings
 from accord_policy.service import PRODUCER, PolicyUseCases
+from accord_policy.tokens import TokenUseCases
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SERVICE = "accord.policy.v1.PolicyService"
+TOKEN_SERVICE = "accord.policy.v1.TokenService"  # noqa: S105 - a service name
 
 
 def migrate(settings: Settings) -> None:
@@ -38,11 +40,17 @@ class App:
         await knats.ensure_stream(
             b.nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
         )
-        cases = PolicyUseCases(db.sessionmaker(b.engine), default_deny=s.default_deny)
+        sessions = db.sessionmaker(b.engine)
+        cases = PolicyUseCases(sessions, default_deny=s.default_deny)
         self.server.add(
             SERVICE, policy_service_pb2_grpc.add_PolicyServiceServicer_to_server, PolicyApi(cases)
         )
-        self._backing.report_health(self.server)
+        self.server.add(
+            TOKEN_SERVICE,
+            token_service_pb2_grpc.add_TokenServiceServicer_to_server,
+            TokenApi(TokenUseCases(sessions, b.nc)),
+        )
+        await self._backing.serve_with(self.server)
         self._relay = Relay(b.engine, tables.outbox, b.nc)
         self._relay.start()
         await self.server.start()

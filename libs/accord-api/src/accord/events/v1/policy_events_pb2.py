@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from accord.common.v1 import decision_pb2 as accord_dot_common_dot_v1_dot_decision__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$accord/events/v1/policy_events.proto\x12\x10\x61\x63\x63ord.events.v1\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\"c\n\x10\x44\x65\x63isionRecorded\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"b\n\rPolicyChanged\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$accord/events/v1/policy_events.proto\x12\x10\x61\x63\x63ord.events.v1\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\"c\n\x10\x44\x65\x63isionRecorded\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"b\n\rPolicyChanged\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x03\x12\x16\n\x0e\x63hanged_fields\x18\x03 \x03(\t\x12\x14\n\x0c\x64isplay_name\x18\x04 \x01(\t\"D\n\x0cTokenRevoked\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrevoked_by\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,4 +36,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DECISIONRECORDED']._serialized_end=190
   _globals['_POLICYCHANGED']._serialized_start=192
   _globals['_POLICYCHANGED']._serialized_end=290
+  _globals['_TOKENREVOKED']._serialized_start=292
+  _globals['_TOKENREVOKED']._serialized_end=360
 # @@protoc_insertion_point(module_scope)

@@ -86,3 +86,33 @@ class PolicyChanged(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyChanged: _TypeAlias = PolicyChanged  # noqa: Y015
+
+@_typing.final
+class TokenRevoked(_message.Message):
+    """Payload of `accord.policy.v1.token.revoked`. Names the token by id only, never its text."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    token_id: _builtins.str
+    """The revoked token's id (its `jti` claim)."""
+    reason: _builtins.str
+    """Why it was revoked."""
+    revoked_by: _builtins.str
+    """The subject of the token that revoked it."""
+    def __init__(
+        self,
+        *,
+        token_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        revoked_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "revoked_by", b"revoked_by", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenRevoked: _TypeAlias = TokenRevoked  # noqa: Y015

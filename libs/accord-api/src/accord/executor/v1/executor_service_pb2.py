@@ -22,12 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from accord.common.v1 import auth_pb2 as accord_dot_common_dot_v1_dot_auth__pb2
 from accord.common.v1 import job_result_pb2 as accord_dot_common_dot_v1_dot_job__result__pb2
 from accord.common.v1 import job_spec_pb2 as accord_dot_common_dot_v1_dot_job__spec__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)accord/executor/v1/executor_service.proto\x12\x12\x61\x63\x63ord.executor.v1\x1a!accord/common/v1/job_result.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1b\x62uf/validate/validate.proto\"@\n\rRunJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\"v\n\x0eRunJobResponse\x12,\n\x04step\x18\x01 \x01(\x0b\x32\x1c.accord.common.v1.StepResultH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.accord.common.v1.JobResultH\x00\x42\x07\n\x05\x65vent\"5\n\x12GetArtifactRequest\x12\x1f\n\x0b\x61rtifact_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\"U\n\x13GetArtifactResponse\x12/\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1d.accord.common.v1.ArtifactRef\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"\x1a\n\x18GetExecutorStatusRequest\"\xa3\x01\n\nEnginePool\x12(\n\x06\x65ngine\x18\x01 \x01(\x0e\x32\x18.accord.common.v1.Engine\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x17\n\x0f\x63ompleted_total\x18\x06 \x01(\x03\"o\n\x19GetExecutorStatusResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12-\n\x05pools\x18\x02 \x03(\x0b\x32\x1e.accord.executor.v1.EnginePool\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\x32\xb8\x02\n\x0f\x45xecutorService\x12Q\n\x06RunJob\x12!.accord.executor.v1.RunJobRequest\x1a\".accord.executor.v1.RunJobResponse0\x01\x12`\n\x0bGetArtifact\x12&.accord.executor.v1.GetArtifactRequest\x1a\'.accord.executor.v1.GetArtifactResponse0\x01\x12p\n\x11GetExecutorStatus\x12,.accord.executor.v1.GetExecutorStatusRequest\x1a-.accord.executor.v1.GetExecutorStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)accord/executor/v1/executor_service.proto\x12\x12\x61\x63\x63ord.executor.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a!accord/common/v1/job_result.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1b\x62uf/validate/validate.proto\"@\n\rRunJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\"v\n\x0eRunJobResponse\x12,\n\x04step\x18\x01 \x01(\x0b\x32\x1c.accord.common.v1.StepResultH\x00\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1b.accord.common.v1.JobResultH\x00\x42\x07\n\x05\x65vent\"5\n\x12GetArtifactRequest\x12\x1f\n\x0b\x61rtifact_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\"U\n\x13GetArtifactResponse\x12/\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x1d.accord.common.v1.ArtifactRef\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"\x1a\n\x18GetExecutorStatusRequest\"\xa3\x01\n\nEnginePool\x12(\n\x06\x65ngine\x18\x01 \x01(\x0e\x32\x18.accord.common.v1.Engine\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x11\n\tin_flight\x18\x05 \x01(\x05\x12\x17\n\x0f\x63ompleted_total\x18\x06 \x01(\x03\"o\n\x19GetExecutorStatusResponse\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12-\n\x05pools\x18\x02 \x03(\x0b\x32\x1e.accord.executor.v1.EnginePool\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\x32\xf1\x02\n\x0f\x45xecutorService\x12\x63\n\x06RunJob\x12!.accord.executor.v1.RunJobRequest\x1a\".accord.executor.v1.RunJobResponse\"\x10\xca\xf3\x18\x0c\x65xecutor:run0\x01\x12s\n\x0bGetArtifact\x12&.accord.executor.v1.GetArtifactRequest\x1a\'.accord.executor.v1.GetArtifactResponse\"\x11\xca\xf3\x18\rexecutor:read0\x01\x12\x83\x01\n\x11GetExecutorStatus\x12,.accord.executor.v1.GetExecutorStatusRequest\x1a-.accord.executor.v1.GetExecutorStatusResponse\"\x11\xca\xf3\x18\rexecutor:readb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,20 +39,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNJOBREQUEST'].fields_by_name['spec']._serialized_options = b'\272H\003\310\001\001'
   _globals['_GETARTIFACTREQUEST'].fields_by_name['artifact_id']._loaded_options = None
   _globals['_GETARTIFACTREQUEST'].fields_by_name['artifact_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
-  _globals['_RUNJOBREQUEST']._serialized_start=162
-  _globals['_RUNJOBREQUEST']._serialized_end=226
-  _globals['_RUNJOBRESPONSE']._serialized_start=228
-  _globals['_RUNJOBRESPONSE']._serialized_end=346
-  _globals['_GETARTIFACTREQUEST']._serialized_start=348
-  _globals['_GETARTIFACTREQUEST']._serialized_end=401
-  _globals['_GETARTIFACTRESPONSE']._serialized_start=403
-  _globals['_GETARTIFACTRESPONSE']._serialized_end=488
-  _globals['_GETEXECUTORSTATUSREQUEST']._serialized_start=490
-  _globals['_GETEXECUTORSTATUSREQUEST']._serialized_end=516
-  _globals['_ENGINEPOOL']._serialized_start=519
-  _globals['_ENGINEPOOL']._serialized_end=682
-  _globals['_GETEXECUTORSTATUSRESPONSE']._serialized_start=684
-  _globals['_GETEXECUTORSTATUSRESPONSE']._serialized_end=795
-  _globals['_EXECUTORSERVICE']._serialized_start=798
-  _globals['_EXECUTORSERVICE']._serialized_end=1110
+  _globals['_EXECUTORSERVICE'].methods_by_name['RunJob']._loaded_options = None
+  _globals['_EXECUTORSERVICE'].methods_by_name['RunJob']._serialized_options = b'\312\363\030\014executor:run'
+  _globals['_EXECUTORSERVICE'].methods_by_name['GetArtifact']._loaded_options = None
+  _globals['_EXECUTORSERVICE'].methods_by_name['GetArtifact']._serialized_options = b'\312\363\030\rexecutor:read'
+  _globals['_EXECUTORSERVICE'].methods_by_name['GetExecutorStatus']._loaded_options = None
+  _globals['_EXECUTORSERVICE'].methods_by_name['GetExecutorStatus']._serialized_options = b'\312\363\030\rexecutor:read'
+  _globals['_RUNJOBREQUEST']._serialized_start=191
+  _globals['_RUNJOBREQUEST']._serialized_end=255
+  _globals['_RUNJOBRESPONSE']._serialized_start=257
+  _globals['_RUNJOBRESPONSE']._serialized_end=375
+  _globals['_GETARTIFACTREQUEST']._serialized_start=377
+  _globals['_GETARTIFACTREQUEST']._serialized_end=430
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=432
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=517
+  _globals['_GETEXECUTORSTATUSREQUEST']._serialized_start=519
+  _globals['_GETEXECUTORSTATUSREQUEST']._serialized_end=545
+  _globals['_ENGINEPOOL']._serialized_start=548
+  _globals['_ENGINEPOOL']._serialized_end=711
+  _globals['_GETEXECUTORSTATUSRESPONSE']._serialized_start=713
+  _globals['_GETEXECUTORSTATUSRESPONSE']._serialized_end=824
+  _globals['_EXECUTORSERVICE']._serialized_start=827
+  _globals['_EXECUTORSERVICE']._serialized_end=1196
 # @@protoc_insertion_point(module_scope)

@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from accord.common.v1 import auth_pb2 as accord_dot_common_dot_v1_dot_auth__pb2
 from accord.common.v1 import job_spec_pb2 as accord_dot_common_dot_v1_dot_job__spec__pb2
 from accord.orchestrator.v1 import job_pb2 as accord_dot_orchestrator_dot_v1_dot_job__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(accord/orchestrator/v1/job_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x10\x43reateJobRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12/\n\x04spec\x18\x02 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\"N\n\x11\x43reateJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x84\x01\n\x16\x42\x61tchCreateJobsRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,120}$\x12\x35\n\x05specs\x18\x02 \x03(\x0b\x32\x19.accord.common.v1.JobSpecB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"D\n\x17\x42\x61tchCreateJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\")\n\rGetJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\":\n\x0eGetJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"\xd2\x02\n\x0fListJobsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x41\n\x06states\x18\x03 \x03(\x0e\x32 .accord.orchestrator.v1.JobStateB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\x0bschedule_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x06\x65ngine\x18\x07 \x01(\x0e\x32\x18.accord.common.v1.EngineB\x08\xbaH\x05\x82\x01\x02\x10\x01\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x10\x43\x61ncelJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x18\n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"+\n\x0fRetryJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"<\n\x10RetryJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"K\n\x0fWatchJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1e\n\rafter_version\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"t\n\x10WatchJobResponse\x12\x36\n\x06\x63hange\x18\x01 \x01(\x0b\x32&.accord.orchestrator.v1.JobStateChange\x12(\n\x03job\x18\x02 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job2\xbc\x05\n\nJobService\x12`\n\tCreateJob\x12(.accord.orchestrator.v1.CreateJobRequest\x1a).accord.orchestrator.v1.CreateJobResponse\x12r\n\x0f\x42\x61tchCreateJobs\x12..accord.orchestrator.v1.BatchCreateJobsRequest\x1a/.accord.orchestrator.v1.BatchCreateJobsResponse\x12W\n\x06GetJob\x12%.accord.orchestrator.v1.GetJobRequest\x1a&.accord.orchestrator.v1.GetJobResponse\x12]\n\x08ListJobs\x12\'.accord.orchestrator.v1.ListJobsRequest\x1a(.accord.orchestrator.v1.ListJobsResponse\x12`\n\tCancelJob\x12(.accord.orchestrator.v1.CancelJobRequest\x1a).accord.orchestrator.v1.CancelJobResponse\x12]\n\x08RetryJob\x12\'.accord.orchestrator.v1.RetryJobRequest\x1a(.accord.orchestrator.v1.RetryJobResponse\x12_\n\x08WatchJob\x12\'.accord.orchestrator.v1.WatchJobRequest\x1a(.accord.orchestrator.v1.WatchJobResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(accord/orchestrator/v1/job_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x10\x43reateJobRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12/\n\x04spec\x18\x02 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\"N\n\x11\x43reateJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x84\x01\n\x16\x42\x61tchCreateJobsRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,120}$\x12\x35\n\x05specs\x18\x02 \x03(\x0b\x32\x19.accord.common.v1.JobSpecB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"D\n\x17\x42\x61tchCreateJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\")\n\rGetJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\":\n\x0eGetJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"\xd2\x02\n\x0fListJobsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x41\n\x06states\x18\x03 \x03(\x0e\x32 .accord.orchestrator.v1.JobStateB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\x0bschedule_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x06\x65ngine\x18\x07 \x01(\x0e\x32\x18.accord.common.v1.EngineB\x08\xbaH\x05\x82\x01\x02\x10\x01\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x10\x43\x61ncelJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x18\n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"+\n\x0fRetryJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"<\n\x10RetryJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"K\n\x0fWatchJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1e\n\rafter_version\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"t\n\x10WatchJobResponse\x12\x36\n\x06\x63hange\x18\x01 \x01(\x0b\x32&.accord.orchestrator.v1.JobStateChange\x12(\n\x03job\x18\x02 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job2\xaa\x06\n\nJobService\x12p\n\tCreateJob\x12(.accord.orchestrator.v1.CreateJobRequest\x1a).accord.orchestrator.v1.CreateJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12\x82\x01\n\x0f\x42\x61tchCreateJobs\x12..accord.orchestrator.v1.BatchCreateJobsRequest\x1a/.accord.orchestrator.v1.BatchCreateJobsResponse\"\x0e\xca\xf3\x18\njobs:write\x12\x66\n\x06GetJob\x12%.accord.orchestrator.v1.GetJobRequest\x1a&.accord.orchestrator.v1.GetJobResponse\"\r\xca\xf3\x18\tjobs:read\x12l\n\x08ListJobs\x12\'.accord.orchestrator.v1.ListJobsRequest\x1a(.accord.orchestrator.v1.ListJobsResponse\"\r\xca\xf3\x18\tjobs:read\x12p\n\tCancelJob\x12(.accord.orchestrator.v1.CancelJobRequest\x1a).accord.orchestrator.v1.CancelJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12m\n\x08RetryJob\x12\'.accord.orchestrator.v1.RetryJobRequest\x1a(.accord.orchestrator.v1.RetryJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12n\n\x08WatchJob\x12\'.accord.orchestrator.v1.WatchJobRequest\x1a(.accord.orchestrator.v1.WatchJobResponse\"\r\xca\xf3\x18\tjobs:read0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -65,34 +66,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_WATCHJOBREQUEST'].fields_by_name['after_version']._loaded_options = None
   _globals['_WATCHJOBREQUEST'].fields_by_name['after_version']._serialized_options = b'\272H\004\"\002(\000'
-  _globals['_CREATEJOBREQUEST']._serialized_start=197
-  _globals['_CREATEJOBREQUEST']._serialized_end=317
-  _globals['_CREATEJOBRESPONSE']._serialized_start=319
-  _globals['_CREATEJOBRESPONSE']._serialized_end=397
-  _globals['_BATCHCREATEJOBSREQUEST']._serialized_start=400
-  _globals['_BATCHCREATEJOBSREQUEST']._serialized_end=532
-  _globals['_BATCHCREATEJOBSRESPONSE']._serialized_start=534
-  _globals['_BATCHCREATEJOBSRESPONSE']._serialized_end=602
-  _globals['_GETJOBREQUEST']._serialized_start=604
-  _globals['_GETJOBREQUEST']._serialized_end=645
-  _globals['_GETJOBRESPONSE']._serialized_start=647
-  _globals['_GETJOBRESPONSE']._serialized_end=705
-  _globals['_LISTJOBSREQUEST']._serialized_start=708
-  _globals['_LISTJOBSREQUEST']._serialized_end=1046
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1048
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1134
-  _globals['_CANCELJOBREQUEST']._serialized_start=1136
-  _globals['_CANCELJOBREQUEST']._serialized_end=1206
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1208
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1269
-  _globals['_RETRYJOBREQUEST']._serialized_start=1271
-  _globals['_RETRYJOBREQUEST']._serialized_end=1314
-  _globals['_RETRYJOBRESPONSE']._serialized_start=1316
-  _globals['_RETRYJOBRESPONSE']._serialized_end=1376
-  _globals['_WATCHJOBREQUEST']._serialized_start=1378
-  _globals['_WATCHJOBREQUEST']._serialized_end=1453
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1455
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1571
-  _globals['_JOBSERVICE']._serialized_start=1574
-  _globals['_JOBSERVICE']._serialized_end=2274
+  _globals['_JOBSERVICE'].methods_by_name['CreateJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['CreateJob']._serialized_options = b'\312\363\030\njobs:write'
+  _globals['_JOBSERVICE'].methods_by_name['BatchCreateJobs']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['BatchCreateJobs']._serialized_options = b'\312\363\030\njobs:write'
+  _globals['_JOBSERVICE'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['GetJob']._serialized_options = b'\312\363\030\tjobs:read'
+  _globals['_JOBSERVICE'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['ListJobs']._serialized_options = b'\312\363\030\tjobs:read'
+  _globals['_JOBSERVICE'].methods_by_name['CancelJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\312\363\030\njobs:write'
+  _globals['_JOBSERVICE'].methods_by_name['RetryJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['RetryJob']._serialized_options = b'\312\363\030\njobs:write'
+  _globals['_JOBSERVICE'].methods_by_name['WatchJob']._loaded_options = None
+  _globals['_JOBSERVICE'].methods_by_name['WatchJob']._serialized_options = b'\312\363\030\tjobs:read'
+  _globals['_CREATEJOBREQUEST']._serialized_start=226
+  _globals['_CREATEJOBREQUEST']._serialized_end=346
+  _globals['_CREATEJOBRESPONSE']._serialized_start=348
+  _globals['_CREATEJOBRESPONSE']._serialized_end=426
+  _globals['_BATCHCREATEJOBSREQUEST']._serialized_start=429
+  _globals['_BATCHCREATEJOBSREQUEST']._serialized_end=561
+  _globals['_BATCHCREATEJOBSRESPONSE']._serialized_start=563
+  _globals['_BATCHCREATEJOBSRESPONSE']._serialized_end=631
+  _globals['_GETJOBREQUEST']._serialized_start=633
+  _globals['_GETJOBREQUEST']._serialized_end=674
+  _globals['_GETJOBRESPONSE']._serialized_start=676
+  _globals['_GETJOBRESPONSE']._serialized_end=734
+  _globals['_LISTJOBSREQUEST']._serialized_start=737
+  _globals['_LISTJOBSREQUEST']._serialized_end=1075
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1077
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1163
+  _globals['_CANCELJOBREQUEST']._serialized_start=1165
+  _globals['_CANCELJOBREQUEST']._serialized_end=1235
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1237
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1298
+  _globals['_RETRYJOBREQUEST']._serialized_start=1300
+  _globals['_RETRYJOBREQUEST']._serialized_end=1343
+  _globals['_RETRYJOBRESPONSE']._serialized_start=1345
+  _globals['_RETRYJOBRESPONSE']._serialized_end=1405
+  _globals['_WATCHJOBREQUEST']._serialized_start=1407
+  _globals['_WATCHJOBREQUEST']._serialized_end=1482
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1484
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1600
+  _globals['_JOBSERVICE']._serialized_start=1603
+  _globals['_JOBSERVICE']._serialized_end=2413
 # @@protoc_insertion_point(module_scope)

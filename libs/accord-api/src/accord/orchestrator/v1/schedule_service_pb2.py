@@ -22,13 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from accord.common.v1 import auth_pb2 as accord_dot_common_dot_v1_dot_auth__pb2
 from accord.orchestrator.v1 import schedule_pb2 as accord_dot_orchestrator_dot_v1_dot_schedule__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-accord/orchestrator/v1/schedule_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x15\x43reateScheduleRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12:\n\x08schedule\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16\x43reateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"2\n\x12GetScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\"I\n\x13GetScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"S\n\x14ListSchedulesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"e\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x15UpdateScheduleRequest\x12:\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16UpdateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"5\n\x15\x44\x65leteScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\"\x18\n\x16\x44\x65leteScheduleResponse\"L\n\x14PauseScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"K\n\x15PauseScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"5\n\x15ResumeScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\"L\n\x16ResumeScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"k\n\x16TriggerScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\x12\x33\n\nrequest_id\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\")\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa5\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\x12\x36\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\"+\n\x18\x42\x61\x63kfillScheduleResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t2\x84\x08\n\x0fScheduleService\x12o\n\x0e\x43reateSchedule\x12-.accord.orchestrator.v1.CreateScheduleRequest\x1a..accord.orchestrator.v1.CreateScheduleResponse\x12\x66\n\x0bGetSchedule\x12*.accord.orchestrator.v1.GetScheduleRequest\x1a+.accord.orchestrator.v1.GetScheduleResponse\x12l\n\rListSchedules\x12,.accord.orchestrator.v1.ListSchedulesRequest\x1a-.accord.orchestrator.v1.ListSchedulesResponse\x12o\n\x0eUpdateSchedule\x12-.accord.orchestrator.v1.UpdateScheduleRequest\x1a..accord.orchestrator.v1.UpdateScheduleResponse\x12o\n\x0e\x44\x65leteSchedule\x12-.accord.orchestrator.v1.DeleteScheduleRequest\x1a..accord.orchestrator.v1.DeleteScheduleResponse\x12l\n\rPauseSchedule\x12,.accord.orchestrator.v1.PauseScheduleRequest\x1a-.accord.orchestrator.v1.PauseScheduleResponse\x12o\n\x0eResumeSchedule\x12-.accord.orchestrator.v1.ResumeScheduleRequest\x1a..accord.orchestrator.v1.ResumeScheduleResponse\x12r\n\x0fTriggerSchedule\x12..accord.orchestrator.v1.TriggerScheduleRequest\x1a/.accord.orchestrator.v1.TriggerScheduleResponse\x12u\n\x10\x42\x61\x63kfillSchedule\x12/.accord.orchestrator.v1.BackfillScheduleRequest\x1a\x30.accord.orchestrator.v1.BackfillScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-accord/orchestrator/v1/schedule_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x15\x43reateScheduleRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12:\n\x08schedule\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16\x43reateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"2\n\x12GetScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\"I\n\x13GetScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"S\n\x14ListSchedulesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"e\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x15UpdateScheduleRequest\x12:\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16UpdateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"5\n\x15\x44\x65leteScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\"\x18\n\x16\x44\x65leteScheduleResponse\"L\n\x14PauseScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"K\n\x15PauseScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"5\n\x15ResumeScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\"L\n\x16ResumeScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"k\n\x16TriggerScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\x12\x33\n\nrequest_id\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\")\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa5\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x10\x01\x12\x36\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\"+\n\x18\x42\x61\x63kfillScheduleResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t2\xc7\t\n\x0fScheduleService\x12\x84\x01\n\x0e\x43reateSchedule\x12-.accord.orchestrator.v1.CreateScheduleRequest\x1a..accord.orchestrator.v1.CreateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12z\n\x0bGetSchedule\x12*.accord.orchestrator.v1.GetScheduleRequest\x1a+.accord.orchestrator.v1.GetScheduleResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x80\x01\n\rListSchedules\x12,.accord.orchestrator.v1.ListSchedulesRequest\x1a-.accord.orchestrator.v1.ListSchedulesResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x84\x01\n\x0eUpdateSchedule\x12-.accord.orchestrator.v1.UpdateScheduleRequest\x1a..accord.orchestrator.v1.UpdateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0e\x44\x65leteSchedule\x12-.accord.orchestrator.v1.DeleteScheduleRequest\x1a..accord.orchestrator.v1.DeleteScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x81\x01\n\rPauseSchedule\x12,.accord.orchestrator.v1.PauseScheduleRequest\x1a-.accord.orchestrator.v1.PauseScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0eResumeSchedule\x12-.accord.orchestrator.v1.ResumeScheduleRequest\x1a..accord.orchestrator.v1.ResumeScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x87\x01\n\x0fTriggerSchedule\x12..accord.orchestrator.v1.TriggerScheduleRequest\x1a/.accord.orchestrator.v1.TriggerScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x8a\x01\n\x10\x42\x61\x63kfillSchedule\x12/.accord.orchestrator.v1.BackfillScheduleRequest\x1a\x30.accord.orchestrator.v1.BackfillScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:writeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,42 +68,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['start_time']._serialized_options = b'\272H\003\310\001\001'
   _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['end_time']._loaded_options = None
   _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['end_time']._serialized_options = b'\272H\003\310\001\001'
-  _globals['_CREATESCHEDULEREQUEST']._serialized_start=209
-  _globals['_CREATESCHEDULEREQUEST']._serialized_end=345
-  _globals['_CREATESCHEDULERESPONSE']._serialized_start=347
-  _globals['_CREATESCHEDULERESPONSE']._serialized_end=423
-  _globals['_GETSCHEDULEREQUEST']._serialized_start=425
-  _globals['_GETSCHEDULEREQUEST']._serialized_end=475
-  _globals['_GETSCHEDULERESPONSE']._serialized_start=477
-  _globals['_GETSCHEDULERESPONSE']._serialized_end=550
-  _globals['_LISTSCHEDULESREQUEST']._serialized_start=552
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=635
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=637
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=738
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=741
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=881
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=883
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=959
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=961
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1014
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1016
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1040
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1042
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1118
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1120
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1195
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1197
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1250
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1252
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1328
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1330
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1437
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1439
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1480
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=1483
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=1648
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=1650
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=1693
-  _globals['_SCHEDULESERVICE']._serialized_start=1696
-  _globals['_SCHEDULESERVICE']._serialized_end=2724
+  _globals['_SCHEDULESERVICE'].methods_by_name['CreateSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['CreateSchedule']._serialized_options = b'\312\363\030\017schedules:write'
+  _globals['_SCHEDULESERVICE'].methods_by_name['GetSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['GetSchedule']._serialized_options = b'\312\363\030\016schedules:read'
+  _globals['_SCHEDULESERVICE'].methods_by_name['ListSchedules']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['ListSchedules']._serialized_options = b'\312\363\030\016schedules:read'
+  _globals['_SCHEDULESERVICE'].methods_by_name['UpdateSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['UpdateSchedule']._serialized_options = b'\312\363\030\017schedules:write'
+  _globals['_SCHEDULESERVICE'].methods_by_name['DeleteSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['DeleteSchedule']._serialized_options = b'\312\363\030\017schedules:write'
+  _globals['_SCHEDULESERVICE'].methods_by_name['PauseSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['PauseSchedule']._serialized_options = b'\312\363\030\017schedules:write'
+  _globals['_SCHEDULESERVICE'].methods_by_name['ResumeSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['ResumeSchedule']._serialized_options = b'\312\363\030\017schedules:write'
+  _globals['_SCHEDULESERVICE'].methods_by_name['TriggerSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['TriggerSchedule']._serialized_options = b'\312\363\030\017schedules:write'
+  _globals['_SCHEDULESERVICE'].methods_by_name['BackfillSchedule']._loaded_options = None
+  _globals['_SCHEDULESERVICE'].methods_by_name['BackfillSchedule']._serialized_options = b'\312\363\030\017schedules:write'
+  _globals['_CREATESCHEDULEREQUEST']._serialized_start=238
+  _globals['_CREATESCHEDULEREQUEST']._serialized_end=374
+  _globals['_CREATESCHEDULERESPONSE']._serialized_start=376
+  _globals['_CREATESCHEDULERESPONSE']._serialized_end=452
+  _globals['_GETSCHEDULEREQUEST']._serialized_start=454
+  _globals['_GETSCHEDULEREQUEST']._serialized_end=504
+  _globals['_GETSCHEDULERESPONSE']._serialized_start=506
+  _globals['_GETSCHEDULERESPONSE']._serialized_end=579
+  _globals['_LISTSCHEDULESREQUEST']._serialized_start=581
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=664
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=666
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=767
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=770
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=910
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=912
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=988
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=990
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1043
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1045
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1069
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1071
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1147
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1149
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1224
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1226
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1279
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1281
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1357
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1359
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1466
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1468
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1509
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=1512
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=1677
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=1679
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=1722
+  _globals['_SCHEDULESERVICE']._serialized_start=1725
+  _globals['_SCHEDULESERVICE']._serialized_end=2948
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from accord.common.v1 import auth_pb2 as accord_dot_common_dot_v1_dot_auth__pb2
 from accord.common.v1 import decision_pb2 as accord_dot_common_dot_v1_dot_decision__pb2
 from accord.common.v1 import job_spec_pb2 as accord_dot_common_dot_v1_dot_job__spec__pb2
 from accord.policy.v1 import policy_pb2 as accord_dot_policy_dot_v1_dot_policy__pb2
@@ -31,7 +32,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/policy/v1/policy_service.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1d\x61\x63\x63ord/policy/v1/policy.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x13\x43reatePolicyRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12\x30\n\x06policy\x18\x02 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xc8\x01\x01\"@\n\x14\x43reatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"/\n\x10GetPolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"=\n\x11GetPolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"R\n\x13ListPoliciesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"[\n\x14ListPoliciesResponse\x12*\n\x08policies\x18\x01 \x03(\x0b\x32\x18.accord.policy.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x80\x01\n\x13UpdatePolicyRequest\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\"@\n\x14UpdatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"J\n\x13\x44\x65letePolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04\x65tag\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\x16\n\x14\x44\x65letePolicyResponse\"o\n\x12\x45valuateJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x06job_id\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"I\n\x13\x45valuateJobResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\"\xc1\x01\n\x14\x41\x63quirePermitRequest\x12#\n\x03url\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x10\x32\n^https?://\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x17\n\x06job_id\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x35\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\xbaH\t\xaa\x01\x06\"\x02\x08<2\x00\"\x9c\x01\n\x15\x41\x63quirePermitResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x11\n\tpermit_id\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x14ReleasePermitRequest\x12\x1c\n\tpermit_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x17\n\x15ReleasePermitResponse\"\xc4\x01\n\x0f\x43heckUrlRequest\x12\x17\n\x03url\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x10\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12I\n\x12\x61uthorization_mode\x18\x03 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x17\n\x06job_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@\"F\n\x10\x43heckUrlResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision2\xd4\x06\n\rPolicyService\x12]\n\x0c\x43reatePolicy\x12%.accord.policy.v1.CreatePolicyRequest\x1a&.accord.policy.v1.CreatePolicyResponse\x12T\n\tGetPolicy\x12\".accord.policy.v1.GetPolicyRequest\x1a#.accord.policy.v1.GetPolicyResponse\x12]\n\x0cListPolicies\x12%.accord.policy.v1.ListPoliciesRequest\x1a&.accord.policy.v1.ListPoliciesResponse\x12]\n\x0cUpdatePolicy\x12%.accord.policy.v1.UpdatePolicyRequest\x1a&.accord.policy.v1.UpdatePolicyResponse\x12]\n\x0c\x44\x65letePolicy\x12%.accord.policy.v1.DeletePolicyRequest\x1a&.accord.policy.v1.DeletePolicyResponse\x12Z\n\x0b\x45valuateJob\x12$.accord.policy.v1.EvaluateJobRequest\x1a%.accord.policy.v1.EvaluateJobResponse\x12`\n\rAcquirePermit\x12&.accord.policy.v1.AcquirePermitRequest\x1a\'.accord.policy.v1.AcquirePermitResponse\x12`\n\rReleasePermit\x12&.accord.policy.v1.ReleasePermitRequest\x1a\'.accord.policy.v1.ReleasePermitResponse\x12Q\n\x08\x43heckUrl\x12!.accord.policy.v1.CheckUrlRequest\x1a\".accord.policy.v1.CheckUrlResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/policy/v1/policy_service.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1d\x61\x63\x63ord/policy/v1/policy.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x13\x43reatePolicyRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12\x30\n\x06policy\x18\x02 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xc8\x01\x01\"@\n\x14\x43reatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"/\n\x10GetPolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"=\n\x11GetPolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"R\n\x13ListPoliciesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"[\n\x14ListPoliciesResponse\x12*\n\x08policies\x18\x01 \x03(\x0b\x32\x18.accord.policy.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x80\x01\n\x13UpdatePolicyRequest\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\"@\n\x14UpdatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"J\n\x13\x44\x65letePolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04\x65tag\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\x16\n\x14\x44\x65letePolicyResponse\"o\n\x12\x45valuateJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x17\n\x06job_id\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"I\n\x13\x45valuateJobResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\"\xc1\x01\n\x14\x41\x63quirePermitRequest\x12#\n\x03url\x18\x01 \x01(\tB\x16\xbaH\x13r\x11\x10\x01\x18\x80\x10\x32\n^https?://\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x17\n\x06job_id\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x35\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\xbaH\t\xaa\x01\x06\"\x02\x08<2\x00\"\x9c\x01\n\x15\x41\x63quirePermitResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x11\n\tpermit_id\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\x14ReleasePermitRequest\x12\x1c\n\tpermit_id\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\"\x17\n\x15ReleasePermitResponse\"\xc4\x01\n\x0f\x43heckUrlRequest\x12\x17\n\x03url\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x10\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12I\n\x12\x61uthorization_mode\x18\x03 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x17\n\x06job_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@\"F\n\x10\x43heckUrlResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision2\x92\x08\n\rPolicyService\x12q\n\x0c\x43reatePolicy\x12%.accord.policy.v1.CreatePolicyRequest\x1a&.accord.policy.v1.CreatePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12g\n\tGetPolicy\x12\".accord.policy.v1.GetPolicyRequest\x1a#.accord.policy.v1.GetPolicyResponse\"\x11\xca\xf3\x18\rpolicies:read\x12p\n\x0cListPolicies\x12%.accord.policy.v1.ListPoliciesRequest\x1a&.accord.policy.v1.ListPoliciesResponse\"\x11\xca\xf3\x18\rpolicies:read\x12q\n\x0cUpdatePolicy\x12%.accord.policy.v1.UpdatePolicyRequest\x1a&.accord.policy.v1.UpdatePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12q\n\x0c\x44\x65letePolicy\x12%.accord.policy.v1.DeletePolicyRequest\x1a&.accord.policy.v1.DeletePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12q\n\x0b\x45valuateJob\x12$.accord.policy.v1.EvaluateJobRequest\x1a%.accord.policy.v1.EvaluateJobResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12w\n\rAcquirePermit\x12&.accord.policy.v1.AcquirePermitRequest\x1a\'.accord.policy.v1.AcquirePermitResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12w\n\rReleasePermit\x12&.accord.policy.v1.ReleasePermitRequest\x1a\'.accord.policy.v1.ReleasePermitResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12h\n\x08\x43heckUrl\x12!.accord.policy.v1.CheckUrlRequest\x1a\".accord.policy.v1.CheckUrlResponse\"\x15\xca\xf3\x18\x11policies:evaluateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -78,42 +79,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKURLREQUEST'].fields_by_name['authorization_mode']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_CHECKURLREQUEST'].fields_by_name['job_id']._loaded_options = None
   _globals['_CHECKURLREQUEST'].fields_by_name['job_id']._serialized_options = b'\272H\004r\002\030@'
-  _globals['_CREATEPOLICYREQUEST']._serialized_start=284
-  _globals['_CREATEPOLICYREQUEST']._serialized_end=408
-  _globals['_CREATEPOLICYRESPONSE']._serialized_start=410
-  _globals['_CREATEPOLICYRESPONSE']._serialized_end=474
-  _globals['_GETPOLICYREQUEST']._serialized_start=476
-  _globals['_GETPOLICYREQUEST']._serialized_end=523
-  _globals['_GETPOLICYRESPONSE']._serialized_start=525
-  _globals['_GETPOLICYRESPONSE']._serialized_end=586
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=588
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=670
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=672
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=763
-  _globals['_UPDATEPOLICYREQUEST']._serialized_start=766
-  _globals['_UPDATEPOLICYREQUEST']._serialized_end=894
-  _globals['_UPDATEPOLICYRESPONSE']._serialized_start=896
-  _globals['_UPDATEPOLICYRESPONSE']._serialized_end=960
-  _globals['_DELETEPOLICYREQUEST']._serialized_start=962
-  _globals['_DELETEPOLICYREQUEST']._serialized_end=1036
-  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1038
-  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1060
-  _globals['_EVALUATEJOBREQUEST']._serialized_start=1062
-  _globals['_EVALUATEJOBREQUEST']._serialized_end=1173
-  _globals['_EVALUATEJOBRESPONSE']._serialized_start=1175
-  _globals['_EVALUATEJOBRESPONSE']._serialized_end=1248
-  _globals['_ACQUIREPERMITREQUEST']._serialized_start=1251
-  _globals['_ACQUIREPERMITREQUEST']._serialized_end=1444
-  _globals['_ACQUIREPERMITRESPONSE']._serialized_start=1447
-  _globals['_ACQUIREPERMITRESPONSE']._serialized_end=1603
-  _globals['_RELEASEPERMITREQUEST']._serialized_start=1605
-  _globals['_RELEASEPERMITREQUEST']._serialized_end=1657
-  _globals['_RELEASEPERMITRESPONSE']._serialized_start=1659
-  _globals['_RELEASEPERMITRESPONSE']._serialized_end=1682
-  _globals['_CHECKURLREQUEST']._serialized_start=1685
-  _globals['_CHECKURLREQUEST']._serialized_end=1881
-  _globals['_CHECKURLRESPONSE']._serialized_start=1883
-  _globals['_CHECKURLRESPONSE']._serialized_end=1953
-  _globals['_POLICYSERVICE']._serialized_start=1956
-  _globals['_POLICYSERVICE']._serialized_end=2808
+  _globals['_POLICYSERVICE'].methods_by_name['CreatePolicy']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['CreatePolicy']._serialized_options = b'\312\363\030\016policies:admin'
+  _globals['_POLICYSERVICE'].methods_by_name['GetPolicy']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['GetPolicy']._serialized_options = b'\312\363\030\rpolicies:read'
+  _globals['_POLICYSERVICE'].methods_by_name['ListPolicies']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['ListPolicies']._serialized_options = b'\312\363\030\rpolicies:read'
+  _globals['_POLICYSERVICE'].methods_by_name['UpdatePolicy']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['UpdatePolicy']._serialized_options = b'\312\363\030\016policies:admin'
+  _globals['_POLICYSERVICE'].methods_by_name['DeletePolicy']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['DeletePolicy']._serialized_options = b'\312\363\030\016policies:admin'
+  _globals['_POLICYSERVICE'].methods_by_name['EvaluateJob']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['EvaluateJob']._serialized_options = b'\312\363\030\021policies:evaluate'
+  _globals['_POLICYSERVICE'].methods_by_name['AcquirePermit']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['AcquirePermit']._serialized_options = b'\312\363\030\021policies:evaluate'
+  _globals['_POLICYSERVICE'].methods_by_name['ReleasePermit']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['ReleasePermit']._serialized_options = b'\312\363\030\021policies:evaluate'
+  _globals['_POLICYSERVICE'].methods_by_name['CheckUrl']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['CheckUrl']._serialized_options = b'\312\363\030\021policies:evaluate'
+  _globals['_CREATEPOLICYREQUEST']._serialized_start=313
+  _globals['_CREATEPOLICYREQUEST']._serialized_end=437
+  _globals['_CREATEPOLICYRESPONSE']._serialized_start=439
+  _globals['_CREATEPOLICYRESPONSE']._serialized_end=503
+  _globals['_GETPOLICYREQUEST']._serialized_start=505
+  _globals['_GETPOLICYREQUEST']._serialized_end=552
+  _globals['_GETPOLICYRESPONSE']._serialized_start=554
+  _globals['_GETPOLICYRESPONSE']._serialized_end=615
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=617
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=699
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=701
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=792
+  _globals['_UPDATEPOLICYREQUEST']._serialized_start=795
+  _globals['_UPDATEPOLICYREQUEST']._serialized_end=923
+  _globals['_UPDATEPOLICYRESPONSE']._serialized_start=925
+  _globals['_UPDATEPOLICYRESPONSE']._serialized_end=989
+  _globals['_DELETEPOLICYREQUEST']._serialized_start=991
+  _globals['_DELETEPOLICYREQUEST']._serialized_end=1065
+  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1067
+  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1089
+  _globals['_EVALUATEJOBREQUEST']._serialized_start=1091
+  _globals['_EVALUATEJOBREQUEST']._serialized_end=1202
+  _globals['_EVALUATEJOBRESPONSE']._serialized_start=1204
+  _globals['_EVALUATEJOBRESPONSE']._serialized_end=1277
+  _globals['_ACQUIREPERMITREQUEST']._serialized_start=1280
+  _globals['_ACQUIREPERMITREQUEST']._serialized_end=1473
+  _globals['_ACQUIREPERMITRESPONSE']._serialized_start=1476
+  _globals['_ACQUIREPERMITRESPONSE']._serialized_end=1632
+  _globals['_RELEASEPERMITREQUEST']._serialized_start=1634
+  _globals['_RELEASEPERMITREQUEST']._serialized_end=1686
+  _globals['_RELEASEPERMITRESPONSE']._serialized_start=1688
+  _globals['_RELEASEPERMITRESPONSE']._serialized_end=1711
+  _globals['_CHECKURLREQUEST']._serialized_start=1714
+  _globals['_CHECKURLREQUEST']._serialized_end=1910
+  _globals['_CHECKURLRESPONSE']._serialized_start=1912
+  _globals['_CHECKURLRESPONSE']._serialized_end=1982
+  _globals['_POLICYSERVICE']._serialized_start=1985
+  _globals['_POLICYSERVICE']._serialized_end=3027
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,137 @@
+"""The revocation list: a JetStream key-value bucket every service follows into memory.
+
+One key per revoked token id. The bucket is file-backed, so the list survives restarts of
+NATS and of every service; each service keeps a live watch on it, so a revocation reaches
+all of them within moments and checking a token costs a set lookup. Entries expire a day
+after the longest a token can live, when they can no longer matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import structlog
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from accord_kit.tokens import MAX_TTL
+
+log = structlog.get_logger("accord.revocations")
+
+BUCKET = "accord_revocations"
+LOAD_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Revocation:
+    token_id: str
+    reason: str
+    revoked_by: str
+    revoked_at: float
+    expires_at: float | None
+
+
+async def bucket(nc: Client) -> KeyValue:
+    js = nc.jetstream()
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        config = KeyValueConfig(
+            bucket=BUCKET,
+            description="Revoked Accord token ids",
+            history=1,
+            storage=StorageType.FILE,
+            ttl=(MAX_TTL.total_seconds() + 86400),
+        )
+        return await js.create_key_value(config)
+
+
+class Revocations:
+    """The set of revoked token ids, kept current from the bucket."""
+
+    def __init__(self) -> None:
+        self._revoked: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._kv: KeyValue | None = None
+
+    def __contains__(self, token_id: str) -> bool:
+        return token_id in self._revoked
+
+    @property
+    def following(self) -> bool:
+        return self._task is not None
+
+    async def follow(self, nc: Client) -> None:
+        """Load the whole list, then keep applying changes in the background."""
+        self._kv = await bucket(nc)
+        watcher = await self._kv.watchall()
+        loaded = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._apply(watcher, loaded), name="revocations")
+        await asyncio.wait_for(asyncio.shield(loaded), LOAD_TIMEOUT)
+        log.info("revocations.loaded", count=len(self._revoked))
+
+    async def _apply(self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Future[None]) -> None:
+        try:
+            async for entry in watcher:
+                if entry is None:  # the marker after the stored entries: the list is loaded
+                    if not loaded.done():
+                        loaded.set_result(None)
+                    continue
+                if entry.operation in (KV_DEL, KV_PURGE):
+                    self._revoked.discard(entry.key)
+                else:
+                    self._revoked.add(entry.key)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def revoke(
+    nc: Client, token_id: str, *, reason: str, revoked_by: str, expires_at: float | None
+) -> tuple[Revocation, bool]:
+    """Put a token on the list. Returns the stored entry and whether it is new."""
+    kv = await bucket(nc)
+    entry = Revocation(token_id, reason, revoked_by, time.time(), expires_at)
+    try:
+        await kv.create(token_id, json.dumps(asdict(entry)).encode())
+    except Exception:  # KeyWrongLastSequenceError and friends: already on the list
+        existing = await _get(kv, token_id)
+        if existing is None:
+            raise
+        return existing, False
+    return entry, True
+
+
+async def listed(nc: Client) -> list[Revocation]:
+    kv = await bucket(nc)
+    watcher = await kv.watchall()
+    entries: list[Revocation] = []
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.operation not in (KV_DEL, KV_PURGE) and entry.value:
+                entries.append(Revocation(**json.loads(entry.value)))
+    finally:
+        await watcher.stop()  # type: ignore[no-untyped-call]
+    return sorted(entries, key=lambda e: e.revoked_at)
+
+
+async def _get(kv: KeyValue, token_id: str) -> Revocation | None:
+    try:
+        entry = await kv.get(token_id)
+    except KeyNotFoundError:
+        return None
+    return Revocation(**json.loads(entry.value)) if entry.value else None
