@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from accord_cli.auth import dev_credentials
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
 
@@ -76,6 +77,9 @@ async def running_stack(workdir: Path, settings: Mapping[str, str]) -> AsyncIter
             nats = EmbeddedNats(workdir / "nats", free_port(HOST))
             await asyncio.to_thread(dependencies.enter_context, nats)
             env["ACCORD_NATS_URL"] = nats.url
+        env |= dev_credentials(workdir).env
+        # Clients of the bench sign their tokens with the stack's dev key, as `accord auth` does.
+        os.environ["ACCORD_AUTH_SIGNING_KEY_FILE"] = env["ACCORD_AUTH_SIGNING_KEY_FILE"]
         stack = _plan(env | dict(settings), workdir)
         await _migrate(stack)
         try:
@@ -99,6 +103,10 @@ def _plan(env: dict[str, str], workdir: Path) -> Stack:
     env["ACCORD_ORCHESTRATOR_POLICY_TARGET"] = f"{HOST}:{ports['policy']}"
     env["ACCORD_EXECUTOR_ORCHESTRATOR_TARGET"] = f"{HOST}:{ports['orchestrator']}"
     env["ACCORD_EXECUTOR_POLICY_TARGET"] = f"{HOST}:{ports['policy']}"
+    # Throughput is measured here, not throttling: one tenant's clients share a principal.
+    for name in SERVICES:
+        env.setdefault(f"ACCORD_{name.upper()}_RATE_LIMIT", "1000000")
+        env.setdefault(f"ACCORD_{name.upper()}_RATE_LIMIT_BURST", "1000000")
     # A NATS server given from outside may be shared: a durable of our own sees our events.
     env.setdefault("ACCORD_AUDIT_DURABLE_NAME", f"audit-bench-{os.getpid()}")
     return Stack(workdir, ports, env, {name: workdir / f"{name}.log" for name in SERVICES})

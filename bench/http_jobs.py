@@ -9,7 +9,9 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import functools
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -17,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +32,7 @@ from aiohttp import web
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
+from accord_kit import tokens
 from accord_kit.embedded import EmbeddedError
 from accord_kit.net import free_port
 
@@ -104,8 +108,15 @@ async def serve_page() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
+@functools.cache
 def metadata(tenant: str) -> tuple[tuple[str, str], ...]:
-    return (("accord-tenant", tenant),)
+    """A client of `tenant`: a token signed with the running stack's dev key."""
+    key = tokens.read_private_key(Path(os.environ["ACCORD_AUTH_SIGNING_KEY_FILE"]))
+    scopes = ("jobs:read", "jobs:write", "policies:admin")
+    token = tokens.issue(
+        key, subject=f"bench:{tenant}", tenant=tenant, scopes=scopes, ttl=timedelta(hours=12)
+    )
+    return (("authorization", f"Bearer {token}"),)
 
 
 async def allow_local(stack: Stack, tenant: str) -> None:
