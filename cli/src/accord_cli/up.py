@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from accord.common.v1 import job_spec_pb2
 from accord.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from accord_cli.auth import bearer_metadata, dev_credentials
+from accord_kit.config import redacted
 from accord_kit.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import port_in_use
 
@@ -234,7 +235,8 @@ def _print_ready(services: list[Service], host: str, env: dict[str, str]) -> Non
         for s in services
     ]
     print("\nAccord is up.\n" + "\n".join(lines), flush=True)
-    print(f"  postgres      {env['ACCORD_DATABASE_URL']}\n  nats          {env['ACCORD_NATS_URL']}")
+    print(f"  postgres      {redacted(env['ACCORD_DATABASE_URL'])}")
+    print(f"  nats          {redacted(env['ACCORD_NATS_URL'])}")
 
 
 def _print_try(args: argparse.Namespace, orchestrator_port: int, auth: bool) -> None:

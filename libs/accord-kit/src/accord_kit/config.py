@@ -7,6 +7,7 @@ service-prefixed variable overrides them for that service alone.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,3 +70,12 @@ def asyncpg_url(url: str) -> str:
         if url.startswith(plain):
             return "postgresql+asyncpg://" + url.removeprefix(plain)
     return url
+
+
+def redacted(url: str) -> str:
+    """A URL fit for logs and terminals: any password in it replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

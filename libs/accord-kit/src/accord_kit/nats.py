@@ -8,6 +8,8 @@ from nats.aio.client import Client
 from nats.js.api import StreamConfig
 from nats.js.errors import BadRequestError
 
+from accord_kit.config import redacted
+
 log = structlog.get_logger("accord.nats")
 
 
@@ -15,10 +17,10 @@ async def connect(url: str, name: str) -> Client:
     """Connect, then reconnect forever in the background when the server goes away."""
 
     async def on_disconnect() -> None:
-        log.warning("nats.disconnected", url=url)
+        log.warning("nats.disconnected", url=redacted(url))
 
     async def on_reconnect() -> None:
-        log.info("nats.reconnected", url=url)
+        log.info("nats.reconnected", url=redacted(url))
 
     async def on_error(exc: Exception) -> None:
         log.debug("nats.error", error=repr(exc))
