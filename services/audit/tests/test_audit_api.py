@@ -145,6 +145,14 @@ async def test_a_tenant_sees_only_its_own_records(audit: Harness) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await audit.stub.GetRecord(request, metadata=as_tenant("other"))
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    streamed = audit.stub.StreamRecords(pb.StreamRecordsRequest(), metadata=as_tenant("other"))
+    first = await asyncio.wait_for(anext(aiter(streamed)), 10)
+    assert first.record.event_id == theirs.event_id, "the tail starts at the tenant's own record"
+    streamed.cancel()
+    # The chain runs through every tenant's records: verifying it is an operator's call.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await audit.stub.VerifyRange(pb.VerifyRangeRequest(), metadata=as_tenant("other"))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     by_index = await audit.stub.GetRecord(
         pb.GetRecordRequest(index=acme[0].index), metadata=as_tenant("acme")
     )
@@ -266,7 +274,8 @@ async def test_invalid_requests_name_the_field(
     audit: Harness, method: str, request_: object, field: str
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await getattr(audit.stub, method)(request_, metadata=as_tenant("acme"))
+        # A service token acting for acme: VerifyRange is an operator's call.
+        await getattr(audit.stub, method)(request_, metadata=(("accord-tenant", "acme"),))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in violations(err.value)
 

@@ -46,6 +46,8 @@ class AuditApi(audit_service_pb2_grpc.AuditServiceServicer):
     async def VerifyRange(
         self, request: pb.VerifyRangeRequest, context: Ctx
     ) -> pb.VerifyRangeResponse:
+        # The chain runs through every tenant's records: an operator's (service) token only.
+        caller.require_service()
         result = await self._cases.verify(request.start_index, request.end_index)
         return pb.VerifyRangeResponse(
             valid=result.valid,

@@ -127,6 +127,7 @@ class AuditServiceServicer:
 
     def VerifyRange(self, request, context):
         """Recomputes the hash chain over a range and reports the first mismatch.
+        The chain spans every tenant's records, so only a service (operator) token may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,7 +48,9 @@ class AuditServiceStub:
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetConsistencyProofRequest, _audit_service_pb2.GetConsistencyProofResponse]
     """Proves one tree size is a prefix of a larger one (RFC 6962 consistency proof)."""
     VerifyRange: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyRangeRequest, _audit_service_pb2.VerifyRangeResponse]
-    """Recomputes the hash chain over a range and reports the first mismatch."""
+    """Recomputes the hash chain over a range and reports the first mismatch.
+    The chain spans every tenant's records, so only a service (operator) token may call it.
+    """
     ExportRecords: _grpc.UnaryStreamMultiCallable[_audit_service_pb2.ExportRecordsRequest, _audit_service_pb2.ExportRecordsResponse]
     """Streams a range of records with a checkpoint and inclusion proofs for offline checking."""
 
@@ -72,7 +74,9 @@ class AuditServiceAsyncStub(AuditServiceStub):
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetConsistencyProofRequest, _audit_service_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
     """Proves one tree size is a prefix of a larger one (RFC 6962 consistency proof)."""
     VerifyRange: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyRangeRequest, _audit_service_pb2.VerifyRangeResponse]  # type: ignore[assignment]
-    """Recomputes the hash chain over a range and reports the first mismatch."""
+    """Recomputes the hash chain over a range and reports the first mismatch.
+    The chain spans every tenant's records, so only a service (operator) token may call it.
+    """
     ExportRecords: _aio.UnaryStreamMultiCallable[_audit_service_pb2.ExportRecordsRequest, _audit_service_pb2.ExportRecordsResponse]  # type: ignore[assignment]
     """Streams a range of records with a checkpoint and inclusion proofs for offline checking."""
 
@@ -135,7 +139,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_service_pb2.VerifyRangeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.VerifyRangeResponse, _abc.Awaitable[_audit_service_pb2.VerifyRangeResponse]]:
-        """Recomputes the hash chain over a range and reports the first mismatch."""
+        """Recomputes the hash chain over a range and reports the first mismatch.
+        The chain spans every tenant's records, so only a service (operator) token may call it.
+        """
 
     @_abc_1.abstractmethod
     def ExportRecords(
