@@ -206,38 +206,28 @@ async def revoked(stack: Stack) -> str:
     raise AssertionError("the revocation did not reach the executor")
 
 
+@pytest.fixture(scope="module")
+def bad_tokens(revoked: str) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Each way a caller can fail to authenticate, as call metadata."""
+    return {
+        "TOKEN_MISSING": (("accord-tenant", "acme"),),
+        "TOKEN_EXPIRED": bearer(token("acme", ttl=timedelta(minutes=5), now=time.time() - 3600)),
+        "REVOKED": bearer(revoked),
+        "UNKNOWN_KEY": bearer(token("acme", key=tokens.generate_key())),
+    }
+
+
+@pytest.mark.parametrize("cause", ["TOKEN_MISSING", "TOKEN_EXPIRED", "REVOKED", "UNKNOWN_KEY"])
 @pytest.mark.parametrize("method", METHODS, ids=ids)
-async def test_a_missing_token_is_unauthenticated(stack: Stack, method: MethodDescriptor) -> None:
-    code, status = await stack.call(method, (("accord-tenant", "acme"),))
-    assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert error_info(status).metadata["cause"] == "TOKEN_MISSING"
-
-
-@pytest.mark.parametrize("method", METHODS, ids=ids)
-async def test_an_expired_token_is_unauthenticated(stack: Stack, method: MethodDescriptor) -> None:
-    expired = token("acme", ttl=timedelta(minutes=5), now=time.time() - 3600)
-    code, status = await stack.call(method, bearer(expired))
-    assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert error_info(status).metadata["cause"] == "TOKEN_EXPIRED"
-
-
-@pytest.mark.parametrize("method", METHODS, ids=ids)
-async def test_a_revoked_token_is_unauthenticated(
-    stack: Stack, revoked: str, method: MethodDescriptor
+async def test_a_bad_token_is_unauthenticated(
+    stack: Stack,
+    bad_tokens: dict[str, tuple[tuple[str, str], ...]],
+    method: MethodDescriptor,
+    cause: str,
 ) -> None:
-    code, status = await stack.call(method, bearer(revoked))
+    code, status = await stack.call(method, bad_tokens[cause])
     assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert error_info(status).metadata["cause"] == "REVOKED"
-
-
-@pytest.mark.parametrize("method", METHODS, ids=ids)
-async def test_a_token_from_an_unknown_key_is_unauthenticated(
-    stack: Stack, method: MethodDescriptor
-) -> None:
-    forged = token("acme", key=tokens.generate_key())
-    code, status = await stack.call(method, bearer(forged))
-    assert code == grpc.StatusCode.UNAUTHENTICATED
-    assert error_info(status).metadata["cause"] == "UNKNOWN_KEY"
+    assert error_info(status).metadata["cause"] == cause
 
 
 @pytest.mark.parametrize("method", METHODS, ids=ids)
