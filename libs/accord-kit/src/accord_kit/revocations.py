@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
+import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
@@ -53,12 +54,18 @@ async def bucket(nc: Client) -> KeyValue:
 
 
 class Revocations:
-    """The set of revoked token ids, kept current from the bucket."""
+    """The set of revoked token ids, kept current from the bucket.
+
+    A watch applies each revocation as it is written. Every RESYNC_SECONDS the watch is
+    replaced by a fresh one that replays the whole bucket, so a watch lost with a NATS restart
+    costs at most that long, and a service never keeps serving on a list it stopped hearing.
+    """
+
+    RESYNC_SECONDS = 30.0
 
     def __init__(self) -> None:
         self._revoked: set[str] = set()
         self._task: asyncio.Task[None] | None = None
-        self._kv: KeyValue | None = None
 
     def __contains__(self, token_id: str) -> bool:
         return token_id in self._revoked
@@ -68,25 +75,44 @@ class Revocations:
         return self._task is not None
 
     async def follow(self, nc: Client) -> None:
-        """Load the whole list, then keep applying changes in the background."""
-        self._kv = await bucket(nc)
-        watcher = await self._kv.watchall()
+        """Load the whole list, then keep it current in the background."""
+        kv = await bucket(nc)
         loaded = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._apply(watcher, loaded), name="revocations")
+        self._task = asyncio.create_task(self._run(kv, loaded), name="revocations")
         await asyncio.wait_for(asyncio.shield(loaded), LOAD_TIMEOUT)
         log.info("revocations.loaded", count=len(self._revoked))
 
-    async def _apply(self, watcher: KeyValue.KeyWatcher, loaded: asyncio.Future[None]) -> None:
+    async def _run(self, kv: KeyValue, loaded: asyncio.Future[None]) -> None:
+        while True:
+            try:
+                await self._watch_once(kv, loaded)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("revocations.watch_failed", error=repr(exc))
+                await asyncio.sleep(1.0)
+
+    async def _watch_once(self, kv: KeyValue, loaded: asyncio.Future[None]) -> None:
+        watcher = await kv.watchall()
+        replay: set[str] | None = set()  # the whole bucket, until its end marker
+        until = asyncio.get_running_loop().time() + self.RESYNC_SECONDS
         try:
-            async for entry in watcher:
-                if entry is None:  # the marker after the stored entries: the list is loaded
+            while (left := until - asyncio.get_running_loop().time()) > 0:
+                try:
+                    entry = await watcher.updates(timeout=left)  # type: ignore[no-untyped-call]
+                except nats.errors.TimeoutError:
+                    return
+                if entry is None:  # replay done: swap in the complete list
+                    if replay is not None:
+                        self._revoked, replay = replay, None
                     if not loaded.done():
                         loaded.set_result(None)
                     continue
+                target = self._revoked if replay is None else replay
                 if entry.operation in (KV_DEL, KV_PURGE):
-                    self._revoked.discard(entry.key)
+                    target.discard(entry.key)
                 else:
-                    self._revoked.add(entry.key)
+                    target.add(entry.key)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
