@@ -1,4 +1,8 @@
-"""A small real website on 127.0.0.1, an HTTP engine, and a real executor server on port 0."""
+"""A small real website on 127.0.0.1, an HTTP engine, and a real executor server on port 0.
+
+RunJob asks the policy service first, so the executor runs beside a real policy server whose
+tenant `default` (the test channel's) may fetch 127.0.0.1; `acme` has no policy: default deny.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,14 @@ import pytest
 from aiohttp import web
 
 from accord.executor.v1 import executor_service_pb2_grpc
+from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
 from accord_executor.app import App
 from accord_executor.config import Settings
 from accord_executor.engines.http import HttpEngine
 from accord_kit.testing import channel
+from accord_policy.app import App as PolicyApp
+from accord_policy.app import migrate as migrate_policy
+from accord_policy.config import Settings as PolicySettings
 
 USER_AGENT = "Accord/0.1 (+https://accord.dev/bot)"
 
@@ -132,6 +140,7 @@ def _settings(orchestrator_port: int, nats_url: str, **overrides: object) -> Set
         "concurrency": 4,
         "poll_wait_seconds": 1.0,
         "drain_seconds": 5.0,
+        "policy_timeout": 2.0,
         # A missing path skips Playwright's driver probe, which costs a second per start.
         "browser_executable": "/nonexistent/chromium",
         **overrides,
@@ -146,9 +155,28 @@ def executor_settings(nats_url: str) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-async def executor_app(closed_port: int, nats_url: str) -> AsyncIterator[App]:
+async def policy_app(database_url: str, nats_url: str) -> AsyncIterator[PolicyApp]:
+    settings = PolicySettings(database_url=database_url, nats_url=nats_url, port=0, metrics_port=0)
+    await asyncio.to_thread(migrate_policy, settings)
+    app = PolicyApp(settings)
+    await app.start()
+    rules = policy_pb2.PolicyRules(allowed_domains=["127.0.0.1"], allow_private_networks=True)
+    async with channel(app.port) as ch:
+        await policy_service_pb2_grpc.PolicyServiceStub(ch).CreatePolicy(
+            policy_service_pb2.CreatePolicyRequest(
+                request_id="local-site", policy=policy_pb2.Policy(display_name="site", rules=rules)
+            )
+        )
+    yield app
+    await app.stop()
+
+
+@pytest.fixture
+async def executor_app(
+    closed_port: int, nats_url: str, policy_app: PolicyApp
+) -> AsyncIterator[App]:
     """The executor with no orchestrator reachable: RunJob and status still work."""
-    app = App(_settings(closed_port, nats_url))
+    app = App(_settings(closed_port, nats_url, policy_target=f"127.0.0.1:{policy_app.port}"))
     await app.start()
     yield app
     await app.stop()

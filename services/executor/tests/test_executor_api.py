@@ -18,7 +18,7 @@ from accord.common.v1 import job_spec_pb2 as js
 from accord.executor.v1 import executor_service_pb2 as pb
 from accord_executor.app import App
 from accord_executor.engines.browser import find_browser
-from accord_kit.testing import channel
+from accord_kit.testing import as_tenant, channel
 
 SUCCEEDED = job_result_pb2.STEP_STATUS_SUCCEEDED
 FAILED = job_result_pb2.STEP_STATUS_FAILED
@@ -206,3 +206,35 @@ async def test_find_browser_reports_why_none_is_usable() -> None:
     else:
         assert "/usr/bin/chromium" in probe.reason
         assert "playwright install chromium" in probe.reason
+
+
+async def test_run_job_asks_the_callers_policy_first_and_a_deny_runs_nothing(  # type: ignore[no-untyped-def]
+    executor, site
+) -> None:
+    # `acme` has no policy: default deny, and the site is never fetched.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in executor.RunJob(
+            pb.RunJobRequest(spec=page_spec(f"{site.url}/")), metadata=as_tenant("acme")
+        ):
+            pass
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    status = rpc_status.from_call(err.value)  # type: ignore[arg-type]
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert any(d.Unpack(info) for d in status.details)
+    assert info.metadata["reasons"] == "DOMAIN_NOT_ALLOWED"
+    assert info.metadata["decision_id"]
+    assert site.hits == []
+    # The same spec for `default`, whose policy allows the site, runs.
+    assert (await run(executor, page_spec(f"{site.url}/")))[-1].WhichOneof("event") == "result"
+    assert site.hits == ["/"]
+
+
+async def test_run_job_fails_closed_when_policy_is_down(  # type: ignore[no-untyped-def]
+    executor, site, policy_app
+) -> None:
+    await policy_app.stop()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await run(executor, page_spec(f"{site.url}/"))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert site.hits == []

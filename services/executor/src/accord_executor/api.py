@@ -11,6 +11,7 @@ from accord.common.v1 import job_result_pb2
 from accord.executor.v1 import executor_service_pb2 as pb
 from accord.executor.v1 import executor_service_pb2_grpc
 from accord_executor.service import ExecutorUseCases
+from accord_kit import caller
 from accord_kit.errors import Unimplemented
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -23,7 +24,7 @@ class ExecutorApi(executor_service_pb2_grpc.ExecutorServiceServicer):
     async def RunJob(
         self, request: pb.RunJobRequest, context: Ctx
     ) -> AsyncIterator[pb.RunJobResponse]:
-        async for event in self._cases.run_now(request.spec):
+        async for event in self._cases.run_now(caller.tenant(), request.spec):
             if isinstance(event, job_result_pb2.StepResult):
                 yield pb.RunJobResponse(step=event)
             else:

@@ -14,6 +14,7 @@ from accord_executor.pools import Pool, Pools
 from accord_executor.service import ExecutorUseCases
 from accord_executor.worker import CHANNEL_OPTIONS, Worker, orchestrator_check
 from accord_kit import nats as knats
+from accord_kit.policy import PolicyClient
 from accord_kit.server import Server
 from accord_kit.transport import open_channel
 
@@ -56,10 +57,11 @@ class App:
         self._nc = await knats.connect(s.nats_url, "accord-executor")
         self._channel = open_channel(s.orchestrator_target, s, CHANNEL_OPTIONS)
         self.worker = Worker(s, self._channel, engines, self.pools)
+        self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
         self.server.add(
             SERVICE,
             executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server,
-            ExecutorApi(ExecutorUseCases(self.pools, engines)),
+            ExecutorApi(ExecutorUseCases(self.pools, engines, self._policy)),
         )
         self.server.check("orchestrator", orchestrator_check(self._channel))
         await self.server.use_nats(self._nc)
@@ -71,4 +73,5 @@ class App:
         await asyncio.gather(self.worker.stop(self.settings.drain_seconds), self.server.stop())
         await self._http.close()
         await self._channel.close(grace=None)
+        await self._policy.close()
         await self._nc.close()

@@ -25,6 +25,8 @@ class Settings(ServiceSettings):
     # Where WorkerService (leases) and PolicyService (permits) are served.
     orchestrator_target: str = "127.0.0.1:50051"
     policy_target: str = "127.0.0.1:50052"
+    # Seconds RunJob waits for a policy decision before failing UNAVAILABLE.
+    policy_timeout: float = 5.0
     # Stable id of this process towards WorkerService; leases are held in its name.
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
     # Jobs run at once per engine pool, and the HTTP connection pool's size.

@@ -5,33 +5,51 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 
-from accord.common.v1 import job_result_pb2, job_spec_pb2
+from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
 from accord.executor.v1 import executor_service_pb2 as pb
 from accord_executor.domain.results import TEMPLATE_ERROR
 from accord_executor.domain.templates import check_spec
 from accord_executor.engines.http import HttpEngine, Outcome
 from accord_executor.pools import Engine, Pools
-from accord_kit.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from accord_kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
+from accord_kit.policy import PolicyClient
 
 Progress = job_result_pb2.StepResult | job_result_pb2.JobResult
 
 
 class ExecutorUseCases:
-    def __init__(self, pools: Pools, engines: Mapping[Engine, HttpEngine]) -> None:
+    def __init__(
+        self, pools: Pools, engines: Mapping[Engine, HttpEngine], policy: PolicyClient
+    ) -> None:
         self._pools = pools
         self._engines = engines
+        self._policy = policy
 
     def status(self) -> pb.GetExecutorStatusResponse:
         return self._pools.status()
 
-    async def run_now(self, spec: job_spec_pb2.JobSpec) -> AsyncIterator[Progress]:
-        """Each step's result as it is decided, then the job's result."""
+    async def run_now(self, tenant: str, spec: job_spec_pb2.JobSpec) -> AsyncIterator[Progress]:
+        """Each step's result as it is decided, then the job's result.
+
+        The tenant's policy decides first, as for a queued job; a deny runs nothing.
+        """
         problems = check_spec(spec)
         if problems:
             raise InvalidArgument(
                 "spec has template errors", [FieldViolation(f"spec.{f}", d) for f, d in problems]
             )
         engine = self._engine(spec.engine)
+        decision = await self._policy.evaluate(tenant, spec, job_id="")
+        if decision.outcome != decision_pb2.DECISION_OUTCOME_ALLOW:
+            reasons = "; ".join(f"{r.code}: {r.message}" for r in decision.reasons)
+            raise PermissionDenied(
+                f"policy denies this job ({reasons})",
+                metadata={
+                    "decision_id": decision.decision_id,
+                    "policy_revision": str(decision.policy_revision),
+                    "reasons": ",".join(r.code for r in decision.reasons),
+                },
+            )
         steps: asyncio.Queue[job_result_pb2.StepResult | None] = asyncio.Queue()
         with self._pools.slot(spec.engine):
             run = asyncio.create_task(engine.run(spec, steps.put_nowait))

@@ -15,12 +15,12 @@ from accord_kit import db, events
 from accord_kit import nats as knats
 from accord_kit.backing import Backing
 from accord_kit.outbox import Relay
+from accord_kit.policy import PolicyClient
 from accord_kit.server import Server
 from accord_orchestrator import tables
 from accord_orchestrator.api import JobApi, WorkerApi
 from accord_orchestrator.config import Settings
 from accord_orchestrator.history import PRODUCER
-from accord_orchestrator.policy_client import PolicyClient
 from accord_orchestrator.queue import QueueUseCases
 from accord_orchestrator.service import JobUseCases
 

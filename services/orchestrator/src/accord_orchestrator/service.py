@@ -16,9 +16,9 @@ from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
 from accord_kit import pages
 from accord_kit.errors import AlreadyExists, FailedPrecondition, NotFound
+from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
 from accord_orchestrator.domain import jobs as rules
-from accord_orchestrator.policy_client import PolicyClient
 
 Sessions = async_sessionmaker[AsyncSession]
 # Policy decisions in flight at once for one batch.

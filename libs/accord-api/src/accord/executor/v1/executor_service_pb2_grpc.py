@@ -60,7 +60,8 @@ class ExecutorServiceServicer:
 
     def RunJob(self, request, context):
         """Runs a spec now, without queueing, streaming each step's progress and then the result.
-        The policy is still consulted for every request.
+        The caller's tenant policy decides first, as for a queued job: a deny is
+        PERMISSION_DENIED naming the reasons, and nothing runs; policy unreachable is UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,7 +37,8 @@ class ExecutorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ExecutorServiceAsyncStub: ...
     RunJob: _grpc.UnaryStreamMultiCallable[_executor_service_pb2.RunJobRequest, _executor_service_pb2.RunJobResponse]
     """Runs a spec now, without queueing, streaming each step's progress and then the result.
-    The policy is still consulted for every request.
+    The caller's tenant policy decides first, as for a queued job: a deny is
+    PERMISSION_DENIED naming the reasons, and nothing runs; policy unreachable is UNAVAILABLE.
     """
     GetArtifact: _grpc.UnaryStreamMultiCallable[_executor_service_pb2.GetArtifactRequest, _executor_service_pb2.GetArtifactResponse]
     """Streams an artifact's bytes in chunks of up to 64 KiB, the first message carrying
@@ -55,7 +56,8 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RunJob: _aio.UnaryStreamMultiCallable[_executor_service_pb2.RunJobRequest, _executor_service_pb2.RunJobResponse]  # type: ignore[assignment]
     """Runs a spec now, without queueing, streaming each step's progress and then the result.
-    The policy is still consulted for every request.
+    The caller's tenant policy decides first, as for a queued job: a deny is
+    PERMISSION_DENIED naming the reasons, and nothing runs; policy unreachable is UNAVAILABLE.
     """
     GetArtifact: _aio.UnaryStreamMultiCallable[_executor_service_pb2.GetArtifactRequest, _executor_service_pb2.GetArtifactResponse]  # type: ignore[assignment]
     """Streams an artifact's bytes in chunks of up to 64 KiB, the first message carrying
@@ -76,7 +78,8 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_executor_service_pb2.RunJobResponse], _abc.AsyncIterator[_executor_service_pb2.RunJobResponse]]:
         """Runs a spec now, without queueing, streaming each step's progress and then the result.
-        The policy is still consulted for every request.
+        The caller's tenant policy decides first, as for a queued job: a deny is
+        PERMISSION_DENIED naming the reasons, and nothing runs; policy unreachable is UNAVAILABLE.
         """
 
     @_abc_1.abstractmethod

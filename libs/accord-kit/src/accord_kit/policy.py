@@ -1,4 +1,8 @@
-"""The orchestrator's view of the policy service: one decision per job, or fail closed."""
+"""Asking the policy service for a job's decision, as a service acting for a tenant.
+
+Used by the orchestrator before it stores a job and by the executor before it runs one
+directly. Fail closed: when policy cannot be reached the caller does nothing.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ class PolicyClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise Unavailable(
-                f"policy service unavailable ({exc.code().name}); nothing was stored, retry "
-                "with the same request_id",
+                f"policy service unavailable ({exc.code().name}); nothing was stored or run, "
+                "so the call can be retried as it is",
                 retry_after=timedelta(seconds=1),
                 metadata={"dependency": "policy"},
             ) from exc
