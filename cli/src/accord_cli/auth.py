@@ -93,6 +93,9 @@ def register(commands: Any) -> None:
         default=None,
         help="your tokens:admin token (default: $ACCORD_TOKEN, then .accord/auth/admin.token)",
     )
+    revoke.add_argument("--tls-ca", type=Path, help="CA of a policy service that serves TLS")
+    revoke.add_argument("--tls-cert", type=Path, help="client certificate, for mTLS")
+    revoke.add_argument("--tls-key", type=Path, help="client key, for mTLS")
     revoke.set_defaults(run=run_revoke)
 
 
@@ -152,7 +155,11 @@ def run_revoke(args: argparse.Namespace) -> int:
         bearer = admin_token(args.token_file)
     except OSError as exc:
         return fail(f"no admin token: {exc}")
-    with grpc.insecure_channel(args.policy) as channel:
+    try:
+        channel = _channel(args)
+    except OSError as exc:
+        return fail(f"cannot read a TLS file: {exc}")
+    with channel:
         stub = token_service_pb2_grpc.TokenServiceStub(channel)
         try:
             stub.RevokeToken(request, metadata=bearer_metadata(bearer), timeout=10)
@@ -160,6 +167,17 @@ def run_revoke(args: argparse.Namespace) -> int:
             return fail(f"{exc.code().name}: {exc.details()}")
     print(f"revoked {request.token_id}")
     return 0
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if args.tls_ca is None:
+        return grpc.insecure_channel(args.policy)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=args.tls_ca.read_bytes(),
+        private_key=args.tls_key.read_bytes() if args.tls_key else None,
+        certificate_chain=args.tls_cert.read_bytes() if args.tls_cert else None,
+    )
+    return grpc.secure_channel(args.policy, credentials)
 
 
 def admin_token(path: Path | None) -> str:

@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
-from accord_kit.testing import as_tenant
+from accord_kit.testing import as_tenant, bearer, token
 from accord_orchestrator.app import App as OrchestratorApp
 from accord_orchestrator.app import migrate as migrate_orchestrator
 from accord_orchestrator.config import Settings as OrchestratorSettings
@@ -314,3 +316,38 @@ async def test_orchestrator_without_a_client_certificate_cannot_reach_mtls_polic
             await create_job(ch)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "policy service unavailable" in (err.value.details() or "")
+
+
+async def test_accord_auth_revoke_reaches_an_mtls_policy_service(
+    start_policy: PolicyStarter, pki: Pki, tmp_path: Path
+) -> None:
+    victim = token("acme", ["policies:read"])
+    admin = tmp_path / "admin.token"
+    admin.write_text(token("acme", ["tokens:admin"]))
+    async with start_policy(**mtls(pki)) as app:
+        target = f"127.0.0.1:{app.port}"
+        command = [sys.executable, "-m", "accord_cli", "auth", "revoke", victim]
+        command += ["--policy", target, "--token-file", str(admin), "--tls-ca", str(pki.ca)]
+        without_cert = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert without_cert.returncode == 2
+        assert "UNAVAILABLE" in without_cert.stderr
+        command += ["--tls-cert", str(pki.client.cert), "--tls-key", str(pki.client.key)]
+        done = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        async with tls_channel(app.port, pki.ca, pki.client) as ch:
+            stub = policy_service_pb2_grpc.PolicyServiceStub(ch)
+            refused = None
+            for _ in range(50):
+                try:
+                    await stub.ListPolicies(
+                        policy_service_pb2.ListPoliciesRequest(), metadata=bearer(victim)
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    refused = exc.code()
+                    break
+                await asyncio.sleep(0.1)
+    assert refused == grpc.StatusCode.UNAUTHENTICATED
