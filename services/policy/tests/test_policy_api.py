@@ -118,28 +118,6 @@ async def test_tenants_are_isolated(policy) -> None:  # type: ignore[no-untyped-
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     listed = await policy.ListPolicies(pb.ListPoliciesRequest(), metadata=as_tenant("other"))
     assert list(listed.policies) == []
-    changed = policy_pb2.Policy(
-        policy_id=created.policy_id, etag=created.etag, display_name="taken over"
-    )
-    for call in (
-        policy.UpdatePolicy(
-            pb.UpdatePolicyRequest(
-                policy=changed, update_mask=field_mask_pb2.FieldMask(paths=["display_name"])
-            ),
-            metadata=as_tenant("other"),
-        ),
-        policy.DeletePolicy(
-            pb.DeletePolicyRequest(policy_id=created.policy_id, etag=created.etag),
-            metadata=as_tenant("other"),
-        ),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call
-        assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    mine = await policy.GetPolicy(
-        pb.GetPolicyRequest(policy_id=created.policy_id), metadata=as_tenant("acme")
-    )
-    assert mine.policy == created, "another tenant changed nothing"
 
 
 async def test_create_is_idempotent_by_request_id(policy) -> None:  # type: ignore[no-untyped-def]
