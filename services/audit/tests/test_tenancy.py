@@ -9,20 +9,16 @@ Checkpoints, proofs and export answer UNIMPLEMENTED in this release and are not 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import grpc
-import pytest
 from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from accord.audit.v1 import audit_service_pb2 as pb
 from accord.audit.v1 import record_pb2
 from accord_audit.testing import Harness
 from accord_kit.auth import TENANT_METADATA
-from accord_kit.testing import as_tenant
+from accord_kit.testing import as_tenant, error_info, refused
 
 ACME = as_tenant("acme")
 OTHER = as_tenant("other")
@@ -34,23 +30,6 @@ def stamp(when: datetime) -> timestamp_pb2.Timestamp:
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(when)
     return result
-
-
-def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return {"reason": info.reason, **info.metadata}
-    return {}
-
-
-async def refused(call: Awaitable[object]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    return err.value
 
 
 def ids(records: list[record_pb2.AuditRecord]) -> list[str]:

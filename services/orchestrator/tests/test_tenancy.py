@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -23,7 +22,7 @@ from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord.orchestrator.v1 import worker_service_pb2 as wpb
 from accord.policy.v1 import policy_pb2, policy_service_pb2
 from accord_kit.auth import TENANT_METADATA
-from accord_kit.testing import as_tenant
+from accord_kit.testing import as_tenant, refused
 from services.orchestrator.tests.test_jobs import create, poll, spec, status_details, wait_state
 
 ACME = as_tenant("acme")
@@ -36,12 +35,6 @@ def stamp(when: datetime) -> timestamp_pb2.Timestamp:
     result = timestamp_pb2.Timestamp()
     result.FromDatetime(when)
     return result
-
-
-async def refused(call: Awaitable[object]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    return err.value
 
 
 async def refused_stream(call: grpc.aio.UnaryStreamCall) -> grpc.aio.AioRpcError:  # type: ignore[type-arg]

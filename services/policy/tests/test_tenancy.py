@@ -5,42 +5,21 @@ B's jobs. Another tenant's policy id is NOT_FOUND, like an id that never existed
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
 
 import grpc
-import pytest
 from google.protobuf import field_mask_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_pb2
 from accord.policy.v1 import policy_service_pb2 as pb
 from accord_kit.auth import TENANT_METADATA
-from accord_kit.testing import as_tenant
+from accord_kit.testing import as_tenant, error_info, refused
 from services.policy.tests.test_policy_api import ALLOW, DENY, create, evaluate, spec
 
 ACME = as_tenant("acme")
 OTHER = as_tenant("other")
 # Tenant B's own token claiming to act for tenant A.
 BORROWED = (*OTHER, (TENANT_METADATA, "acme"))
-
-
-async def refused(call: Awaitable[object]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    return err.value
-
-
-def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return {"reason": info.reason, **info.metadata}
-    return {}
 
 
 def masked(err: grpc.aio.AioRpcError, policy_id: str) -> tuple[object, ...]:

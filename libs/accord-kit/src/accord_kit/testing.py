@@ -16,7 +16,7 @@ import functools
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from accord_kit import tokens
 from accord_kit.auth import AUTHORIZATION, TENANT_METADATA
@@ -123,6 +125,23 @@ def bearer(value: str) -> tuple[tuple[str, str], ...]:
 def as_tenant(tenant: str) -> tuple[tuple[str, str], ...]:
     """Call metadata for acting as `tenant`: a tenant-bound token with every scope."""
     return bearer(token(tenant, subject=f"test:{tenant}"))
+
+
+async def refused(call: Awaitable[object]) -> grpc.aio.AioRpcError:
+    """The error a call that must fail failed with."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value
+
+
+def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The ErrorInfo of a failed call as a dict: `reason` and its metadata; {} if none."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return {"reason": info.reason, **info.metadata}
+    return {}
 
 
 def channel(port: int) -> grpc.aio.Channel:
