@@ -138,6 +138,12 @@ async def test_issue_use_revoke_and_no_token_is_ever_written(
             )
         ).records
     assert records, "the run left audit records to search"
+    # Who did what: the token's subject, never the token.
+    actors = {(r.event_type.rsplit(".", 1)[-1], r.aggregate_id): r.actor for r in records}
+    job_id = created.job.job_id
+    assert actors[("queued", job_id)] == f"user:{TENANT}"
+    assert actors[("started", job_id)] == actors[("succeeded", job_id)] == "service:executor"
+    assert actors[("revoked", claims["jti"])] == "test:operator"
 
     secrets = {user, admin, *(p.read_text().strip() for p in _service_token_files())}
     written = {name: path.read_bytes() for name, path in suite.logs.items()}

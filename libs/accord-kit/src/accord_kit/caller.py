@@ -26,6 +26,11 @@ def principal() -> Principal:
     return _principal.get()
 
 
+def current() -> Principal | None:
+    """The caller of the RPC being served, or None outside one (a service's own work)."""
+    return _principal.get(None)
+
+
 def tenant() -> str:
     """The tenant the call acts for; a service token must name one in `accord-tenant`."""
     tenant = _principal.get().tenant

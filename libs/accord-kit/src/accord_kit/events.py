@@ -13,6 +13,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from accord.events.v1 import envelope_pb2
+from accord_kit import caller
 
 
 def subject(producer: str, aggregate: str, event: str) -> str:
@@ -49,4 +50,6 @@ def envelope(
         payload=packed,
     )
     result.event_time.FromDatetime(event_time or datetime.now(UTC))
+    if (principal := caller.current()) is not None:
+        result.actor = principal.subject
     return result

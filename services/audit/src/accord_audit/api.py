@@ -12,6 +12,7 @@ import grpc
 
 from accord.audit.v1 import audit_service_pb2 as pb
 from accord.audit.v1 import audit_service_pb2_grpc, record_pb2
+from accord.events.v1 import envelope_pb2
 from accord_audit.domain.records import Record
 from accord_audit.service import AuditUseCases
 from accord_kit import caller
@@ -89,6 +90,7 @@ def to_proto(r: Record) -> record_pb2.AuditRecord:
         envelope=e.envelope,
         hash=r.hash,
         prev_hash=r.prev_hash,
+        actor=envelope_pb2.EventEnvelope.FromString(e.envelope).actor,
     )
     record.event_time.FromDatetime(e.event_time)
     record.append_time.FromDatetime(r.append_time)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x63\x63ord/audit/v1/record.proto\x12\x0f\x61\x63\x63ord.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n\x0b\x41uditRecord\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x05 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x06 \x01(\t\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ppend_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65nvelope\x18\t \x01(\x0c\x12\x0c\n\x04hash\x18\n \x01(\x0c\x12\x11\n\tprev_hash\x18\x0b \x01(\x0c\"\x8a\x01\n\nCheckpoint\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12\x33\n\x0f\x63heckpoint_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06key_id\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61\x63\x63ord/audit/v1/record.proto\x12\x0f\x61\x63\x63ord.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x02\n\x0b\x41uditRecord\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x05 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x06 \x01(\t\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x61ppend_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65nvelope\x18\t \x01(\x0c\x12\x0c\n\x04hash\x18\n \x01(\x0c\x12\x11\n\tprev_hash\x18\x0b \x01(\x0c\x12\r\n\x05\x61\x63tor\x18\x0c \x01(\t\"\x8a\x01\n\nCheckpoint\x12\x11\n\ttree_size\x18\x01 \x01(\x03\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\x12\x33\n\x0f\x63heckpoint_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x0e\n\x06key_id\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accord.audit.v1.record_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITRECORD']._serialized_start=83
-  _globals['_AUDITRECORD']._serialized_end=362
-  _globals['_CHECKPOINT']._serialized_start=365
-  _globals['_CHECKPOINT']._serialized_end=503
+  _globals['_AUDITRECORD']._serialized_end=377
+  _globals['_CHECKPOINT']._serialized_start=380
+  _globals['_CHECKPOINT']._serialized_end=518
 # @@protoc_insertion_point(module_scope)

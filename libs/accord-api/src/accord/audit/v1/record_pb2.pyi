@@ -34,6 +34,7 @@ class AuditRecord(_message.Message):
     ENVELOPE_FIELD_NUMBER: _builtins.int
     HASH_FIELD_NUMBER: _builtins.int
     PREV_HASH_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position in the log, from 0; also the Merkle tree leaf index."""
     event_id: _builtins.str
@@ -52,6 +53,8 @@ class AuditRecord(_message.Message):
     """SHA-256 of the previous record's hash and this record's canonical form (32 bytes)."""
     prev_hash: _builtins.bytes
     """The previous record's hash; 32 zero bytes for the first record."""
+    actor: _builtins.str
+    """Who caused the event (the envelope's `actor`); empty for a service's own work."""
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When the event happened at its producer."""
@@ -74,10 +77,11 @@ class AuditRecord(_message.Message):
         envelope: _builtins.bytes = ...,
         hash: _builtins.bytes = ...,
         prev_hash: _builtins.bytes = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["append_time", b"append_time", "event_time", b"event_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "append_time", b"append_time", "envelope", b"envelope", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "hash", b"hash", "index", b"index", "prev_hash", b"prev_hash", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "append_time", b"append_time", "envelope", b"envelope", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "hash", b"hash", "index", b"index", "prev_hash", b"prev_hash", "tenant_id", b"tenant_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

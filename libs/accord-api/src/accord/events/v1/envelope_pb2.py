@@ -26,7 +26,7 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63\x63ord/events/v1/envelope.proto\x12\x10\x61\x63\x63ord.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8e\x02\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x10\n\x08producer\x18\x05 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x06 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x07 \x01(\t\x12%\n\x07payload\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Any\x12-\n\x05trace\x18\t \x01(\x0b\x32\x1e.accord.events.v1.TraceContext\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63\x63ord/events/v1/envelope.proto\x12\x10\x61\x63\x63ord.events.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttenant_id\x18\x04 \x01(\t\x12\x10\n\x08producer\x18\x05 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x06 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x07 \x01(\t\x12%\n\x07payload\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Any\x12-\n\x05trace\x18\t \x01(\x0b\x32\x1e.accord.events.v1.TraceContext\x12\r\n\x05\x61\x63tor\x18\n \x01(\t\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,7 +34,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accord.events.v1.envelope_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENTENVELOPE']._serialized_start=114
-  _globals['_EVENTENVELOPE']._serialized_end=384
-  _globals['_TRACECONTEXT']._serialized_start=386
-  _globals['_TRACECONTEXT']._serialized_end=441
+  _globals['_EVENTENVELOPE']._serialized_end=399
+  _globals['_TRACECONTEXT']._serialized_start=401
+  _globals['_TRACECONTEXT']._serialized_end=456
 # @@protoc_insertion_point(module_scope)

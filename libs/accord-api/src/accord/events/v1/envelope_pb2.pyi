@@ -35,6 +35,7 @@ class EventEnvelope(_message.Message):
     AGGREGATE_ID_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     TRACE_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique id (UUID), assigned when the event is written to its producer's outbox."""
     event_type: _builtins.str
@@ -47,6 +48,11 @@ class EventEnvelope(_message.Message):
     """The kind of thing the event is about, e.g. `job`."""
     aggregate_id: _builtins.str
     """The id of that thing."""
+    actor: _builtins.str
+    """Who caused it: the subject of the token of the call that made the change, e.g.
+    `user:acme` or `service:executor`. Empty for a service's own work, such as a lease
+    expiring. Never the token itself.
+    """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
         """When the change happened, in the producer's transaction."""
@@ -71,10 +77,11 @@ class EventEnvelope(_message.Message):
         aggregate_id: _builtins.str = ...,
         payload: _any_pb2.Any | None = ...,
         trace: Global___TraceContext | None = ...,
+        actor: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "payload", b"payload", "trace", b"trace"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "payload", b"payload", "producer", b"producer", "tenant_id", b"tenant_id", "trace", b"trace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "payload", b"payload", "producer", b"producer", "tenant_id", b"tenant_id", "trace", b"trace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
