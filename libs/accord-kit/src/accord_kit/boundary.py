@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 
-from accord_kit import caller
+from accord_kit import caller, validation
 from accord_kit.auth import Authenticator
 from accord_kit.errors import AccordError, FieldViolation, InvalidArgument, Unimplemented
 
@@ -34,7 +34,7 @@ RPC_SECONDS = Histogram(
 )
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in grpc-stubs
-_validator = protovalidate.Validator()  # type: ignore[no-untyped-call]
+_validator = validation.validator()
 
 
 def validate(message: Message, prefix: str = "") -> None:
