@@ -12,24 +12,17 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import grpc
-from google.protobuf import timestamp_pb2
 
 from accord.audit.v1 import audit_service_pb2 as pb
 from accord.audit.v1 import record_pb2
 from accord_audit.testing import Harness
 from accord_kit.auth import TENANT_METADATA
-from accord_kit.testing import as_tenant, error_info, refused
+from accord_kit.testing import as_tenant, error_info, refused, stamp
 
 ACME = as_tenant("acme")
 OTHER = as_tenant("other")
 # Tenant B's own token claiming to act for tenant A.
 BORROWED = (*OTHER, (TENANT_METADATA, "acme"))
-
-
-def stamp(when: datetime) -> timestamp_pb2.Timestamp:
-    result = timestamp_pb2.Timestamp()
-    result.FromDatetime(when)
-    return result
 
 
 def ids(records: list[record_pb2.AuditRecord]) -> list[str]:

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2
@@ -22,19 +21,13 @@ from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord.orchestrator.v1 import worker_service_pb2 as wpb
 from accord.policy.v1 import policy_pb2, policy_service_pb2
 from accord_kit.auth import TENANT_METADATA
-from accord_kit.testing import as_tenant, refused
+from accord_kit.testing import as_tenant, refused, stamp
 from services.orchestrator.tests.test_jobs import create, poll, spec, status_details, wait_state
 
 ACME = as_tenant("acme")
 OTHER = as_tenant("other")
 # Tenant B's own token claiming to act for tenant A.
 BORROWED = (*OTHER, (TENANT_METADATA, "acme"))
-
-
-def stamp(when: datetime) -> timestamp_pb2.Timestamp:
-    result = timestamp_pb2.Timestamp()
-    result.FromDatetime(when)
-    return result
 
 
 async def refused_stream(call: grpc.aio.UnaryStreamCall) -> grpc.aio.AioRpcError:  # type: ignore[type-arg]

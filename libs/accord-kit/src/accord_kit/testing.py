@@ -17,13 +17,14 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -142,6 +143,13 @@ def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
         if detail.Unpack(info):
             return {"reason": info.reason, **info.metadata}
     return {}
+
+
+def stamp(when: datetime) -> timestamp_pb2.Timestamp:
+    """A protobuf Timestamp for an aware datetime."""
+    result = timestamp_pb2.Timestamp()
+    result.FromDatetime(when)
+    return result
 
 
 def channel(port: int) -> grpc.aio.Channel:
