@@ -20,7 +20,7 @@ from pathlib import Path
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_service_pb2
 from accord_kit import tokens
-from accord_kit.auth import Authenticator, RateLimiter
+from accord_kit.auth import Authenticator, RateLimiter, bearer
 from accord_kit.boundary import validate
 from accord_kit.revocations import Revocations
 
@@ -49,7 +49,7 @@ def main() -> None:
             token = tokens.issue(
                 key, subject=f"u{i}", tenant="acme", scopes=["jobs:write"], ttl=timedelta(hours=1)
             )
-            return (("authorization", f"Bearer {token}"),)
+            return bearer(token)
 
         fresh = [issue(i) for i in range(min(args.calls, 5000))]
         first = per_call_us(lambda i: auth.admit(METHOD, fresh[i]), len(fresh))

@@ -33,6 +33,7 @@ from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
 from accord_kit import tokens
+from accord_kit.auth import bearer
 from accord_kit.embedded import EmbeddedError
 from accord_kit.net import free_port
 
@@ -116,7 +117,7 @@ def metadata(tenant: str) -> tuple[tuple[str, str], ...]:
     token = tokens.issue(
         key, subject=f"bench:{tenant}", tenant=tenant, scopes=scopes, ttl=timedelta(hours=12)
     )
-    return (("authorization", f"Bearer {token}"),)
+    return bearer(token)
 
 
 async def allow_local(stack: Stack, tenant: str) -> None:

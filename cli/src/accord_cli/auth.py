@@ -22,7 +22,7 @@ from typing import Any
 import grpc
 
 from accord.policy.v1 import token_service_pb2, token_service_pb2_grpc
-from accord_kit import tokens
+from accord_kit import auth, tokens
 
 DEFAULT_KEY = Path(".accord/auth/signing.jwk")
 _TTL = re.compile(r"^(\d+)([smhd])$")
@@ -152,7 +152,7 @@ def run_revoke(args: argparse.Namespace) -> int:
     else:
         request.token_id = args.token_id
     try:
-        bearer = admin_token(args.token_file)
+        token = admin_token(args.token_file)
     except OSError as exc:
         return fail(f"no admin token: {exc}")
     try:
@@ -162,7 +162,7 @@ def run_revoke(args: argparse.Namespace) -> int:
     with channel:
         stub = token_service_pb2_grpc.TokenServiceStub(channel)
         try:
-            stub.RevokeToken(request, metadata=bearer_metadata(bearer), timeout=10)
+            stub.RevokeToken(request, metadata=auth.bearer(token), timeout=10)
         except grpc.RpcError as exc:
             return fail(f"{exc.code().name}: {exc.details()}")
     print(f"revoked {request.token_id}")
@@ -186,10 +186,6 @@ def admin_token(path: Path | None) -> str:
     return (path or DEFAULT_KEY.with_name("admin.token")).read_text().strip()
 
 
-def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 @dataclass(frozen=True)
 class DevAuth:
     """What `accord up` made: the files and the environment that points services at them."""
@@ -203,35 +199,10 @@ def dev_credentials(data_dir: Path) -> DevAuth:
     """Keys kept across restarts (so issued tokens stay valid); fresh service tokens."""
     folder = data_dir / "auth"
     key_path = folder / "signing.jwk"
-    if not key_path.exists():
-        tokens.write_private_key(key_path, tokens.generate_key())
-    key = tokens.read_private_key(key_path)
-    tokens.write_key_set(folder / "keys.json", [key])
-    env = {
-        "ACCORD_AUTH_KEYS_FILE": str(folder / "keys.json"),
-        "ACCORD_AUTH_SIGNING_KEY_FILE": str(key_path),
-    }
-    for service, granted in tokens.SERVICE_SCOPES.items():
-        path = folder / f"{service}.token"
-        _write_secret(
-            path,
-            tokens.issue(
-                key,
-                subject=f"service:{service}",
-                tenant=tokens.SERVICE_TENANT,
-                scopes=granted,
-                ttl=tokens.MAX_TTL,
-            ),
-        )
-        env[f"ACCORD_{service.upper()}_TOKEN_FILE"] = str(path)
+    key = tokens.read_private_key(key_path) if key_path.exists() else tokens.generate_key()
+    env = tokens.provision(folder, key)
     admin = tokens.issue(
         key, subject="admin", tenant="default", scopes=tokens.ALL_SCOPES, ttl=timedelta(days=30)
     )
-    _write_secret(folder / "admin.token", admin)
+    tokens.write_secret(folder / "admin.token", admin + "\n")
     return DevAuth(folder, admin, env)
-
-
-def _write_secret(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text + "\n")

@@ -27,7 +27,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from accord.common.v1 import job_spec_pb2
 from accord.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
-from accord_cli.auth import bearer_metadata, dev_credentials
+from accord_cli.auth import dev_credentials
+from accord_kit.auth import bearer
 from accord_kit.config import redacted
 from accord_kit.embedded import EmbeddedError, EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import port_in_use
@@ -220,7 +221,7 @@ def _print_engines(executor: str, admin_token: str) -> None:
     with grpc.insecure_channel(executor) as channel:
         status = executor_service_pb2_grpc.ExecutorServiceStub(channel).GetExecutorStatus(
             executor_service_pb2.GetExecutorStatusRequest(),
-            metadata=bearer_metadata(admin_token) if admin_token else (),
+            metadata=bearer(admin_token) if admin_token else (),
             timeout=5,
         )
     for pool in status.pools:

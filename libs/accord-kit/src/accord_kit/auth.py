@@ -34,7 +34,7 @@ from accord_kit.errors import (
     Unauthenticated,
 )
 from accord_kit.revocations import Revocations
-from accord_kit.tokens import ALL_SCOPES, Claims, KeySet, TokenError, verify
+from accord_kit.tokens import ALL_SCOPES, Claims, KeySet, TokenError, WatchedFile, verify
 
 AUTHORIZATION = "authorization"
 TENANT_METADATA = "accord-tenant"
@@ -239,26 +239,25 @@ class Authenticator:
         return claims
 
 
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that presents `token`."""
+    return ((AUTHORIZATION, f"Bearer {token}"),)
+
+
+def acting_for(tenant: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the tenant a service token acts for."""
+    return ((TENANT_METADATA, tenant),)
+
+
 class ServiceToken:
     """A service's own token for calls it makes to other services, re-read when rotated."""
 
+    RELOAD_SECONDS = 5.0
+
     def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self._mtime = 0.0
-        self._header: tuple[str, str] | None = None
+        self._file = (
+            None if path is None else WatchedFile(path, lambda p: bearer(p.read_text().strip()))
+        )
 
-    def metadata(self, tenant: str | None = None) -> tuple[tuple[str, str], ...]:
-        header = self._current()
-        pairs = [header] if header else []
-        if tenant is not None:
-            pairs.append((TENANT_METADATA, tenant))
-        return tuple(pairs)
-
-    def _current(self) -> tuple[str, str] | None:
-        if self.path is None:
-            return None
-        mtime = self.path.stat().st_mtime
-        if mtime != self._mtime:
-            self._header = (AUTHORIZATION, f"Bearer {self.path.read_text().strip()}")
-            self._mtime = mtime
-        return self._header
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return () if self._file is None else self._file.get(self.RELOAD_SECONDS)

@@ -12,7 +12,7 @@ import grpc
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_service_pb2, policy_service_pb2_grpc
-from accord_kit.auth import TENANT_METADATA
+from accord_kit.auth import acting_for
 from accord_kit.config import ServiceSettings
 from accord_kit.errors import Unavailable
 from accord_kit.transport import open_channel
@@ -31,7 +31,7 @@ class PolicyClient:
         try:
             response = await self._stub.EvaluateJob(
                 policy_service_pb2.EvaluateJobRequest(spec=spec, job_id=job_id),
-                metadata=((TENANT_METADATA, tenant),),
+                metadata=acting_for(tenant),
                 timeout=self._timeout,
                 # Ride out a reconnect after a policy restart instead of failing at once.
                 wait_for_ready=True,

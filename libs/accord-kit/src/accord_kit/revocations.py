@@ -18,7 +18,7 @@ import nats.errors
 import structlog
 from nats.aio.client import Client
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from accord_kit.tokens import MAX_TTL
@@ -132,7 +132,7 @@ async def revoke(
     entry = Revocation(token_id, reason, revoked_by, time.time(), expires_at)
     try:
         await kv.create(token_id, json.dumps(asdict(entry)).encode())
-    except Exception:  # KeyWrongLastSequenceError and friends: already on the list
+    except KeyWrongLastSequenceError:  # already on the list
         existing = await _get(kv, token_id)
         if existing is None:
             raise

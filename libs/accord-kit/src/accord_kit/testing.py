@@ -29,7 +29,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from accord_kit import tokens
-from accord_kit.auth import AUTHORIZATION, TENANT_METADATA
+from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
 from accord_kit.transport import metadata_interceptors
@@ -88,14 +88,7 @@ SIGNING_KEY = tokens.generate_key()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    tokens.write_private_key(AUTH_DIR / "signing.jwk", SIGNING_KEY)
-    tokens.write_key_set(AUTH_DIR / "keys.json", [SIGNING_KEY])
-    os.environ["ACCORD_AUTH_KEYS_FILE"] = str(AUTH_DIR / "keys.json")
-    os.environ["ACCORD_AUTH_SIGNING_KEY_FILE"] = str(AUTH_DIR / "signing.jwk")
-    for service, scopes in tokens.SERVICE_SCOPES.items():
-        path = AUTH_DIR / f"{service}.token"
-        path.write_text(token(tokens.SERVICE_TENANT, scopes, subject=f"service:{service}"))
-        os.environ[f"ACCORD_{service.upper()}_TOKEN_FILE"] = str(path)
+    os.environ.update(tokens.provision(AUTH_DIR, SIGNING_KEY))
 
 
 def token(
@@ -116,10 +109,6 @@ def token(
         ttl=ttl,
         now=now,
     )
-
-
-def bearer(value: str) -> tuple[tuple[str, str], ...]:
-    return ((AUTHORIZATION, f"Bearer {value}"),)
 
 
 @functools.cache
@@ -166,7 +155,8 @@ def _service_token() -> str:
 
 def _act_as_default(metadata: grpc.aio.Metadata) -> None:
     if AUTHORIZATION not in metadata:
-        metadata[AUTHORIZATION] = f"Bearer {_service_token()}"
+        for key, value in bearer(_service_token()):
+            metadata[key] = value
         if TENANT_METADATA not in metadata:
             metadata[TENANT_METADATA] = "default"
 

@@ -14,15 +14,17 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from jwt.algorithms import OKPAlgorithm
+
+T = TypeVar("T")
 
 ISSUER = "accord"
 AUDIENCE = "accord"
@@ -84,18 +86,43 @@ def public_jwk(private: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in private.items() if k != "d"}
 
 
-def write_private_key(path: Path, key: dict[str, Any]) -> None:
-    """Write a private JWK readable by its owner only."""
+def write_secret(path: Path, text: str) -> None:
+    """Write a file readable by its owner only: a private key or a token."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump(key, out)
+        out.write(text)
+
+
+def write_private_key(path: Path, key: dict[str, Any]) -> None:
+    write_secret(path, json.dumps(key))
 
 
 def write_key_set(path: Path, private_keys: Iterable[dict[str, Any]]) -> None:
     """Write the public halves as a JWKS file, the form every service verifies with."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"keys": [public_jwk(k) for k in private_keys]}, indent=2))
+
+
+def provision(folder: Path, key: dict[str, Any]) -> dict[str, str]:
+    """Key, key set and a token per calling service in `folder`; the environment naming them.
+
+    What a stack needs to run with auth on: `accord up` and the test suite both use it.
+    """
+    write_private_key(folder / "signing.jwk", key)
+    write_key_set(folder / "keys.json", [key])
+    env = {
+        "ACCORD_AUTH_KEYS_FILE": str(folder / "keys.json"),
+        "ACCORD_AUTH_SIGNING_KEY_FILE": str(folder / "signing.jwk"),
+    }
+    for service, scopes in SERVICE_SCOPES.items():
+        path = folder / f"{service}.token"
+        own = issue(
+            key, subject=f"service:{service}", tenant=SERVICE_TENANT, scopes=scopes, ttl=MAX_TTL
+        )
+        write_secret(path, own + "\n")
+        env[f"ACCORD_{service.upper()}_TOKEN_FILE"] = str(path)
+    return env
 
 
 def read_private_key(path: Path) -> dict[str, Any]:
@@ -146,6 +173,41 @@ def unverified_claims(token: str) -> dict[str, Any]:
     return claims
 
 
+class WatchedFile(Generic[T]):
+    """A file's parsed content, re-read when the file changes, looked at every few seconds.
+
+    The first read happens at once and raises; later ones that fail (a half-written
+    rotation) keep the content already read.
+    """
+
+    def __init__(self, path: Path, parse: Callable[[Path], T]) -> None:
+        self.path = path
+        self._parse = parse
+        self._mtime = path.stat().st_mtime
+        self._value = parse(path)
+        self._checked = time.monotonic()
+
+    def get(self, every: float) -> T:
+        now = time.monotonic()
+        if now - self._checked > every:
+            self._checked = now
+            with contextlib.suppress(OSError, ValueError):
+                mtime = self.path.stat().st_mtime
+                if mtime != self._mtime:
+                    self._value, self._mtime = self._parse(self.path), mtime
+        return self._value
+
+
+def _public_keys(path: Path) -> dict[str, Ed25519PublicKey]:
+    keys: dict[str, Ed25519PublicKey] = {}
+    for jwk in json.loads(path.read_text()).get("keys", []):
+        if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and "kid" in jwk:
+            public = OKPAlgorithm.from_jwk({k: v for k, v in jwk.items() if k != "d"})
+            assert isinstance(public, Ed25519PublicKey)
+            keys[jwk["kid"]] = public
+    return keys
+
+
 class KeySet:
     """The public keys tokens are verified with, reloaded when the JWKS file changes."""
 
@@ -153,33 +215,12 @@ class KeySet:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._keys: dict[str, Ed25519PublicKey] = {}
-        self._mtime = 0.0
-        self._checked = 0.0
-        self._load()
-        if not self._keys:
+        self._file = WatchedFile(path, _public_keys)
+        if not self._file.get(self.RELOAD_SECONDS):
             raise ValueError(f"{path} holds no Ed25519 verification keys")
 
-    def _load(self) -> None:
-        mtime = self.path.stat().st_mtime
-        if mtime == self._mtime:
-            return
-        keys: dict[str, Ed25519PublicKey] = {}
-        for jwk in json.loads(self.path.read_text()).get("keys", []):
-            if jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519" and "kid" in jwk:
-                public = OKPAlgorithm.from_jwk({k: v for k, v in jwk.items() if k != "d"})
-                assert isinstance(public, Ed25519PublicKey)
-                keys[jwk["kid"]] = public
-        self._keys, self._mtime = keys, mtime
-
     def get(self, kid: str) -> Ed25519PublicKey | None:
-        now = time.monotonic()
-        if now - self._checked > self.RELOAD_SECONDS:
-            self._checked = now
-            # A half-written rotation keeps the keys already loaded.
-            with contextlib.suppress(OSError, ValueError):
-                self._load()
-        return self._keys.get(kid)
+        return self._file.get(self.RELOAD_SECONDS).get(kid)
 
 
 def verify(token: str, keys: KeySet, *, leeway: float = 30.0) -> Claims:

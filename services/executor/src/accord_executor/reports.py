@@ -23,7 +23,7 @@ from accord.orchestrator.v1 import worker_service_pb2 as w
 from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.domain import results as r
 from accord_executor.domain.backoff import Backoff
-from accord_kit.auth import TENANT_METADATA
+from accord_kit.auth import acting_for
 
 log = structlog.get_logger("accord.executor.reports")
 
@@ -86,7 +86,7 @@ class Reporter:
         call = partial(
             self._stub.FailTask,
             request,
-            metadata=((TENANT_METADATA, tenant),),
+            metadata=acting_for(tenant),
             timeout=RPC_TIMEOUT_SECONDS,
         )
         try:
@@ -138,7 +138,7 @@ class Reporter:
             call = partial(
                 self._stub.CompleteTask,
                 request,
-                metadata=((TENANT_METADATA, tenant),),
+                metadata=acting_for(tenant),
                 timeout=RPC_TIMEOUT_SECONDS,
             )
             try:
