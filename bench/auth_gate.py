@@ -64,7 +64,7 @@ def main() -> None:
     print(f"{'check, per CreateJob call':<44} {'µs':>9}")
     print(f"{'admit, token seen first (Ed25519 verify)':<44} {first:>9.1f}")
     print(f"{'admit, token seen before (cached)':<44} {cached:>9.1f}")
-    print(f"{'protovalidate CreateJobRequest (for scale)':<44} {validated:>9.1f}")
+    print(f"{'validate CreateJobRequest (for scale)':<44} {validated:>9.1f}")
 
 
 if __name__ == "__main__":
