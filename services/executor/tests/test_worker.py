@@ -12,25 +12,27 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import nats
 import pytest
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from accord.common.v1 import job_spec_pb2 as js
+from accord.events.v1 import job_events_pb2
+from accord.orchestrator.v1 import job_pb2, worker_service_pb2_grpc
 from accord.orchestrator.v1 import worker_service_pb2 as w
-from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.app import App
 from accord_executor.config import Settings
 from accord_executor.domain import results as r
+from accord_kit import events
 from accord_kit.auth import TENANT_METADATA
-from accord_kit.errors import Aborted
 from accord_kit.testing import channel
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 SettingsFor = Callable[..., Settings]
 WAIT = 10.0
+CAPACITY, PREFETCH = 4, 2
 
 
 def tenant_of(context: Ctx) -> str:
@@ -106,17 +108,12 @@ class FakeOrchestrator(worker_service_pb2_grpc.WorkerServiceServicer):
         if self.unavailable_reports > 0:
             self.unavailable_reports -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "orchestrator restarting")
-        stale = [
-            f"{c.lease.job_id}#{c.lease.attempt}"
-            for c in request.completions
-            if c.lease.job_id in self.stale
+        stale = [c.lease for c in request.completions if c.lease.job_id in self.stale]
+        self.completed += [
+            (tenant_of(context), c) for c in request.completions if c.lease not in stale
         ]
-        if stale:
-            error = Aborted("lease is no longer held", metadata={"stale_leases": ",".join(stale)})
-            await context.abort_with_status(rpc_status.to_status(error.to_status()))  # type: ignore[attr-defined]
-        self.completed += [(tenant_of(context), c) for c in request.completions]
         await self._record()
-        return w.CompleteTaskResponse()
+        return w.CompleteTaskResponse(stale_leases=stale)
 
     async def FailTask(  # noqa: N802 - the generated RPC name
         self, request: w.FailTaskRequest, context: Ctx
@@ -144,7 +141,7 @@ async def orchestrator() -> AsyncIterator[tuple[FakeOrchestrator, int]]:
 async def worker_app(
     orchestrator: tuple[FakeOrchestrator, int], executor_settings: SettingsFor
 ) -> AsyncIterator[App]:
-    app = App(executor_settings(orchestrator[1], lease_seconds=1.5))
+    app = App(executor_settings(orchestrator[1], lease_seconds=1.5, prefetch=PREFETCH))
     await app.start()
     yield app
     await app.stop()
@@ -177,7 +174,7 @@ async def test_completes_a_task_for_its_tenant(fake: FakeOrchestrator, site) -> 
     poll = fake.polls[0]
     assert poll.worker_id == "test-worker"
     assert list(poll.engines) == [js.ENGINE_HTTP]  # no browser here, so none is asked for
-    assert 1 <= poll.max_tasks <= 4
+    assert poll.max_tasks == CAPACITY + PREFETCH  # a free executor asks for a buffer too
     assert poll.lease_duration.ToMilliseconds() == 1500
     assert fake.failed == []
 
@@ -305,3 +302,57 @@ async def test_keeps_polling_until_the_orchestrator_comes_up(  # type: ignore[no
     finally:
         await app.stop()
         await server.stop(None)
+
+
+async def test_buffered_tasks_wait_for_a_slot_and_all_run(
+    fake: FakeOrchestrator, worker_app: App
+) -> None:
+    """More leased than slots: the rest wait in the local buffer, never beyond capacity."""
+    pause = js.Step(wait_for=js.WaitForStep(delay=duration_pb2.Duration(nanos=200_000_000)))
+    tasks = [fake.hand_out(js.JobSpec(engine=js.ENGINE_HTTP, steps=[pause])) for _ in range(6)]
+    http = worker_app.pools.get(js.ENGINE_HTTP)
+    assert http is not None
+    peak = 0
+
+    def done() -> bool:
+        nonlocal peak
+        peak = max(peak, http.in_flight)
+        return len(fake.completed) == len(tasks)
+
+    await eventually(done)
+    assert fake.completed_ids() == {t.lease.job_id for t in tasks}
+    assert 1 <= peak <= CAPACITY
+    assert worker_app.pools.buffered == 0
+
+
+async def test_a_cancelled_event_stops_the_run_at_once(  # type: ignore[no-untyped-def]
+    fake: FakeOrchestrator, worker_app: App, nats_url: str, site
+) -> None:
+    """The job.cancelled event stops a running job long before any heartbeat would."""
+    task = fake.hand_out(page(f"{site.url}/slow"))
+    await asyncio.wait_for(site.slow_started.wait(), WAIT)
+    http = worker_app.pools.get(js.ENGINE_HTTP)
+    assert http is not None
+    beats = len(fake.heartbeats)
+    nc = await nats.connect(nats_url)
+    try:
+        change = job_pb2.JobStateChange(
+            attempt=task.lease.attempt, state=job_pb2.JOB_STATE_CANCELLED
+        )
+        await nc.publish(
+            "accord.orchestrator.v1.job.cancelled",
+            events.envelope(
+                producer="orchestrator",
+                aggregate="job",
+                event="cancelled",
+                aggregate_id=task.lease.job_id,
+                tenant_id="acme",
+                payload=job_events_pb2.JobStateChanged(job_id=task.lease.job_id, change=change),
+            ).SerializeToString(),
+        )
+        await eventually(lambda: http.in_flight == 0, timeout=1.0)
+    finally:
+        await nc.close()
+    assert len(fake.heartbeats) == beats  # no heartbeat told it: the event did
+    assert fake.completed == []
+    assert fake.failed == []

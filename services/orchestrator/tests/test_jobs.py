@@ -172,10 +172,27 @@ async def test_lease_complete_and_fencing(stack) -> None:  # type: ignore[no-unt
     finished = await wait_state(stack, job.job_id, job_pb2.JOB_STATE_SUCCEEDED)
     assert finished.result.outputs["title"] == "Example"
     assert [a.outcome for a in finished.attempts] == [job_pb2.ATTEMPT_OUTCOME_SUCCEEDED]
-    with pytest.raises(grpc.aio.AioRpcError) as err:  # never completed twice
-        await stack.worker.CompleteTask(done)
-    assert err.value.code() == grpc.StatusCode.ABORTED
-    assert job.job_id in status_details(err.value)[1]["stale_leases"]
+    again = await stack.worker.CompleteTask(done)  # never completed twice
+    assert list(again.stale_leases) == [task.lease]
+    assert (await wait_state(stack, job.job_id, job_pb2.JOB_STATE_SUCCEEDED)).version == 3
+
+
+async def test_a_stale_lease_in_a_batch_is_refused_alone(stack) -> None:  # type: ignore[no-untyped-def]
+    jobs = [(await create(stack)).job for _ in range(3)]
+    first = await poll(stack, n=1, lease_seconds=1)
+    await wait_state(stack, first[0].lease.job_id, job_pb2.JOB_STATE_QUEUED)  # lease expired
+    fresh = await poll(stack, n=3)
+    assert {t.lease.job_id for t in fresh} == {j.job_id for j in jobs}
+    stale = first[0].lease
+    batch = [wpb.TaskCompletion(lease=stale)] + [wpb.TaskCompletion(lease=t.lease) for t in fresh]
+    done = await stack.worker.CompleteTask(
+        wpb.CompleteTaskRequest(worker_id="w1", completions=batch)
+    )
+    assert list(done.stale_leases) == [stale]
+    for job in jobs:
+        finished = await wait_state(stack, job.job_id, job_pb2.JOB_STATE_SUCCEEDED)
+        assert finished.state == job_pb2.JOB_STATE_SUCCEEDED
+        assert finished.attempts[-1].outcome == job_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 
 
 async def test_priority_orders_leases(stack) -> None:  # type: ignore[no-untyped-def]
@@ -221,13 +238,16 @@ async def test_expired_lease_is_retried_and_old_attempt_fenced(stack) -> None:  
     await wait_state(stack, job.job_id, job_pb2.JOB_STATE_QUEUED)
     expired = (await stack.jobs.GetJob(pb.GetJobRequest(job_id=job.job_id), metadata=ACME)).job
     assert expired.attempts[0].outcome == job_pb2.ATTEMPT_OUTCOME_LEASE_EXPIRED
+    late = await stack.worker.CompleteTask(
+        wpb.CompleteTaskRequest(worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease)])
+    )
+    assert list(late.stale_leases) == [task.lease]
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stack.worker.CompleteTask(
-            wpb.CompleteTaskRequest(
-                worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease)]
-            )
+        await stack.worker.FailTask(
+            wpb.FailTaskRequest(worker_id="w1", lease=task.lease, error_code="X", retryable=True)
         )
     assert err.value.code() == grpc.StatusCode.ABORTED
+    assert task.lease.job_id in status_details(err.value)[1]["stale_leases"]
 
 
 async def test_cancel_reaches_running_lease(stack) -> None:  # type: ignore[no-untyped-def]

@@ -1,11 +1,13 @@
-"""Asking the policy service for a job's decision, as a service acting for a tenant.
+"""Asking the policy service for job decisions, as a service acting for a tenant.
 
-Used by the orchestrator before it stores a job and by the executor before it runs one
-directly. Fail closed: when policy cannot be reached the caller does nothing.
+Used by the orchestrator before it stores jobs and by the executor before it runs one
+directly. Fail closed: when policy cannot be reached the caller does nothing. Only a
+failure to reach it is retryable; any other refusal is the caller's own fault and says so.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import grpc
@@ -14,8 +16,11 @@ from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_service_pb2, policy_service_pb2_grpc
 from accord_kit.auth import acting_for
 from accord_kit.config import ServiceSettings
-from accord_kit.errors import Unavailable
+from accord_kit.errors import AccordError, Unavailable
 from accord_kit.transport import open_channel
+
+# Failures of the hop, not of the request: nothing was decided, so trying again is safe.
+TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class PolicyClient:
@@ -28,22 +33,39 @@ class PolicyClient:
         self, tenant: str, spec: job_spec_pb2.JobSpec, job_id: str
     ) -> decision_pb2.PolicyDecision:
         """The binding decision for a job; UNAVAILABLE (nothing stored) when policy is down."""
+        return (await self.evaluate_many(tenant, [(spec, job_id)]))[0]
+
+    async def evaluate_many(
+        self, tenant: str, jobs: Sequence[tuple[job_spec_pb2.JobSpec, str]]
+    ) -> list[decision_pb2.PolicyDecision]:
+        """Binding decisions for up to 1000 jobs of one tenant, in one round trip."""
+        request = policy_service_pb2.EvaluateJobsRequest(
+            jobs=[
+                policy_service_pb2.EvaluateJobsRequest.Item(spec=spec, job_id=job_id)
+                for spec, job_id in jobs
+            ]
+        )
         try:
-            response = await self._stub.EvaluateJob(
-                policy_service_pb2.EvaluateJobRequest(spec=spec, job_id=job_id),
+            response = await self._stub.EvaluateJobs(
+                request,
                 metadata=acting_for(tenant),
                 timeout=self._timeout,
                 # Ride out a reconnect after a policy restart instead of failing at once.
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
-            raise Unavailable(
-                f"policy service unavailable ({exc.code().name}); nothing was stored or run, "
-                "so the call can be retried as it is",
-                retry_after=timedelta(seconds=1),
-                metadata={"dependency": "policy"},
+            if exc.code() in TRANSIENT:
+                raise Unavailable(
+                    f"policy service unavailable ({exc.code().name}); nothing was stored or "
+                    "run, so the call can be retried as it is",
+                    retry_after=timedelta(seconds=1),
+                    metadata={"dependency": "policy"},
+                ) from exc
+            raise AccordError(
+                f"the policy service refused the evaluation ({exc.code().name})",
+                metadata={"dependency": "policy", "code": exc.code().name},
             ) from exc
-        return response.decision
+        return list(response.decisions)
 
     async def close(self) -> None:
         await self._channel.close(grace=None)

@@ -66,6 +66,7 @@ class App:
         self.server.check("orchestrator", orchestrator_check(self._channel))
         await self.server.use_nats(self._nc)
         await self.server.start()
+        await self.worker.follow_cancellations(self._nc)
         self.worker.start()
 
     async def stop(self) -> None:

@@ -31,6 +31,9 @@ class Settings(ServiceSettings):
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
     # Jobs run at once per engine pool, and the HTTP connection pool's size.
     concurrency: int = Field(default=16, ge=1, le=1000)
+    # Leased tasks kept waiting for a slot beyond the engines' capacity, so a slot that
+    # frees is refilled at once instead of after the next poll. 0 turns the buffer off.
+    prefetch: int = Field(default=16, ge=0, le=1000)
     # Longest PollTasks long poll, in seconds (WorkerService caps it at 60).
     poll_wait_seconds: float = Field(default=10.0, ge=0, le=60)
     # Lease length asked for; heartbeats extend held leases every third of it.

@@ -34,6 +34,8 @@ class Pools:
         self.draining = False
         self._pools = {p.engine: p for p in pools}
         self._freed = asyncio.Event()
+        # Leased tasks waiting here for a slot: the local buffer that keeps slots busy.
+        self.buffered = 0
 
     def get(self, engine: Engine) -> Pool | None:
         return self._pools.get(engine)
@@ -62,12 +64,29 @@ class Pools:
         finally:
             self.release(engine)
 
-    async def wait_free(self, engines: list[Engine]) -> int:
-        """Wait until the given pools have room; returns how many jobs fit."""
-        while (free := self.free(engines)) <= 0:
+    async def wait_room(self, engines: list[Engine], buffer: int) -> int:
+        """Wait until the given pools, with a local buffer of `buffer` leased tasks waiting
+        for a slot, have room for more; returns how many more tasks fit."""
+        while (room := self.free(engines) + buffer - self.buffered) <= 0:
             self._freed.clear()
             await self._freed.wait()
-        return free
+        return room
+
+    async def take(self, engine: Engine) -> bool:
+        """Wait for a free slot in the engine's pool, then count the job in. False when the
+        executor started draining first: the job must not start."""
+        while self._pools[engine].free <= 0 and not self.draining:
+            self._freed.clear()
+            await self._freed.wait()
+        if self.draining:
+            return False
+        self.acquire(engine)
+        return True
+
+    def drain(self) -> None:
+        """Start no more jobs; wake the buffered ones so they can give their leases back."""
+        self.draining = True
+        self._freed.set()
 
     def status(self) -> pb.GetExecutorStatusResponse:
         return pb.GetExecutorStatusResponse(

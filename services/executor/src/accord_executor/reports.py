@@ -1,7 +1,8 @@
 """Reporting outcomes to WorkerService: batched completions, failures, retries.
 
-Reports are fenced by attempt at the orchestrator: one refused ABORTED means the lease went
-stale (expired and re-leased, or cancelled) and the work is dropped. UNAVAILABLE is retried
+Reports are fenced by attempt at the orchestrator: a completion it lists as stale, or a
+failure it refuses ABORTED, means the lease went stale (expired and re-leased, or
+cancelled) and the work is dropped. UNAVAILABLE is retried
 with a bounded backoff. Each call carries the tenant it is made for as `accord-tenant`.
 """
 
@@ -15,8 +16,6 @@ from typing import TypeVar
 
 import grpc
 import structlog
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from accord.common.v1 import job_result_pb2
 from accord.orchestrator.v1 import worker_service_pb2 as w
@@ -130,40 +129,24 @@ class Reporter:
         return batch
 
     async def _send_completions(self, tenant: str, items: list[_Completion]) -> None:
-        pending = items
-        while pending:
-            request = w.CompleteTaskRequest(
-                worker_id=self._worker_id, completions=[p.completion for p in pending]
-            )
-            call = partial(
-                self._stub.CompleteTask,
-                request,
-                metadata=acting_for(tenant),
-                timeout=RPC_TIMEOUT_SECONDS,
-            )
-            try:
-                await self._call(call)
-                return
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.ABORTED:
-                    log.error("worker.complete_not_reported", error=describe(exc))
-                    return
-                pending = await self._without_stale(tenant, pending, exc)
-
-    async def _without_stale(
-        self, tenant: str, pending: list[_Completion], exc: grpc.aio.AioRpcError
-    ) -> list[_Completion]:
-        """The batch less the leases the orchestrator named stale; they are dropped."""
-        stale = stale_leases(exc)
-        log.warning("worker.stale_leases", leases=sorted(stale) or "unnamed")
-        if not stale:
-            if len(pending) > 1:
-                # The refusal did not say which: report one by one so the live ones land.
-                for item in pending:
-                    await self._send_completions(tenant, [item])
-            return []
-        # Dropped ones are settled by the report loop with the rest of their batch.
-        return [p for p in pending if _lease_text(p.completion.lease) not in stale]
+        """One CompleteTask for the batch; each stale lease is refused alone, and dropped."""
+        request = w.CompleteTaskRequest(
+            worker_id=self._worker_id, completions=[p.completion for p in items]
+        )
+        call = partial(
+            self._stub.CompleteTask,
+            request,
+            metadata=acting_for(tenant),
+            timeout=RPC_TIMEOUT_SECONDS,
+        )
+        try:
+            response = await self._call(call)
+        except grpc.aio.AioRpcError as exc:
+            log.error("worker.complete_not_reported", error=describe(exc))
+            return
+        if response.stale_leases:
+            stale = sorted(_lease_text(x) for x in response.stale_leases)
+            log.warning("worker.stale_leases", leases=stale)
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while the orchestrator is unreachable; other errors go to the caller."""
@@ -177,20 +160,6 @@ class Reporter:
                 delay = backoff.next()
                 log.warning("worker.report_retry", error=describe(exc), retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
-
-
-def stale_leases(exc: grpc.aio.AioRpcError) -> set[str]:
-    """`job_id#attempt` of each lease an ABORTED report named in its ErrorInfo."""
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    if status is None:
-        return set()
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            named = info.metadata.get("stale_leases", "")
-            return {s for s in named.split(",") if s}
-    return set()
 
 
 def _lease_text(lease: w.LeaseRef) -> str:

@@ -1,7 +1,9 @@
 """The work loop: lease tasks from WorkerService, run them, keep leases alive, report.
 
-Leases are polled only for engines this executor can run, up to its free capacity, and
-extended by heartbeats every third of the lease; cancelled or lost leases stop at once.
+Leases are polled only for engines this executor can run, up to its free capacity plus a
+small local buffer, and extended by heartbeats every third of the lease. A cancelled job
+stops as soon as its `job.cancelled` event arrives over NATS; heartbeats catch whatever
+that misses, and lost leases stop at once.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from dataclasses import dataclass
 import grpc
 import structlog
 from google.protobuf import duration_pb2
+from google.protobuf.message import DecodeError
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 
 from accord.common.v1 import job_result_pb2
+from accord.events.v1 import envelope_pb2, job_events_pb2
 from accord.orchestrator.v1 import worker_service_pb2 as w
 from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.config import Settings
@@ -36,6 +43,7 @@ TASKS = Counter("accord_executor_tasks_total", "Leased tasks by how they ended",
 LeaseKey = tuple[str, int]
 
 MAX_HEARTBEAT_LEASES = 1000
+CANCELLED_SUBJECT = "accord.orchestrator.v1.job.cancelled"
 # Running tasks that outlive the drain window get this long to report EXECUTOR_SHUTDOWN.
 SHUTDOWN_REPORT_SECONDS = 5.0
 # Reconnect quickly after an orchestrator restart; gRPC's default backoff reaches 2 min.
@@ -99,6 +107,7 @@ class Worker:
         self._lease = duration_pb2.Duration()
         self._lease.FromMilliseconds(int(settings.lease_seconds * 1000))
         self._loops: list[asyncio.Task[None]] = []
+        self._cancellations: Subscription | None = None
 
     @property
     def engines(self) -> list[Engine]:
@@ -114,7 +123,7 @@ class Worker:
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop polling; let running tasks finish and report within the drain window."""
-        self._pools.draining = True
+        self._pools.drain()
         if not self._loops:
             return
         await _cancel(self._loops[0])  # an in-flight poll's leases expire and are re-leased
@@ -129,6 +138,9 @@ class Worker:
             await _cancel(job)
         for loop in self._loops[1:]:
             await _cancel(loop)
+        if self._cancellations is not None:
+            with contextlib.suppress(Exception):
+                await self._cancellations.unsubscribe()
         log.info("worker.stopped", unreported=len(self._held))
 
     async def _poll_loop(self) -> None:
@@ -140,10 +152,10 @@ class Worker:
         wait.FromMilliseconds(int(self._settings.poll_wait_seconds * 1000))
         backoff = Backoff()
         while True:
-            free = await self._pools.wait_free(engines)
+            room = await self._pools.wait_room(engines, self._settings.prefetch)
             request = w.PollTasksRequest(
                 worker_id=self._settings.worker_id,
-                max_tasks=min(free, 1000),
+                max_tasks=min(room, 1000),
                 engines=engines,
                 wait=wait,
                 lease_duration=self._lease,
@@ -165,10 +177,9 @@ class Worker:
     def _spawn(self, task: w.Task) -> None:
         held = _Held(task)
         self._held[key(task.lease)] = held
-        engine = task.spec.engine
-        counted = self._pools.get(engine) is not None
+        counted = self._pools.get(task.spec.engine) is not None
         if counted:
-            self._pools.acquire(engine)
+            self._pools.buffered += 1  # synchronous, so the next poll already sees it
         job = asyncio.create_task(self._execute(held, counted), name=f"job-{task.lease.job_id}")
         self._jobs.add(job)
         job.add_done_callback(self._jobs.discard)
@@ -176,8 +187,14 @@ class Worker:
     async def _execute(self, held: _Held, counted: bool) -> None:
         lease = held.task.lease
         bound = log.bind(job_id=lease.job_id, attempt=lease.attempt, tenant=held.tenant)
+        started = False
         try:
-            outcome = await self._run(held)
+            if counted:
+                try:
+                    started = await self._pools.take(held.task.spec.engine)
+                finally:
+                    self._pools.buffered -= 1
+            outcome = await self._run(held) if started or not counted else _not_started()
             TASKS.labels(_ended(outcome)).inc()
             if outcome is None:
                 bound.info("worker.task_dropped")
@@ -189,11 +206,13 @@ class Worker:
             bound.exception("worker.task_crashed")
         finally:
             self._held.pop(key(lease), None)
-            if counted:
+            if started:
                 self._pools.release(held.task.spec.engine)
 
     async def _run(self, held: _Held) -> Outcome | None:
         """The engine's outcome; None when the lease was cancelled or lost meanwhile."""
+        if held.dropped:  # cancelled while it waited in the buffer
+            return None
         engine = self._engines.get(held.task.spec.engine)
         if engine is None:
             failure = r.Failure(r.ENGINE_UNAVAILABLE, "this executor cannot run the job's engine")
@@ -236,6 +255,22 @@ class Worker:
         for lease in response.lost:
             self._drop(lease, "lost")
 
+    async def follow_cancellations(self, nc: Client) -> None:
+        """Stop a cancelled job's run the moment the orchestrator publishes it."""
+
+        async def on_cancelled(msg: Msg) -> None:
+            try:
+                envelope = envelope_pb2.EventEnvelope.FromString(msg.data)
+                changed = job_events_pb2.JobStateChanged()
+                envelope.payload.Unpack(changed)
+            except (DecodeError, ValueError):
+                log.warning("worker.bad_cancel_event", subject=msg.subject)
+                return
+            lease = w.LeaseRef(job_id=changed.job_id, attempt=changed.change.attempt)
+            self._drop(lease, "cancelled")
+
+        self._cancellations = await nc.subscribe(CANCELLED_SUBJECT, cb=on_cancelled)
+
     def _drop(self, lease: w.LeaseRef, why: str) -> None:
         held = self._held.get(key(lease))
         if held is None or held.dropped:
@@ -244,6 +279,11 @@ class Worker:
         held.dropped = True
         if held.run is not None:
             held.run.cancel()
+
+
+def _not_started() -> Outcome:
+    failure = r.Failure(r.EXECUTOR_SHUTDOWN, "the executor shut down before the job started")
+    return Outcome(job_result_pb2.JobResult(), failure)
 
 
 def _ended(outcome: Outcome | None) -> str:

@@ -11,6 +11,7 @@ from accord.orchestrator.v1 import job_service_pb2 as jobs
 from accord.orchestrator.v1 import job_service_pb2_grpc, worker_service_pb2_grpc
 from accord.orchestrator.v1 import worker_service_pb2 as work
 from accord_kit import caller
+from accord_orchestrator.domain.jobs import Lease
 from accord_orchestrator.queue import QueueUseCases
 from accord_orchestrator.service import JobUseCases
 
@@ -80,12 +81,11 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
         caller.require_service()  # the queue spans tenants
         cancelled, lost, deadline = await self._queue.heartbeat(
             request.worker_id,
-            [(x.job_id, x.attempt) for x in request.leases],
+            [_lease(x) for x in request.leases],
             request.lease_duration.ToTimedelta(),
         )
         response = work.HeartbeatResponse(
-            cancelled=[work.LeaseRef(job_id=j, attempt=a) for j, a in cancelled],
-            lost=[work.LeaseRef(job_id=j, attempt=a) for j, a in lost],
+            cancelled=[_ref(x) for x in cancelled], lost=[_ref(x) for x in lost]
         )
         response.lease_deadline_time.FromDatetime(deadline)
         return response
@@ -94,17 +94,16 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
         self, request: work.CompleteTaskRequest, context: Ctx
     ) -> work.CompleteTaskResponse:
         caller.require_service()  # the queue spans tenants
-        await self._queue.complete(
-            request.worker_id,
-            [((c.lease.job_id, c.lease.attempt), c.result) for c in request.completions],
+        stale = await self._queue.complete(
+            request.worker_id, [(_lease(c.lease), c.result) for c in request.completions]
         )
-        return work.CompleteTaskResponse()
+        return work.CompleteTaskResponse(stale_leases=[_ref(x) for x in stale])
 
     async def FailTask(self, request: work.FailTaskRequest, context: Ctx) -> work.FailTaskResponse:
         caller.require_service()  # the queue spans tenants
         state, retry_time = await self._queue.fail(
             request.worker_id,
-            (request.lease.job_id, request.lease.attempt),
+            _lease(request.lease),
             request.error_code,
             request.error_message,
             request.retryable,
@@ -114,3 +113,11 @@ class WorkerApi(worker_service_pb2_grpc.WorkerServiceServicer):
         if retry_time is not None:
             response.retry_time.FromDatetime(retry_time)
         return response
+
+
+def _lease(ref: work.LeaseRef) -> Lease:
+    return Lease(ref.job_id, ref.attempt)
+
+
+def _ref(lease: Lease) -> work.LeaseRef:
+    return work.LeaseRef(job_id=lease.job_id, attempt=lease.attempt)

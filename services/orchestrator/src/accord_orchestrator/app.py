@@ -73,14 +73,25 @@ class App:
         await self._backing.serve_with(self.server)
         self._relay = Relay(b.engine, tables.outbox, b.nc)
         self._relay.start()
-        self._reaper = asyncio.create_task(self.queue.run_reaper(s.reaper_interval), name="reaper")
+        self._housekeeping = [
+            asyncio.create_task(self.queue.run_every(s.reaper_interval, self.queue.reap)),
+        ]
+        if s.retention:
+
+            async def prune() -> int:
+                return await self.queue.prune(s.retention, s.prune_batch)
+
+            self._housekeeping.append(
+                asyncio.create_task(self.queue.run_every(s.prune_interval, prune))
+            )
         await self.server.start()
 
     async def stop(self) -> None:
         await self.server.stop()
-        self._reaper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reaper
+        for task in self._housekeeping:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._relay.stop()
         await self._policy.close()
         await self._backing.close()

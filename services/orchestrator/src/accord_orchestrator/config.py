@@ -1,5 +1,8 @@
 """Orchestrator settings, from ACCORD_ORCHESTRATOR_* (and the suite-wide ACCORD_* URLs)."""
 
+from datetime import timedelta
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from accord_kit.config import DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, ServiceSettings, shared
@@ -22,3 +25,10 @@ class Settings(ServiceSettings):
     reaper_interval: float = 1.0
     # Seconds between queue checks during a long poll (work created here wakes it at once).
     poll_interval: float = 0.1
+    # Finished jobs (and their attempts and history) are deleted this long after they
+    # finish; 0 keeps them forever. Default 7 days.
+    retention: timedelta = Field(default=timedelta(days=7), ge=timedelta(0))
+    # Seconds between retention passes, and jobs deleted per transaction (small, so a pass
+    # never holds up the queue).
+    prune_interval: float = Field(default=60.0, gt=0)
+    prune_batch: int = Field(default=500, ge=1, le=10000)

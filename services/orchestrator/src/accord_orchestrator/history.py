@@ -1,8 +1,8 @@
-"""Recording state changes: the `changes` rows WatchJob streams and the outbox events."""
+"""Recording state changes: the `changes` rows WatchJob streams and their outbox events."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,9 +15,11 @@ from accord_orchestrator import tables as t
 from accord_orchestrator.domain import jobs as rules
 
 PRODUCER = "orchestrator"
+# What an admission event carries besides the change: the decision and the request id.
+Admission = tuple[decision_pb2.PolicyDecision, str]
 
 
-def to_change(c: store.Change) -> job_pb2.JobStateChange:
+def to_change(c: rules.Change) -> job_pb2.JobStateChange:
     change = job_pb2.JobStateChange(
         version=c.version,
         previous_state=job_pb2.JobState.ValueType(c.previous_state),
@@ -31,27 +33,35 @@ def to_change(c: store.Change) -> job_pb2.JobStateChange:
 
 async def record(
     s: AsyncSession,
-    changes: Sequence[store.Change],
-    decision: decision_pb2.PolicyDecision | None = None,
-    request_id: str = "",
+    changes: Sequence[rules.Change],
+    admissions: Mapping[str, Admission] | None = None,
 ) -> None:
     """Write the changes and one event each, in the caller's transaction."""
     await store.insert_changes(s, changes)
-    envelopes = [
-        events.envelope(
-            producer=PRODUCER,
-            aggregate="job",
-            event=rules.event_name(c.state),
-            aggregate_id=c.job_id,
-            tenant_id=c.tenant_id,
-            event_time=c.time,
-            payload=job_events_pb2.JobStateChanged(
-                job_id=c.job_id,
-                change=to_change(c),
-                decision=decision,
-                request_id=request_id,
-            ),
+    admitted = admissions or {}
+    envelopes = []
+    for c in changes:
+        decision, request_id = admitted.get(c.job_id, (None, ""))
+        envelopes.append(
+            events.envelope(
+                producer=PRODUCER,
+                aggregate="job",
+                event=rules.event_name(c.state),
+                aggregate_id=c.job_id,
+                tenant_id=c.tenant_id,
+                event_time=c.time,
+                payload=job_events_pb2.JobStateChanged(
+                    job_id=c.job_id,
+                    change=to_change(c),
+                    decision=decision,
+                    request_id=request_id,
+                ),
+            )
         )
-        for c in changes
-    ]
     await outbox.enqueue(s, t.outbox, *envelopes)
+
+
+async def commit(s: AsyncSession, transitions: Sequence[rules.Transition]) -> None:
+    """Apply the transitions and record their changes: one transaction, whatever its size."""
+    await store.apply(s, transitions)
+    await record(s, [tr.change for tr in transitions])

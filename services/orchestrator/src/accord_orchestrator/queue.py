@@ -1,21 +1,23 @@
-"""The executors' side of the queue: leasing, heartbeats, fenced reports, lease expiry.
+"""The executors' side of the queue: leasing, heartbeats, fenced reports, lease expiry, and
+retention of finished jobs.
 
-Every lease is one attempt of one job; reports carry the attempt number and a report for
-an attempt that is no longer current is refused (ABORTED), so a job never completes twice.
+Every lease is one attempt of one job; a report for an attempt that is no longer current is
+refused, so a job never completes twice. Each step takes a whole batch in one transaction:
+the domain decides every transition, the store writes them with set-based SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
-from accord.orchestrator.v1 import job_pb2, worker_service_pb2
+from accord.orchestrator.v1 import worker_service_pb2
 from accord_kit.errors import Aborted
 from accord_orchestrator import history, store
 from accord_orchestrator.domain import jobs as rules
@@ -23,7 +25,9 @@ from accord_orchestrator.domain import jobs as rules
 log = structlog.get_logger("accord.queue")
 DEFAULT_LEASE = timedelta(seconds=30)
 ALL_ENGINES: list[int] = [job_spec_pb2.ENGINE_HTTP, job_spec_pb2.ENGINE_BROWSER]
-Lease = tuple[str, int]
+# Specs in one PollTasks response: half the 16 MiB message limit, twice the largest spec.
+MAX_LEASE_BYTES = 8 * 1024 * 1024
+REAP_BATCH = 500
 
 
 class QueueUseCases:
@@ -44,236 +48,165 @@ class QueueUseCases:
         deadline = asyncio.get_running_loop().time() + wait.total_seconds()
         while True:
             self._work.clear()
-            wanted = list(engines) or ALL_ENGINES
-            tasks = await self._lease(worker, limit, wanted, lease or DEFAULT_LEASE)
+            tasks = await self._lease_undelivered_or_return(
+                worker, limit, list(engines) or ALL_ENGINES, lease or DEFAULT_LEASE
+            )
             remaining = deadline - asyncio.get_running_loop().time()
             if tasks or remaining <= 0:
                 return tasks
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._work.wait(), min(remaining, self._poll_interval))
 
+    async def _lease_undelivered_or_return(
+        self, worker: str, limit: int, engines: list[int], length: timedelta
+    ) -> list[worker_service_pb2.Task]:
+        """Lease a batch; if the call is cancelled meanwhile, the leases go back at once.
+
+        The transaction is shielded so a cancellation cannot leave its outcome unknown.
+        """
+        leasing = asyncio.ensure_future(self._lease(worker, limit, engines, length))
+        try:
+            return await asyncio.shield(leasing)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                tasks = await leasing
+                if tasks:
+                    await asyncio.shield(self._release(worker, tasks))
+            raise
+
     async def _lease(
         self, worker: str, limit: int, engines: list[int], length: timedelta
     ) -> list[worker_service_pb2.Task]:
         now = store.utcnow()
         async with self._sessions.begin() as s:
-            rows = await store.lease(s, worker, limit, engines, now + length, now)
-            if not rows:
+            offered = await store.candidates(s, engines, now, limit)
+            if not offered:
                 return []
-            await store.insert_attempts(
-                s,
-                [
-                    {
-                        "job_id": r.job_id,
-                        "number": r.attempt,
-                        "worker_id": worker,
-                        "start_time": now,
-                        "outcome": job_pb2.ATTEMPT_OUTCOME_UNSPECIFIED,
-                        "error_code": "",
-                        "error_message": "",
-                    }
-                    for r in rows
-                ],
-            )
-            await history.record(
-                s,
-                [
-                    store.Change(
-                        r.job_id,
-                        r.tenant_id,
-                        r.version,
-                        rules.QUEUED,
-                        rules.RUNNING,
-                        r.attempt,
-                        f"leased by {worker}",
-                        now,
-                    )
-                    for r in rows
-                ],
-            )
-        return [_task(r) for r in rows]
+            keys = {(c.job.tenant_id, c.job.concurrency_key) for c in offered}
+            running = await store.running_per_key(s, {k for k in keys if k[1]})
+            chosen = rules.choose(offered, running, limit, MAX_LEASE_BYTES)
+            transitions = [rules.lease(job, worker, now + length, now) for job in chosen]
+            await history.commit(s, transitions)
+            specs = await store.specs(s, [job.job_id for job in chosen])
+        return [_task(tr.job, specs[tr.job.job_id]) for tr in transitions]
+
+    async def _release(self, worker: str, tasks: list[worker_service_pb2.Task]) -> None:
+        now = store.utcnow()
+        leases = [rules.Lease(x.lease.job_id, x.lease.attempt) for x in tasks]
+        async with self._sessions.begin() as s:
+            jobs = await store.lock(s, [x.job_id for x in leases])
+            back = [
+                rules.release(jobs[x.job_id], now)
+                for x in leases
+                if rules.holds(jobs.get(x.job_id), worker, x)
+            ]
+            await history.commit(s, back)
+        log.info("queue.leases_returned", worker=worker, count=len(back))
+        self.notify()
 
     async def heartbeat(
-        self, worker: str, leases: list[Lease], length: timedelta
-    ) -> tuple[list[Lease], list[Lease], datetime]:
+        self, worker: str, leases: list[rules.Lease], length: timedelta
+    ) -> tuple[list[rules.Lease], list[rules.Lease], datetime]:
         deadline = store.utcnow() + (length or DEFAULT_LEASE)
         async with self._sessions.begin() as s:
-            extended = await store.extend_leases(s, worker, leases, deadline)
-            cancelled = await store.cancelled_leases(s, [x for x in leases if x not in extended])
+            extended, cancelled = await store.held_leases(s, worker, leases, deadline)
         lost = [x for x in leases if x not in extended and x not in cancelled]
-        return sorted(cancelled), lost, deadline
+        return sorted(cancelled, key=_order), lost, deadline
 
     async def complete(
-        self, worker: str, completions: list[tuple[Lease, job_result_pb2.JobResult]]
-    ) -> None:
+        self, worker: str, completions: list[tuple[rules.Lease, job_result_pb2.JobResult]]
+    ) -> list[rules.Lease]:
+        """Apply every completion whose lease is still held; returns the stale ones."""
+        now = store.utcnow()
         async with self._sessions.begin() as s:
-            rows = await store.lock_jobs(s, [lease[0] for lease, _ in completions])
-            _fence(worker, rows, [lease for lease, _ in completions])
-            now = store.utcnow()
-            changes = []
-            for (job_id, attempt), result in completions:
-                row = rows[job_id]
-                await store.finish_attempt(
-                    s, job_id, attempt, job_pb2.ATTEMPT_OUTCOME_SUCCEEDED, now
-                )
-                await store.set_state(
-                    s,
-                    job_id,
-                    row.version + 1,
-                    state=rules.SUCCEEDED,
-                    result=result.SerializeToString(),
-                    lease_worker=None,
-                    lease_deadline=None,
-                    update_time=now,
-                    finish_time=now,
-                )
-                changes.append(
-                    store.Change(
-                        job_id,
-                        row.tenant_id,
-                        row.version + 1,
-                        rules.RUNNING,
-                        rules.SUCCEEDED,
-                        attempt,
-                        "",
-                        now,
-                    )
-                )
-            await history.record(s, changes)
+            jobs = await store.lock(s, [lease.job_id for lease, _ in completions])
+            done, stale = [], []
+            for lease, result in completions:
+                job = jobs.get(lease.job_id)
+                if job is None or not rules.holds(job, worker, lease):
+                    stale.append(lease)
+                    continue
+                transition = rules.complete(job, now, result.SerializeToString())
+                jobs[lease.job_id] = transition.job  # a lease repeated in the batch is stale
+                done.append(transition)
+            await history.commit(s, done)
+        return stale
 
     async def fail(
         self,
         worker: str,
-        lease: Lease,
+        lease: rules.Lease,
         code: str,
         message: str,
         retryable: bool,
         partial: job_result_pb2.JobResult,
     ) -> tuple[int, datetime | None]:
+        now = store.utcnow()
         async with self._sessions.begin() as s:
-            rows = await store.lock_jobs(s, [lease[0]])
-            _fence(worker, rows, [lease])
-            now = store.utcnow()
-            await store.finish_attempt(
-                s, lease[0], lease[1], job_pb2.ATTEMPT_OUTCOME_FAILED, now, code, message
-            )
-            return await _after_failure(
-                s,
-                rows[lease[0]],
-                retryable,
-                f"{code}: {message}",
+            job = (await store.lock(s, [lease.job_id])).get(lease.job_id)
+            if not rules.holds(job, worker, lease):
+                raise Aborted(
+                    "lease is no longer held; drop the work",
+                    metadata={"stale_leases": f"{lease.job_id}#{lease.attempt}"},
+                )
+            assert job is not None
+            spec = (await store.specs(s, [lease.job_id]))[lease.job_id]
+            transition = rules.fail(
+                job,
                 now,
+                code,
+                message,
+                retryable=retryable,
+                policy=spec.retry_policy,
                 result=partial.SerializeToString(),
             )
+            await history.commit(s, [transition])
+        after = transition.job
+        return after.state, after.due_time if after.state == rules.FAILED else None
 
-    async def reap(self, limit: int = 500) -> int:
+    async def reap(self, limit: int = REAP_BATCH) -> int:
         """Fail attempts whose lease expired and queue retries that fell due; returns count."""
         now = store.utcnow()
         async with self._sessions.begin() as s:
-            expired = await store.expired(s, now, limit)
-            for row in expired:
-                await store.finish_attempt(
-                    s,
-                    row.job_id,
-                    row.attempt,
-                    job_pb2.ATTEMPT_OUTCOME_LEASE_EXPIRED,
-                    now,
-                    "LEASE_EXPIRED",
-                    "no heartbeat before the deadline",
-                )
-                await _after_failure(s, row, True, "LEASE_EXPIRED: executor lost", now)
-            due = await store.due_retries(s, now, limit)
-            for row in due:
-                await store.set_state(
-                    s, row.job_id, row.version + 1, state=rules.QUEUED, update_time=now
-                )
-            await history.record(
-                s,
-                [
-                    store.Change(
-                        r.job_id,
-                        r.tenant_id,
-                        r.version + 1,
-                        rules.FAILED,
-                        rules.QUEUED,
-                        r.attempt,
-                        "retry due",
-                        now,
-                    )
-                    for r in due
-                ],
-            )
+            lost = await store.expired(s, now, limit)
+            specs = await store.specs(s, [job.job_id for job in lost])
+            expired = [rules.expire(job, now, specs[job.job_id].retry_policy) for job in lost]
+            due = [rules.requeue(job, now) for job in await store.due_retries(s, now, limit)]
+            await history.commit(s, expired + due)
         if due:
             self.notify()
         return len(expired) + len(due)
 
-    async def run_reaper(self, interval: float) -> None:
+    async def prune(self, retention: timedelta, batch: int) -> int:
+        """Delete jobs finished longer than `retention` ago, a small batch per transaction."""
+        total = 0
+        while True:
+            async with self._sessions.begin() as s:
+                gone = await store.prune(s, store.utcnow() - retention, batch)
+            total += gone
+            if gone < batch:
+                return total
+
+    async def run_every(self, interval: float, step: Callable[[], Awaitable[int]]) -> None:
+        """Run a housekeeping step forever; a failed pass is logged and tried again."""
         while True:
             try:
-                await self.reap()
+                await step()
             except Exception as exc:
-                log.warning("queue.reap_failed", error=repr(exc))
+                log.warning("queue.housekeeping_failed", step=step.__name__, error=repr(exc))
             await asyncio.sleep(interval)
 
 
-async def _after_failure(
-    s: AsyncSession, row: Any, retryable: bool, message: str, now: datetime, **values: Any
-) -> tuple[int, datetime | None]:
-    spec = job_spec_pb2.JobSpec.FromString(row.spec)
-    retry = retryable and row.attempt < row.attempt_limit
-    state = rules.FAILED if retry else rules.DEAD_LETTER
-    due = now + rules.backoff(spec, row.attempt) if retry else None
-    await store.set_state(
-        s,
-        row.job_id,
-        row.version + 1,
-        state=state,
-        status_message=message,
-        lease_worker=None,
-        lease_deadline=None,
-        update_time=now,
-        due_time=due or row.due_time,
-        finish_time=None if retry else now,
-        **values,
-    )
-    await history.record(
-        s,
-        [
-            store.Change(
-                row.job_id,
-                row.tenant_id,
-                row.version + 1,
-                rules.RUNNING,
-                state,
-                row.attempt,
-                message,
-                now,
-            )
-        ],
-    )
-    return state, due
+def _order(lease: rules.Lease) -> tuple[str, int]:
+    return (lease.job_id, lease.attempt)
 
 
-def _fence(worker: str, rows: dict[str, Any], leases: list[Lease]) -> None:
-    stale = [
-        f"{job_id}#{attempt}"
-        for job_id, attempt in leases
-        if job_id not in rows
-        or rows[job_id].state != rules.RUNNING
-        or rows[job_id].attempt != attempt
-        or rows[job_id].lease_worker != worker
-    ]
-    if stale:
-        raise Aborted(
-            "lease is no longer held; drop the work", metadata={"stale_leases": ",".join(stale)}
-        )
-
-
-def _task(row: Any) -> worker_service_pb2.Task:
+def _task(job: rules.Job, spec: job_spec_pb2.JobSpec) -> worker_service_pb2.Task:
     task = worker_service_pb2.Task(
-        lease=worker_service_pb2.LeaseRef(job_id=row.job_id, attempt=row.attempt),
-        tenant_id=row.tenant_id,
-        spec=job_spec_pb2.JobSpec.FromString(row.spec),
+        lease=worker_service_pb2.LeaseRef(job_id=job.job_id, attempt=job.attempt),
+        tenant_id=job.tenant_id,
+        spec=spec,
     )
-    task.lease_deadline_time.FromDatetime(row.lease_deadline)
+    assert job.lease_deadline is not None
+    task.lease_deadline_time.FromDatetime(job.lease_deadline)
     return task

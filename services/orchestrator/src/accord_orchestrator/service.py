@@ -6,7 +6,8 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -15,14 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
 from accord_kit import pages
-from accord_kit.errors import AlreadyExists, FailedPrecondition, NotFound
+from accord_kit.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
 from accord_orchestrator.domain import jobs as rules
 
 Sessions = async_sessionmaker[AsyncSession]
-# Policy decisions in flight at once for one batch.
-POLICY_CONCURRENCY = 32
+# Every hop carries 16 MiB messages: a spec of 4 MiB fits a lease batch, a batch of 8 MiB
+# of specs fits the response that echoes it.
+MAX_SPEC_BYTES = 4 * 1024 * 1024
+MAX_BATCH_BYTES = 8 * 1024 * 1024
 
 
 class JobUseCases:
@@ -55,43 +58,47 @@ class JobUseCases:
     async def _admit(
         self, tenant: str, items: list[tuple[str, job_spec_pb2.JobSpec]], beyond: str = ""
     ) -> tuple[list[job_pb2.Job], bool]:
-        """Decide every spec, then store every job in one transaction (or none)."""
-        digests = [_digest(spec) for _, spec in items]
+        """Decide every spec in one policy call, then store every job in one transaction."""
+        encoded = _encode(items)
+        digests = [hashlib.sha256(blob).hexdigest() for blob in encoded]
         earlier = await self._earlier(tenant, items, digests, beyond)
         if earlier is not None:
             return earlier, False
         job_ids = [str(uuid.uuid4()) for _ in items]
-        decisions = await self._decide(tenant, items, job_ids)
+        decisions = await self._policy.evaluate_many(
+            tenant, [(spec, job_id) for (_, spec), job_id in zip(items, job_ids, strict=True)]
+        )
+        now = store.utcnow()
+        admitted = [
+            _admission(tenant, job_id, spec, decision, now)
+            for (_, spec), job_id, decision in zip(items, job_ids, decisions, strict=True)
+        ]
+        rows = [
+            _row(tr.job, request_id, blob, digest, spec.engine, decision, now)
+            for tr, (request_id, spec), blob, digest, decision in zip(
+                admitted, items, encoded, digests, decisions, strict=True
+            )
+        ]
         try:
             async with self._sessions.begin() as s:
-                jobs = []
-                for (request_id, spec), digest, job_id, decision in zip(
-                    items, digests, job_ids, decisions, strict=True
-                ):
-                    row = await self._insert(s, tenant, request_id, spec, digest, job_id, decision)
-                    jobs.append(await store.load_job(s, row))
+                await store.insert_jobs(s, rows)
+                await history.record(
+                    s,
+                    [tr.change for tr in admitted],
+                    {
+                        tr.job.job_id: (decision, request_id)
+                        for tr, decision, (request_id, _) in zip(
+                            admitted, decisions, items, strict=True
+                        )
+                    },
+                )
         except IntegrityError:  # a concurrent call with the same request_id won
             earlier = await self._earlier(tenant, items, digests, beyond)
             assert earlier is not None
             return earlier, False
-        if any(job.state == rules.QUEUED for job in jobs):
+        if any(tr.job.state == rules.QUEUED for tr in admitted):
             self._on_queued()
-        return jobs, True
-
-    async def _decide(
-        self, tenant: str, items: list[tuple[str, job_spec_pb2.JobSpec]], job_ids: list[str]
-    ) -> list[decision_pb2.PolicyDecision]:
-        gate = asyncio.Semaphore(POLICY_CONCURRENCY)
-
-        async def one(spec: job_spec_pb2.JobSpec, job_id: str) -> decision_pb2.PolicyDecision:
-            async with gate:
-                return await self._policy.evaluate(tenant, spec, job_id)
-
-        return list(
-            await asyncio.gather(
-                *(one(spec, job_id) for (_, spec), job_id in zip(items, job_ids, strict=True))
-            )
-        )
+        return [store.to_job(SimpleNamespace(**row)) for row in rows], True
 
     async def _earlier(
         self,
@@ -115,55 +122,11 @@ class JobUseCases:
                     "request_id was already used with a different spec",
                     metadata={"job_id": next(iter(rows.values())).job_id},
                 )
-            return [await store.load_job(s, rows[r]) for r, _ in items]
-
-    async def _insert(
-        self,
-        s: AsyncSession,
-        tenant: str,
-        request_id: str,
-        spec: job_spec_pb2.JobSpec,
-        digest: str,
-        job_id: str,
-        decision: decision_pb2.PolicyDecision,
-    ) -> Any:
-        now = store.utcnow()
-        allowed = decision.outcome == decision_pb2.DECISION_OUTCOME_ALLOW
-        state = rules.QUEUED if allowed else rules.REJECTED
-        due = (
-            spec.not_before_time.ToDatetime(tzinfo=UTC) if spec.HasField("not_before_time") else now
-        )
-        message = "" if allowed else "; ".join(r.message for r in decision.reasons)
-        await store.insert_job(
-            s,
-            job_id=job_id,
-            tenant_id=tenant,
-            request_id=request_id,
-            spec=spec.SerializeToString(deterministic=True),
-            spec_hash=digest,
-            engine=spec.engine,
-            priority=spec.priority,
-            state=state,
-            due_time=max(due, now),
-            attempt=0,
-            attempt_limit=rules.max_attempts(spec),
-            decision=decision.SerializeToString(),
-            status_message=message,
-            schedule_id="",
-            version=1,
-            create_time=now,
-            update_time=now,
-            finish_time=None if allowed else now,
-        )
-        change = store.Change(
-            job_id, tenant, 1, job_pb2.JOB_STATE_UNSPECIFIED, state, 0, message, now
-        )
-        await history.record(s, [change], decision=decision, request_id=request_id)
-        return await store.get_row(s, tenant, job_id)
+            return await store.load_jobs(s, [rows[r] for r, _ in items])
 
     async def get(self, tenant: str, job_id: str) -> job_pb2.Job:
         async with self._sessions() as s:
-            return await store.load_job(s, await _existing(s, tenant, job_id))
+            return await _loaded(s, tenant, job_id)
 
     async def list_jobs(
         self, tenant: str, request: job_service_pb2.ListJobsRequest
@@ -189,82 +152,18 @@ class JobUseCases:
 
     async def cancel(self, tenant: str, job_id: str, reason: str) -> job_pb2.Job:
         async with self._sessions.begin() as s:
-            row = await _existing(s, tenant, job_id, lock=True)
-            if not rules.can_transition(row.state, rules.CANCELLED):
-                raise FailedPrecondition(
-                    f"job is {rules.state_name(row.state)} and cannot be cancelled",
-                    metadata={"state": rules.state_name(row.state)},
-                )
-            now = store.utcnow()
-            message = reason or "cancelled by client"
-            if row.state == rules.RUNNING:
-                await store.finish_attempt(
-                    s,
-                    job_id,
-                    row.attempt,
-                    job_pb2.ATTEMPT_OUTCOME_CANCELLED,
-                    now,
-                    "CANCELLED",
-                    message,
-                )
-            await store.set_state(
-                s,
-                job_id,
-                row.version + 1,
-                state=rules.CANCELLED,
-                status_message=message,
-                update_time=now,
-                finish_time=now,
-            )
-            change = store.Change(
-                job_id,
-                tenant,
-                row.version + 1,
-                row.state,
-                rules.CANCELLED,
-                row.attempt,
-                message,
-                now,
-            )
-            await history.record(s, [change])
-            return await store.load_job(s, await _existing(s, tenant, job_id))
+            job = await _locked(s, tenant, job_id)
+            await history.commit(s, [rules.cancel(job, store.utcnow(), reason)])
+            return await _loaded(s, tenant, job_id)
 
     async def retry(self, tenant: str, job_id: str) -> job_pb2.Job:
         async with self._sessions.begin() as s:
-            row = await _existing(s, tenant, job_id, lock=True)
-            if row.state not in (rules.FAILED, rules.DEAD_LETTER):
-                raise FailedPrecondition(
-                    f"only FAILED or DEAD_LETTER jobs can be retried; job is "
-                    f"{rules.state_name(row.state)}",
-                    metadata={"state": rules.state_name(row.state)},
-                )
-            now = store.utcnow()
-            limit = row.attempt + rules.max_attempts(job_spec_pb2.JobSpec.FromString(row.spec))
-            await store.set_state(
-                s,
-                job_id,
-                row.version + 1,
-                state=rules.QUEUED,
-                due_time=now,
-                attempt_limit=limit,
-                status_message="",
-                update_time=now,
-                finish_time=None,
-            )
-            change = store.Change(
-                job_id,
-                tenant,
-                row.version + 1,
-                row.state,
-                rules.QUEUED,
-                row.attempt,
-                "retried by client",
-                now,
-            )
-            await history.record(s, [change])
-            job = await store.load_job(s, await _existing(s, tenant, job_id))
+            job = await _locked(s, tenant, job_id)
+            spec = (await store.specs(s, [job_id]))[job_id]
+            await history.commit(s, [rules.retry(job, store.utcnow(), spec)])
+            found = await _loaded(s, tenant, job_id)
         self._on_queued()
-        return job
+        return found
 
     async def watch(
         self, tenant: str, job_id: str, after: int
@@ -272,39 +171,103 @@ class JobUseCases:
         """Changes after `after`, then follow until the job is terminal."""
         while True:
             async with self._sessions() as s:
-                row = await _existing(s, tenant, job_id)
-                rows = await store.changes_after(s, job_id, after)
-                job = await store.load_job(s, row) if rows else None
-            for c in rows:
-                change = history.to_change(
-                    store.Change(
-                        job_id,
-                        tenant,
-                        c.version,
-                        c.previous_state,
-                        c.state,
-                        c.attempt,
-                        c.message,
-                        c.change_time,
-                    )
-                )
-                assert job is not None
-                yield change, job
+                job = await _loaded(s, tenant, job_id)
+                changes = await store.changes_after(s, job_id, after)
+            for c in changes:
+                yield history.to_change(c), job
                 after = c.version
-            if row.state in rules.TERMINAL and after >= row.version:
+            if job.state in rules.TERMINAL and after >= job.version:
                 return
             await asyncio.sleep(self._watch_poll)
 
 
-def _digest(spec: job_spec_pb2.JobSpec) -> str:
-    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
+def _encode(items: list[tuple[str, job_spec_pb2.JobSpec]]) -> list[bytes]:
+    """Each spec, encoded deterministically; refused whole when a spec or the batch is too
+    large for every hop to carry (the limits in job_spec.proto and job_service.proto)."""
+    encoded = [spec.SerializeToString(deterministic=True) for _, spec in items]
+    big = [i for i, blob in enumerate(encoded) if len(blob) > MAX_SPEC_BYTES]
+    if big:
+        field = "spec" if len(items) == 1 else f"specs[{big[0]}]"
+        raise InvalidArgument(
+            "a job spec is larger than 4 MiB encoded",
+            [FieldViolation(field, f"encoded size must be at most {MAX_SPEC_BYTES} bytes")],
+        )
+    if sum(map(len, encoded)) > MAX_BATCH_BYTES:
+        raise InvalidArgument(
+            "the batch's specs add up to more than 8 MiB encoded",
+            [FieldViolation("specs", f"encoded sizes must add up to at most {MAX_BATCH_BYTES}")],
+        )
+    return encoded
 
 
-async def _existing(s: AsyncSession, tenant: str, job_id: str, *, lock: bool = False) -> Any:
-    row = await store.get_row(s, tenant, job_id, lock=lock)
+def _admission(
+    tenant: str,
+    job_id: str,
+    spec: job_spec_pb2.JobSpec,
+    decision: decision_pb2.PolicyDecision,
+    now: datetime,
+) -> rules.Transition:
+    due = spec.not_before_time.ToDatetime(tzinfo=UTC) if spec.HasField("not_before_time") else now
+    return rules.admit(
+        job_id,
+        tenant,
+        spec,
+        allowed=decision.outcome == decision_pb2.DECISION_OUTCOME_ALLOW,
+        message="; ".join(r.message for r in decision.reasons),
+        due=due,
+        now=now,
+    )
+
+
+def _row(
+    job: rules.Job,
+    request_id: str,
+    spec: bytes,
+    digest: str,
+    engine: int,
+    decision: decision_pb2.PolicyDecision,
+    now: datetime,
+) -> dict[str, Any]:
+    """The `jobs` row of a newly admitted job."""
+    return {
+        "job_id": job.job_id,
+        "tenant_id": job.tenant_id,
+        "request_id": request_id,
+        "spec": spec,
+        "spec_hash": digest,
+        "engine": engine,
+        "priority": job.priority,
+        "state": job.state,
+        "due_time": job.due_time,
+        "attempt": job.attempt,
+        "attempt_limit": job.attempt_limit,
+        "lease_worker": None,
+        "lease_deadline": None,
+        "decision": decision.SerializeToString(),
+        "result": None,
+        "status_message": job.status_message,
+        "schedule_id": "",
+        "version": job.version,
+        "create_time": now,
+        "update_time": now,
+        "finish_time": job.finish_time,
+        "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit,
+    }
+
+
+async def _locked(s: AsyncSession, tenant: str, job_id: str) -> rules.Job:
+    job = (await store.lock(s, [job_id], tenant=tenant)).get(job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+async def _loaded(s: AsyncSession, tenant: str, job_id: str) -> job_pb2.Job:
+    row = await store.get_row(s, tenant, job_id)
     if row is None:
         raise NotFound(f"job {job_id} not found")
-    return row
+    return (await store.load_jobs(s, [row]))[0]
 
 
 def _iso(request: job_service_pb2.ListJobsRequest, field: str) -> str:

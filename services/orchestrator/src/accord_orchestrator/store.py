@@ -1,13 +1,16 @@
-"""SQL for jobs, attempts and state changes; rows in, protos and domain records out."""
+"""SQL for jobs, attempts and state changes: rows in, domain records and protos out.
+
+Everything on the hot path is set-based: a batch of transitions is one UPDATE over
+`unnest` arrays, one INSERT per table, whatever the batch's size.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,23 +20,36 @@ from accord_orchestrator import tables as t
 from accord_orchestrator.domain import jobs as rules
 
 J = t.jobs.c
+# The columns of domain.jobs.Job, in its field order (and so in _CANDIDATES).
+QUEUE_COLUMNS = [
+    J.job_id,
+    J.tenant_id,
+    J.state,
+    J.version,
+    J.attempt,
+    J.attempt_limit,
+    J.priority,
+    J.due_time,
+    J.lease_worker,
+    J.lease_deadline,
+    J.status_message,
+    J.update_time,
+    J.finish_time,
+    J.concurrency_key,
+    J.concurrency_limit,
+]
 
 
-@dataclass(frozen=True)
-class Change:
-    """One state change to record: a `changes` row and an outbox event."""
-
-    job_id: str
-    tenant_id: str
-    version: int
-    previous_state: int
-    state: int
-    attempt: int
-    message: str
-    time: datetime
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
-def to_job(row: Row[Any], attempts: Sequence[Row[Any]] = ()) -> job_pb2.Job:
+def _record(row: Row[Any]) -> rules.Job:
+    return rules.Job(*row[: len(QUEUE_COLUMNS)])
+
+
+def to_job(row: Any, attempts: Sequence[Row[Any]] = ()) -> job_pb2.Job:
+    """The API's view of a full `jobs` row (or its columns as attributes) and its attempts."""
     job = job_pb2.Job(
         job_id=row.job_id,
         tenant_id=row.tenant_id,
@@ -67,8 +83,8 @@ def to_job(row: Row[Any], attempts: Sequence[Row[Any]] = ()) -> job_pb2.Job:
     return job
 
 
-async def insert_job(s: AsyncSession, **values: Any) -> None:
-    await s.execute(insert(t.jobs).values(**values))
+async def insert_jobs(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    await s.execute(insert(t.jobs), rows)
 
 
 async def find_by_requests(
@@ -78,16 +94,27 @@ async def find_by_requests(
     return {r.request_id: r for r in (await s.execute(stmt)).all()}
 
 
-async def get_row(
-    s: AsyncSession, tenant: str, job_id: str, *, lock: bool = False
-) -> Row[Any] | None:
+async def get_row(s: AsyncSession, tenant: str, job_id: str) -> Row[Any] | None:
     stmt = select(t.jobs).where(J.tenant_id == tenant, J.job_id == job_id)
-    return (await s.execute(stmt.with_for_update() if lock else stmt)).one_or_none()
+    return (await s.execute(stmt)).one_or_none()
 
 
-async def load_job(s: AsyncSession, row: Row[Any]) -> job_pb2.Job:
-    stmt = select(t.attempts).where(t.attempts.c.job_id == row.job_id).order_by(t.attempts.c.number)
-    return to_job(row, (await s.execute(stmt)).all())
+async def load_jobs(s: AsyncSession, rows: Sequence[Row[Any]]) -> list[job_pb2.Job]:
+    """Full rows as API jobs, with every attempt, in one query for all of them."""
+    if not rows:
+        return []
+    a = t.attempts.c
+    attempt_rows = (
+        await s.execute(
+            select(t.attempts)
+            .where(a.job_id.in_([r.job_id for r in rows]))
+            .order_by(a.job_id, a.number)
+        )
+    ).all()
+    by_job: dict[str, list[Row[Any]]] = {}
+    for row in attempt_rows:
+        by_job.setdefault(row.job_id, []).append(row)
+    return [to_job(r, by_job.get(r.job_id, [])) for r in rows]
 
 
 async def list_jobs(
@@ -110,26 +137,219 @@ async def list_jobs(
             or_(J.create_time < when, and_(J.create_time == when, J.job_id < before[1]))
         )
     stmt = stmt.order_by(J.create_time.desc(), J.job_id.desc()).limit(limit)
-    rows = (await s.execute(stmt)).all()
-    ids = [r.job_id for r in rows]
-    attempt_rows = (
-        await s.execute(
-            select(t.attempts)
-            .where(t.attempts.c.job_id.in_(ids))
-            .order_by(t.attempts.c.job_id, t.attempts.c.number)
+    return await load_jobs(s, (await s.execute(stmt)).all())
+
+
+async def changes_after(s: AsyncSession, job_id: str, version: int) -> list[rules.Change]:
+    c = t.changes.c
+    stmt = (
+        select(t.changes, J.tenant_id)
+        .join(t.jobs, J.job_id == c.job_id)
+        .where(c.job_id == job_id, c.version > version)
+        .order_by(c.version)
+    )
+    return [
+        rules.Change(
+            r.job_id,
+            r.tenant_id,
+            r.version,
+            r.previous_state,
+            r.state,
+            r.attempt,
+            r.message,
+            r.change_time,
         )
-    ).all()
-    by_job: dict[str, list[Row[Any]]] = {}
-    for a in attempt_rows:
-        by_job.setdefault(a.job_id, []).append(a)
-    return [to_job(r, by_job.get(r.job_id, [])) for r in rows]
+        for r in (await s.execute(stmt)).all()
+    ]
 
 
-async def set_state(s: AsyncSession, job_id: str, version: int, **values: Any) -> None:
-    await s.execute(update(t.jobs).where(J.job_id == job_id).values(version=version, **values))
+async def lock(
+    s: AsyncSession, job_ids: Iterable[str], *, tenant: str | None = None
+) -> dict[str, rules.Job]:
+    """The jobs, locked for this transaction, in id order (so batches never deadlock)."""
+    stmt = select(*QUEUE_COLUMNS).where(J.job_id.in_(sorted(set(job_ids))))
+    if tenant is not None:
+        stmt = stmt.where(J.tenant_id == tenant)
+    rows = (await s.execute(stmt.order_by(J.job_id).with_for_update())).all()
+    return {r.job_id: _record(r) for r in rows}
 
 
-async def insert_changes(s: AsyncSession, changes: Sequence[Change]) -> None:
+async def specs(s: AsyncSession, job_ids: Iterable[str]) -> dict[str, job_spec_pb2.JobSpec]:
+    """The specs of these jobs: what a lease carries, and the retry policy a failure needs."""
+    rows = (await s.execute(select(J.job_id, J.spec).where(J.job_id.in_(list(job_ids))))).all()
+    return {r.job_id: job_spec_pb2.JobSpec.FromString(r.spec) for r in rows}
+
+
+_CANDIDATES = text(
+    """
+    SELECT j.job_id, j.tenant_id, j.state, j.version, j.attempt, j.attempt_limit, j.priority,
+           j.due_time, j.lease_worker, j.lease_deadline, j.status_message, j.update_time,
+           j.finish_time, j.concurrency_key, j.concurrency_limit,
+           octet_length(j.spec) AS size
+    FROM orchestrator.jobs AS j
+    WHERE j.state = 3 AND j.due_time <= :now AND j.engine = ANY(CAST(:engines AS smallint[]))
+      AND (j.concurrency_key = '' OR (
+        SELECT count(*) FROM orchestrator.jobs AS r
+        WHERE r.state = 4 AND r.concurrency_key <> ''
+          AND r.tenant_id = j.tenant_id AND r.concurrency_key = j.concurrency_key
+      ) < j.concurrency_limit)
+    ORDER BY j.priority DESC, j.due_time
+    LIMIT :limit
+    FOR UPDATE OF j SKIP LOCKED
+    """
+)
+
+
+async def candidates(
+    s: AsyncSession, engines: list[int], now: datetime, limit: int
+) -> list[rules.Candidate]:
+    """Due QUEUED jobs in queue order, locked (skipping rows others hold), leaving out jobs
+    whose concurrency key is already at its cap so a busy key never blocks the rest."""
+    rows = (await s.execute(_CANDIDATES, {"now": now, "engines": engines, "limit": limit})).all()
+    return [rules.Candidate(_record(r), r.size) for r in rows]
+
+
+async def running_per_key(
+    s: AsyncSession, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """Serialise leasing per concurrency key across replicas, then count its RUNNING jobs.
+
+    The transaction-scoped advisory locks are taken in one sorted order, so two pollers
+    never deadlock; once held, this statement sees every lease committed before.
+    """
+    if not keys:
+        return {}
+    ordered = sorted(keys)
+    params = {"tenants": [k[0] for k in ordered], "keys": [k[1] for k in ordered]}
+    await s.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 7)) FROM ("
+            " SELECT u.tenant || chr(31) || u.key AS k"
+            " FROM unnest(CAST(:tenants AS text[]), CAST(:keys AS text[])) AS u(tenant, key)"
+            " ORDER BY 1) AS sorted"
+        ),
+        params,
+    )
+    rows = await s.execute(
+        text(
+            "SELECT j.tenant_id, j.concurrency_key, count(*) AS n FROM orchestrator.jobs AS j"
+            " JOIN unnest(CAST(:tenants AS text[]), CAST(:keys AS text[])) AS u(tenant, key)"
+            " ON j.tenant_id = u.tenant AND j.concurrency_key = u.key"
+            " WHERE j.state = 4 AND j.concurrency_key <> ''"
+            " GROUP BY 1, 2"
+        ),
+        params,
+    )
+    return {(r.tenant_id, r.concurrency_key): r.n for r in rows}
+
+
+_APPLY = text(
+    """
+    UPDATE orchestrator.jobs AS j SET
+      state = v.state, version = v.version, attempt = v.attempt,
+      attempt_limit = v.attempt_limit, due_time = v.due_time, lease_worker = v.lease_worker,
+      lease_deadline = v.lease_deadline, status_message = v.status_message,
+      update_time = v.update_time, finish_time = v.finish_time,
+      result = COALESCE(v.result, j.result)
+    FROM unnest(
+      CAST(:job_id AS text[]), CAST(:state AS smallint[]), CAST(:version AS bigint[]),
+      CAST(:attempt AS int[]), CAST(:attempt_limit AS int[]),
+      CAST(:due_time AS timestamptz[]), CAST(:lease_worker AS text[]),
+      CAST(:lease_deadline AS timestamptz[]), CAST(:status_message AS text[]),
+      CAST(:update_time AS timestamptz[]), CAST(:finish_time AS timestamptz[]),
+      CAST(:result AS bytea[])
+    ) AS v(job_id, state, version, attempt, attempt_limit, due_time, lease_worker,
+           lease_deadline, status_message, update_time, finish_time, result)
+    WHERE j.job_id = v.job_id
+    """
+)
+_APPLIED = (
+    "job_id",
+    "state",
+    "version",
+    "attempt",
+    "attempt_limit",
+    "due_time",
+    "lease_worker",
+    "lease_deadline",
+    "status_message",
+    "update_time",
+    "finish_time",
+)
+
+_END_ATTEMPTS = text(
+    """
+    UPDATE orchestrator.attempts AS a SET
+      finish_time = v.time, outcome = v.outcome, error_code = v.code, error_message = v.message
+    FROM unnest(
+      CAST(:job_id AS text[]), CAST(:number AS int[]), CAST(:outcome AS smallint[]),
+      CAST(:code AS text[]), CAST(:message AS text[]), CAST(:time AS timestamptz[])
+    ) AS v(job_id, number, outcome, code, message, time)
+    WHERE a.job_id = v.job_id AND a.number = v.number
+    """
+)
+
+_VOID_ATTEMPTS = text(
+    """
+    DELETE FROM orchestrator.attempts AS a
+    USING unnest(CAST(:job_id AS text[]), CAST(:number AS int[])) AS v(job_id, number)
+    WHERE a.job_id = v.job_id AND a.number = v.number
+    """
+)
+
+
+async def apply(s: AsyncSession, transitions: Sequence[rules.Transition]) -> None:
+    """Write what the transitions decided to `jobs` and `attempts`: one statement per kind.
+
+    The caller records their changes (history.record) in the same transaction.
+    """
+    if not transitions:
+        return
+    params: dict[str, list[Any]] = {name: [] for name in (*_APPLIED, "result")}
+    for tr in transitions:
+        for name in _APPLIED:
+            params[name].append(getattr(tr.job, name))
+        params["result"].append(tr.result)
+    await s.execute(_APPLY, params)
+    starts = [tr.attempt for tr in transitions if isinstance(tr.attempt, rules.AttemptStart)]
+    ends = [tr.attempt for tr in transitions if isinstance(tr.attempt, rules.AttemptEnd)]
+    voids = [tr.attempt for tr in transitions if isinstance(tr.attempt, rules.AttemptVoid)]
+    if starts:
+        await s.execute(
+            insert(t.attempts),
+            [
+                {
+                    "job_id": a.job_id,
+                    "number": a.number,
+                    "worker_id": a.worker_id,
+                    "start_time": a.time,
+                    "outcome": job_pb2.ATTEMPT_OUTCOME_UNSPECIFIED,
+                    "error_code": "",
+                    "error_message": "",
+                }
+                for a in starts
+            ],
+        )
+    if ends:
+        await s.execute(
+            _END_ATTEMPTS,
+            {
+                "job_id": [a.job_id for a in ends],
+                "number": [a.number for a in ends],
+                "outcome": [a.outcome for a in ends],
+                "code": [a.error_code for a in ends],
+                "message": [a.error_message for a in ends],
+                "time": [a.time for a in ends],
+            },
+        )
+    if voids:
+        await s.execute(
+            _VOID_ATTEMPTS,
+            {"job_id": [a.job_id for a in voids], "number": [a.number for a in voids]},
+        )
+
+
+async def insert_changes(s: AsyncSession, changes: Sequence[rules.Change]) -> None:
     if changes:
         await s.execute(
             insert(t.changes),
@@ -148,112 +368,79 @@ async def insert_changes(s: AsyncSession, changes: Sequence[Change]) -> None:
         )
 
 
-async def changes_after(s: AsyncSession, job_id: str, version: int) -> list[Row[Any]]:
-    stmt = (
-        select(t.changes)
-        .where(t.changes.c.job_id == job_id, t.changes.c.version > version)
-        .order_by(t.changes.c.version)
-    )
-    return list((await s.execute(stmt)).all())
-
-
-async def lease(
-    s: AsyncSession, worker: str, limit: int, engines: list[int], deadline: datetime, now: datetime
-) -> list[Row[Any]]:
-    """Take up to `limit` due QUEUED jobs, highest priority first, skipping locked rows."""
-    due = (
-        select(J.job_id)
-        .where(J.state == rules.QUEUED, J.due_time <= now, J.engine.in_(engines))
-        .order_by(J.priority.desc(), J.due_time)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    stmt = (
-        update(t.jobs)
-        .where(J.job_id.in_(due.scalar_subquery()))
-        .values(
-            state=rules.RUNNING,
-            attempt=J.attempt + 1,
-            lease_worker=worker,
-            lease_deadline=deadline,
-            version=J.version + 1,
-            update_time=now,
-        )
-        .returning(t.jobs)
-    )
-    rows = (await s.execute(stmt)).all()
-    return sorted(rows, key=lambda r: (-r.priority, r.due_time))  # RETURNING has no order
-
-
-async def insert_attempts(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await s.execute(insert(t.attempts), rows)
-
-
-async def finish_attempt(
-    s: AsyncSession,
-    job_id: str,
-    number: int,
-    outcome: int,
-    now: datetime,
-    code: str = "",
-    message: str = "",
-) -> None:
-    await s.execute(
-        update(t.attempts)
-        .where(t.attempts.c.job_id == job_id, t.attempts.c.number == number)
-        .values(finish_time=now, outcome=outcome, error_code=code, error_message=message)
-    )
-
-
-async def lock_jobs(s: AsyncSession, job_ids: list[str]) -> dict[str, Row[Any]]:
-    stmt = select(t.jobs).where(J.job_id.in_(job_ids)).order_by(J.job_id).with_for_update()
-    return {r.job_id: r for r in (await s.execute(stmt)).all()}
-
-
-async def extend_leases(
-    s: AsyncSession, worker: str, leases: list[tuple[str, int]], deadline: datetime
-) -> set[tuple[str, int]]:
-    """Extend the leases still held by `worker`; returns those extended."""
+async def held_leases(
+    s: AsyncSession, worker: str, leases: list[rules.Lease], deadline: datetime
+) -> tuple[set[rules.Lease], set[rules.Lease]]:
+    """Extend the leases `worker` still holds; returns (extended, cancelled)."""
     if not leases:
-        return set()
-    held = or_(*(and_(J.job_id == j, J.attempt == a) for j, a in leases))
-    stmt = (
-        update(t.jobs)
-        .where(held, J.state == rules.RUNNING, J.lease_worker == worker)
-        .values(lease_deadline=deadline)
-        .returning(J.job_id, J.attempt)
+        return set(), set()
+    params = {
+        "job_id": [x.job_id for x in leases],
+        "attempt": [x.attempt for x in leases],
+        "worker": worker,
+        "deadline": deadline,
+    }
+    extended = await s.execute(
+        text(
+            "UPDATE orchestrator.jobs AS j SET lease_deadline = :deadline"
+            " FROM unnest(CAST(:job_id AS text[]), CAST(:attempt AS int[])) AS v(job_id, attempt)"
+            " WHERE j.job_id = v.job_id AND j.attempt = v.attempt AND j.state = 4"
+            " AND j.lease_worker = :worker RETURNING j.job_id, j.attempt"
+        ),
+        params,
     )
-    return {(r.job_id, r.attempt) for r in (await s.execute(stmt)).all()}
+    cancelled = await s.execute(
+        text(
+            "SELECT j.job_id, j.attempt FROM orchestrator.jobs AS j"
+            " JOIN unnest(CAST(:job_id AS text[]), CAST(:attempt AS int[])) AS v(job_id, attempt)"
+            " ON j.job_id = v.job_id AND j.attempt = v.attempt WHERE j.state = 8"
+        ),
+        {k: params[k] for k in ("job_id", "attempt")},
+    )
+    return (
+        {rules.Lease(r.job_id, r.attempt) for r in extended},
+        {rules.Lease(r.job_id, r.attempt) for r in cancelled},
+    )
 
 
-async def cancelled_leases(s: AsyncSession, leases: list[tuple[str, int]]) -> set[tuple[str, int]]:
-    if not leases:
-        return set()
-    held = or_(*(and_(J.job_id == j, J.attempt == a) for j, a in leases))
-    stmt = select(J.job_id, J.attempt).where(held, J.state == rules.CANCELLED)
-    return {(r.job_id, r.attempt) for r in (await s.execute(stmt)).all()}
-
-
-async def expired(s: AsyncSession, now: datetime, limit: int) -> list[Row[Any]]:
+async def expired(s: AsyncSession, now: datetime, limit: int) -> list[rules.Job]:
     stmt = (
-        select(t.jobs)
+        select(*QUEUE_COLUMNS)
         .where(J.state == rules.RUNNING, J.lease_deadline < now)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list((await s.execute(stmt)).all())
+    return [_record(r) for r in (await s.execute(stmt)).all()]
 
 
-async def due_retries(s: AsyncSession, now: datetime, limit: int) -> list[Row[Any]]:
+async def due_retries(s: AsyncSession, now: datetime, limit: int) -> list[rules.Job]:
     stmt = (
-        select(t.jobs)
+        select(*QUEUE_COLUMNS)
         .where(J.state == rules.FAILED, J.due_time <= now)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    return list((await s.execute(stmt)).all())
+    return [_record(r) for r in (await s.execute(stmt)).all()]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+_PRUNE = text(
+    """
+    WITH gone AS (
+      DELETE FROM orchestrator.jobs WHERE job_id IN (
+        SELECT job_id FROM orchestrator.jobs
+        WHERE state IN (2, 5, 7, 8) AND finish_time < :cutoff
+        ORDER BY finish_time LIMIT :limit FOR UPDATE SKIP LOCKED
+      ) RETURNING job_id
+    ), attempts AS (
+      DELETE FROM orchestrator.attempts WHERE job_id IN (SELECT job_id FROM gone)
+    ), changes AS (
+      DELETE FROM orchestrator.changes WHERE job_id IN (SELECT job_id FROM gone)
+    )
+    SELECT count(*) FROM gone
+    """
+)
+
+
+async def prune(s: AsyncSession, cutoff: datetime, limit: int) -> int:
+    """Delete up to `limit` jobs that finished before `cutoff`, with their history."""
+    return int((await s.execute(_PRUNE, {"cutoff": cutoff, "limit": limit})).scalar_one())

@@ -48,6 +48,9 @@ jobs = Table(
     Column("create_time", TZ, nullable=False),
     Column("update_time", TZ, nullable=False),
     Column("finish_time", TZ),
+    # JobSpec.concurrency: at most `concurrency_limit` RUNNING jobs per (tenant, key).
+    Column("concurrency_key", Text, nullable=False, server_default=""),
+    Column("concurrency_limit", Integer, nullable=False, server_default="0"),
     UniqueConstraint("tenant_id", "request_id"),
     Index("ix_jobs_tenant_created", "tenant_id", "create_time", "job_id"),
 )

@@ -60,6 +60,13 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
         )
         return pb.EvaluateJobResponse(decision=decision)
 
+    async def EvaluateJobs(
+        self, request: pb.EvaluateJobsRequest, context: Ctx
+    ) -> pb.EvaluateJobsResponse:
+        jobs = [(j.spec, j.job_id) for j in request.jobs]
+        decisions = await self._cases.evaluate_jobs(caller.tenant(), jobs, request.dry_run)
+        return pb.EvaluateJobsResponse(decisions=decisions)
+
     async def AcquirePermit(
         self, request: pb.AcquirePermitRequest, context: Ctx
     ) -> pb.AcquirePermitResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf import field_mask_pb2
@@ -21,6 +22,16 @@ from accord_policy.domain import rules
 PRODUCER = "policy"
 UPDATABLE = {"display_name", "rules"}
 RULE_FIELDS = set(policy_pb2.PolicyRules.DESCRIPTOR.fields_by_name)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """One question to decide: these targets, on whose authority, for which job."""
+
+    targets: list[rules.Target]
+    mode: job_spec_pb2.AuthorizationMode.ValueType
+    job_id: str
+    url: str
 
 
 class PolicyUseCases:
@@ -111,8 +122,17 @@ class PolicyUseCases:
     async def evaluate_job(
         self, tenant: str, spec: job_spec_pb2.JobSpec, job_id: str, dry_run: bool
     ) -> decision_pb2.PolicyDecision:
-        targets = rules.targets_of(spec)
-        return await self._decide(tenant, targets, spec.authorization_mode, job_id, "", dry_run)
+        return (await self.evaluate_jobs(tenant, [(spec, job_id)], dry_run))[0]
+
+    async def evaluate_jobs(
+        self, tenant: str, jobs: list[tuple[job_spec_pb2.JobSpec, str]], dry_run: bool
+    ) -> list[decision_pb2.PolicyDecision]:
+        """One decision per (spec, job_id), all under one read of the tenant's policies."""
+        asks = [
+            _Ask(rules.targets_of(spec), spec.authorization_mode, job_id, "")
+            for spec, job_id in jobs
+        ]
+        return await self._decide(tenant, asks, dry_run)
 
     async def check_url(
         self,
@@ -122,39 +142,50 @@ class PolicyUseCases:
         mode: job_spec_pb2.AuthorizationMode.ValueType,
         job_id: str,
     ) -> decision_pb2.PolicyDecision:
-        return await self._decide(tenant, [rules.Target(url, engine)], mode, job_id, url, False)
+        ask = _Ask([rules.Target(url, engine)], mode, job_id, url)
+        return (await self._decide(tenant, [ask], False))[0]
 
     async def _decide(
-        self,
-        tenant: str,
-        targets: list[rules.Target],
-        mode: job_spec_pb2.AuthorizationMode.ValueType,
-        job_id: str,
-        url: str,
-        dry_run: bool,
-    ) -> decision_pb2.PolicyDecision:
+        self, tenant: str, asks: list[_Ask], dry_run: bool
+    ) -> list[decision_pb2.PolicyDecision]:
         async with self._sessions.begin() as s:
             policies = await store.tenant_policies(s, tenant)
-            verdict = rules.evaluate(
-                targets, policies, authorization_mode=mode, default_deny=self._default_deny
-            )
-            decision = _decision(verdict, await store.revision(s, tenant), dry_run)
+            revision = await store.revision(s, tenant)
+            decisions = [
+                _decision(
+                    rules.evaluate(
+                        a.targets,
+                        policies,
+                        authorization_mode=a.mode,
+                        default_deny=self._default_deny,
+                    ),
+                    revision,
+                    dry_run,
+                )
+                for a in asks
+            ]
             if not dry_run:
-                await store.insert_decision(s, tenant, job_id, decision)
-            payload = policy_events_pb2.DecisionRecorded(decision=decision, job_id=job_id, url=url)
+                await store.insert_decisions(
+                    s, tenant, [(a.job_id, d) for a, d in zip(asks, decisions, strict=True)]
+                )
             await outbox.enqueue(
                 s,
                 t.outbox,
-                events.envelope(
-                    producer=PRODUCER,
-                    aggregate="decision",
-                    event="recorded",
-                    aggregate_id=decision.decision_id,
-                    tenant_id=tenant,
-                    payload=payload,
+                *(
+                    events.envelope(
+                        producer=PRODUCER,
+                        aggregate="decision",
+                        event="recorded",
+                        aggregate_id=d.decision_id,
+                        tenant_id=tenant,
+                        payload=policy_events_pb2.DecisionRecorded(
+                            decision=d, job_id=a.job_id, url=a.url
+                        ),
+                    )
+                    for a, d in zip(asks, decisions, strict=True)
                 ),
             )
-            return decision
+            return decisions
 
     async def _changed(
         self, s: AsyncSession, tenant: str, p: policy_pb2.Policy, what: str, fields: list[str]

@@ -143,17 +143,22 @@ async def tenant_policies(session: AsyncSession, tenant: str) -> list[TenantPoli
     ]
 
 
-async def insert_decision(
-    session: AsyncSession, tenant: str, job_id: str, d: decision_pb2.PolicyDecision
+async def insert_decisions(
+    session: AsyncSession, tenant: str, decisions: list[tuple[str, decision_pb2.PolicyDecision]]
 ) -> None:
+    """Record binding decisions, each with the job it is for, in one statement."""
     await session.execute(
-        insert(t.decisions).values(
-            decision_id=d.decision_id,
-            tenant_id=tenant,
-            job_id=job_id,
-            allowed=d.outcome == decision_pb2.DECISION_OUTCOME_ALLOW,
-            revision=d.policy_revision,
-            decision=d.SerializeToString(),
-            decide_time=d.decide_time.ToDatetime(tzinfo=UTC),
-        )
+        insert(t.decisions),
+        [
+            {
+                "decision_id": d.decision_id,
+                "tenant_id": tenant,
+                "job_id": job_id,
+                "allowed": d.outcome == decision_pb2.DECISION_OUTCOME_ALLOW,
+                "revision": d.policy_revision,
+                "decision": d.SerializeToString(),
+                "decide_time": d.decide_time.ToDatetime(tzinfo=UTC),
+            }
+            for job_id, d in decisions
+        ],
     )

@@ -77,7 +77,9 @@ Global___AuthorizationMode: _TypeAlias = AuthorizationMode  # noqa: Y015
 
 @_typing.final
 class JobSpec(_message.Message):
-    """What a job does: an ordered list of steps run by one engine."""
+    """What a job does: an ordered list of steps run by one engine. Its encoded size is at most
+    4 MiB (4194304 bytes), checked at submission, so that every hop can carry it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -130,6 +132,7 @@ class JobSpec(_message.Message):
     AUTHORIZATION_MODE_FIELD_NUMBER: _builtins.int
     RESULT_TEMPLATE_FIELD_NUMBER: _builtins.int
     NOT_BEFORE_TIME_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_FIELD_NUMBER: _builtins.int
     engine: Global___Engine.ValueType
     """The engine that runs the steps. Required."""
     priority: _builtins.int
@@ -165,6 +168,12 @@ class JobSpec(_message.Message):
     def not_before_time(self) -> _timestamp_pb2.Timestamp:
         """Earliest time the job may start. Unset means as soon as possible."""
 
+    @_builtins.property
+    def concurrency(self) -> Global___ConcurrencyLimit:
+        """Caps how many jobs sharing a key run at once, across every executor and orchestrator
+        replica. Unset means no cap beyond the executors' own capacity.
+        """
+
     def __init__(
         self,
         *,
@@ -177,14 +186,46 @@ class JobSpec(_message.Message):
         authorization_mode: Global___AuthorizationMode.ValueType = ...,
         result_template: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         not_before_time: _timestamp_pb2.Timestamp | None = ...,
+        concurrency: Global___ConcurrencyLimit | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt_timeout", b"attempt_timeout", "not_before_time", b"not_before_time", "retry_policy", b"retry_policy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attempt_timeout", b"attempt_timeout", "concurrency", b"concurrency", "not_before_time", b"not_before_time", "retry_policy", b"retry_policy"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_timeout", b"attempt_timeout", "authorization_mode", b"authorization_mode", "engine", b"engine", "labels", b"labels", "not_before_time", b"not_before_time", "priority", b"priority", "result_template", b"result_template", "retry_policy", b"retry_policy", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_timeout", b"attempt_timeout", "authorization_mode", b"authorization_mode", "concurrency", b"concurrency", "engine", b"engine", "labels", b"labels", "not_before_time", b"not_before_time", "priority", b"priority", "result_template", b"result_template", "retry_policy", b"retry_policy", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class ConcurrencyLimit(_message.Message):
+    """A cap on running jobs that share a key, e.g. a target domain or one of the tenant's
+    customers. Jobs under one key start in queue order (priority, then due time); a key at
+    its cap never holds back jobs of other keys.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    MAX_RUNNING_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The key, scoped to the tenant: 1 to 128 characters."""
+    max_running: _builtins.int
+    """At most this many jobs with this key are RUNNING at once, 1 to 1000. Jobs that share a
+    key should share a limit; when they differ, each job is held to its own.
+    """
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        max_running: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "max_running", b"max_running"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConcurrencyLimit: _TypeAlias = ConcurrencyLimit  # noqa: Y015
 
 @_typing.final
 class RetryPolicy(_message.Message):

@@ -91,7 +91,7 @@ class BatchCreateJobsRequest(_message.Message):
     """Idempotency key of the whole batch; job i gets request id `<request_id>/<i>`."""
     @_builtins.property
     def specs(self) -> _containers.RepeatedCompositeFieldContainer[_job_spec_pb2.JobSpec]:
-        """The jobs, 1 to 1000."""
+        """The jobs, 1 to 1000, whose encoded specs add up to at most 8 MiB (8388608 bytes)."""
 
     def __init__(
         self,

@@ -86,7 +86,8 @@ class JobServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def BatchCreateJobs(self, request, context):
-        """Submits up to 1000 jobs, all or nothing, under one request_id.
+        """Submits up to 1000 jobs (at most 8 MiB of specs in all), all or nothing, under one
+        request_id: one policy round trip and one transaction for the whole batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,9 @@ class JobServiceStub:
     request_id returns the first job; the same request_id with another spec is ALREADY_EXISTS.
     """
     BatchCreateJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.BatchCreateJobsRequest, _job_service_pb2.BatchCreateJobsResponse]
-    """Submits up to 1000 jobs, all or nothing, under one request_id."""
+    """Submits up to 1000 jobs (at most 8 MiB of specs in all), all or nothing, under one
+    request_id: one policy round trip and one transaction for the whole batch.
+    """
     GetJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]
     """Returns a job with its spec, state, decision, result and every attempt."""
     ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
@@ -64,7 +66,9 @@ class JobServiceAsyncStub(JobServiceStub):
     request_id returns the first job; the same request_id with another spec is ALREADY_EXISTS.
     """
     BatchCreateJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.BatchCreateJobsRequest, _job_service_pb2.BatchCreateJobsResponse]  # type: ignore[assignment]
-    """Submits up to 1000 jobs, all or nothing, under one request_id."""
+    """Submits up to 1000 jobs (at most 8 MiB of specs in all), all or nothing, under one
+    request_id: one policy round trip and one transaction for the whole batch.
+    """
     GetJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.GetJobRequest, _job_service_pb2.GetJobResponse]  # type: ignore[assignment]
     """Returns a job with its spec, state, decision, result and every attempt."""
     ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -98,7 +102,9 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _job_service_pb2.BatchCreateJobsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_service_pb2.BatchCreateJobsResponse, _abc.Awaitable[_job_service_pb2.BatchCreateJobsResponse]]:
-        """Submits up to 1000 jobs, all or nothing, under one request_id."""
+        """Submits up to 1000 jobs (at most 8 MiB of specs in all), all or nothing, under one
+        request_id: one policy round trip and one transaction for the whole batch.
+        """
 
     @_abc_1.abstractmethod
     def GetJob(

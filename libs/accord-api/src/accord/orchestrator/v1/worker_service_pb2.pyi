@@ -291,12 +291,19 @@ class CompleteTaskResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    STALE_LEASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stale_leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Completions that were refused because their lease is no longer held; drop that work."""
+
     def __init__(
         self,
+        *,
+        stale_leases: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stale_leases", b"stale_leases"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -64,8 +64,12 @@ class WorkerServiceServicer:
     """
 
     def PollTasks(self, request, context):
-        """Leases up to `max_tasks` due jobs, ordered by priority then due time. Waits up to
-        `wait` for work when none is due (long poll); an empty response is normal.
+        """Leases up to `max_tasks` due jobs, ordered by priority then due time, respecting each
+        job's concurrency limit. A response carries at most 8 MiB of specs (always at least one
+        task when any is due), well under the 16 MiB message limit of every hop. Waits up to
+        `wait` for work when none is due (long poll); an empty response is normal. Leases of a
+        call that ends before its response is sent (cancelled, deadline passed) go back to the
+        queue at once and cost no attempt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -79,8 +83,9 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CompleteTask(self, request, context):
-        """Reports successful attempts, in a batch. All or nothing: if any lease is stale the
-        call fails ABORTED and names the stale leases in its ErrorInfo.
+        """Reports successful attempts, in a batch. Each completion is fenced on its own: a stale
+        lease (expired and re-leased, cancelled, or held by another worker) is refused alone and
+        listed in `stale_leases`; every other completion in the batch is applied.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,14 +36,19 @@ class WorkerServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WorkerServiceAsyncStub: ...
     PollTasks: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.PollTasksRequest, _worker_service_pb2.PollTasksResponse]
-    """Leases up to `max_tasks` due jobs, ordered by priority then due time. Waits up to
-    `wait` for work when none is due (long poll); an empty response is normal.
+    """Leases up to `max_tasks` due jobs, ordered by priority then due time, respecting each
+    job's concurrency limit. A response carries at most 8 MiB of specs (always at least one
+    task when any is due), well under the 16 MiB message limit of every hop. Waits up to
+    `wait` for work when none is due (long poll); an empty response is normal. Leases of a
+    call that ends before its response is sent (cancelled, deadline passed) go back to the
+    queue at once and cost no attempt.
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatRequest, _worker_service_pb2.HeartbeatResponse]
     """Extends the leases a worker holds; reports leases that were cancelled or lost."""
     CompleteTask: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteTaskRequest, _worker_service_pb2.CompleteTaskResponse]
-    """Reports successful attempts, in a batch. All or nothing: if any lease is stale the
-    call fails ABORTED and names the stale leases in its ErrorInfo.
+    """Reports successful attempts, in a batch. Each completion is fenced on its own: a stale
+    lease (expired and re-leased, cancelled, or held by another worker) is refused alone and
+    listed in `stale_leases`; every other completion in the batch is applied.
     """
     FailTask: _grpc.UnaryUnaryMultiCallable[_worker_service_pb2.FailTaskRequest, _worker_service_pb2.FailTaskResponse]
     """Reports a failed attempt. Retryable failures go back to the queue with backoff;
@@ -58,14 +63,19 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     PollTasks: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.PollTasksRequest, _worker_service_pb2.PollTasksResponse]  # type: ignore[assignment]
-    """Leases up to `max_tasks` due jobs, ordered by priority then due time. Waits up to
-    `wait` for work when none is due (long poll); an empty response is normal.
+    """Leases up to `max_tasks` due jobs, ordered by priority then due time, respecting each
+    job's concurrency limit. A response carries at most 8 MiB of specs (always at least one
+    task when any is due), well under the 16 MiB message limit of every hop. Waits up to
+    `wait` for work when none is due (long poll); an empty response is normal. Leases of a
+    call that ends before its response is sent (cancelled, deadline passed) go back to the
+    queue at once and cost no attempt.
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.HeartbeatRequest, _worker_service_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Extends the leases a worker holds; reports leases that were cancelled or lost."""
     CompleteTask: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.CompleteTaskRequest, _worker_service_pb2.CompleteTaskResponse]  # type: ignore[assignment]
-    """Reports successful attempts, in a batch. All or nothing: if any lease is stale the
-    call fails ABORTED and names the stale leases in its ErrorInfo.
+    """Reports successful attempts, in a batch. Each completion is fenced on its own: a stale
+    lease (expired and re-leased, cancelled, or held by another worker) is refused alone and
+    listed in `stale_leases`; every other completion in the batch is applied.
     """
     FailTask: _aio.UnaryUnaryMultiCallable[_worker_service_pb2.FailTaskRequest, _worker_service_pb2.FailTaskResponse]  # type: ignore[assignment]
     """Reports a failed attempt. Retryable failures go back to the queue with backoff;
@@ -83,8 +93,12 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_service_pb2.PollTasksRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.PollTasksResponse, _abc.Awaitable[_worker_service_pb2.PollTasksResponse]]:
-        """Leases up to `max_tasks` due jobs, ordered by priority then due time. Waits up to
-        `wait` for work when none is due (long poll); an empty response is normal.
+        """Leases up to `max_tasks` due jobs, ordered by priority then due time, respecting each
+        job's concurrency limit. A response carries at most 8 MiB of specs (always at least one
+        task when any is due), well under the 16 MiB message limit of every hop. Waits up to
+        `wait` for work when none is due (long poll); an empty response is normal. Leases of a
+        call that ends before its response is sent (cancelled, deadline passed) go back to the
+        queue at once and cost no attempt.
         """
 
     @_abc_1.abstractmethod
@@ -101,8 +115,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_service_pb2.CompleteTaskRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_service_pb2.CompleteTaskResponse, _abc.Awaitable[_worker_service_pb2.CompleteTaskResponse]]:
-        """Reports successful attempts, in a batch. All or nothing: if any lease is stale the
-        call fails ABORTED and names the stale leases in its ErrorInfo.
+        """Reports successful attempts, in a batch. Each completion is fenced on its own: a stale
+        lease (expired and re-leased, cancelled, or held by another worker) is refused alone and
+        listed in `stale_leases`; every other completion in the batch is applied.
         """
 
     @_abc_1.abstractmethod

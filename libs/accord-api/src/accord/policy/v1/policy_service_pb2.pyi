@@ -332,6 +332,84 @@ class EvaluateJobResponse(_message.Message):
 Global___EvaluateJobResponse: _TypeAlias = EvaluateJobResponse  # noqa: Y015
 
 @_typing.final
+class EvaluateJobsRequest(_message.Message):
+    """Request of PolicyService.EvaluateJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class Item(_message.Message):
+        """One job to judge."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        SPEC_FIELD_NUMBER: _builtins.int
+        JOB_ID_FIELD_NUMBER: _builtins.int
+        job_id: _builtins.str
+        """The job the decision is for; recorded with the decision. Up to 64 characters."""
+        @_builtins.property
+        def spec(self) -> _job_spec_pb2.JobSpec:
+            """The spec to judge. Required."""
+
+        def __init__(
+            self,
+            *,
+            spec: _job_spec_pb2.JobSpec | None = ...,
+            job_id: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "spec", b"spec"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    dry_run: _builtins.bool
+    """Decide without recording binding decisions (still audited, as dry runs)."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvaluateJobsRequest.Item]:
+        """The jobs to judge, 1 to 1000."""
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___EvaluateJobsRequest.Item] | None = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateJobsRequest: _TypeAlias = EvaluateJobsRequest  # noqa: Y015
+
+@_typing.final
+class EvaluateJobsResponse(_message.Message):
+    """Response of PolicyService.EvaluateJobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[_decision_pb2.PolicyDecision]:
+        """One decision per job, in request order."""
+
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[_decision_pb2.PolicyDecision] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decisions", b"decisions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateJobsResponse: _TypeAlias = EvaluateJobsResponse  # noqa: Y015
+
+@_typing.final
 class AcquirePermitRequest(_message.Message):
     """Request of PolicyService.AcquirePermit."""
 

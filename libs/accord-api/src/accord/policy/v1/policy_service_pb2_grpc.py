@@ -66,6 +66,11 @@ class PolicyServiceStub:
                 request_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobRequest.SerializeToString,
                 response_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobResponse.FromString,
                 _registered_method=True)
+        self.EvaluateJobs = channel.unary_unary(
+                '/accord.policy.v1.PolicyService/EvaluateJobs',
+                request_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobsRequest.SerializeToString,
+                response_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobsResponse.FromString,
+                _registered_method=True)
         self.AcquirePermit = channel.unary_unary(
                 '/accord.policy.v1.PolicyService/AcquirePermit',
                 request_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.AcquirePermitRequest.SerializeToString,
@@ -130,6 +135,14 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateJobs(self, request, context):
+        """Decides many job specs of one tenant at once, in one transaction: the batch form of
+        EvaluateJob, used to admit BatchCreateJobs. Decisions come back in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AcquirePermit(self, request, context):
         """Takes a permit for one request to a host: the shared token bucket and concurrency cap.
         """
@@ -184,6 +197,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.EvaluateJob,
                     request_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobRequest.FromString,
                     response_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobResponse.SerializeToString,
+            ),
+            'EvaluateJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateJobs,
+                    request_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobsRequest.FromString,
+                    response_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobsResponse.SerializeToString,
             ),
             'AcquirePermit': grpc.unary_unary_rpc_method_handler(
                     servicer.AcquirePermit,
@@ -365,6 +383,33 @@ class PolicyService:
             '/accord.policy.v1.PolicyService/EvaluateJob',
             accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobRequest.SerializeToString,
             accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EvaluateJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accord.policy.v1.PolicyService/EvaluateJobs',
+            accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobsRequest.SerializeToString,
+            accord_dot_policy_dot_v1_dot_policy__service__pb2.EvaluateJobsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,10 @@ class PolicyServiceStub:
     """Deletes a policy."""
     EvaluateJob: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.EvaluateJobRequest, _policy_service_pb2.EvaluateJobResponse]
     """Decides whether a job spec may run. A deny is a response, not an error."""
+    EvaluateJobs: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.EvaluateJobsRequest, _policy_service_pb2.EvaluateJobsResponse]
+    """Decides many job specs of one tenant at once, in one transaction: the batch form of
+    EvaluateJob, used to admit BatchCreateJobs. Decisions come back in request order.
+    """
     AcquirePermit: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.AcquirePermitRequest, _policy_service_pb2.AcquirePermitResponse]
     """Takes a permit for one request to a host: the shared token bucket and concurrency cap."""
     ReleasePermit: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.ReleasePermitRequest, _policy_service_pb2.ReleasePermitResponse]
@@ -75,6 +79,10 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     """Deletes a policy."""
     EvaluateJob: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.EvaluateJobRequest, _policy_service_pb2.EvaluateJobResponse]  # type: ignore[assignment]
     """Decides whether a job spec may run. A deny is a response, not an error."""
+    EvaluateJobs: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.EvaluateJobsRequest, _policy_service_pb2.EvaluateJobsResponse]  # type: ignore[assignment]
+    """Decides many job specs of one tenant at once, in one transaction: the batch form of
+    EvaluateJob, used to admit BatchCreateJobs. Decisions come back in request order.
+    """
     AcquirePermit: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.AcquirePermitRequest, _policy_service_pb2.AcquirePermitResponse]  # type: ignore[assignment]
     """Takes a permit for one request to a host: the shared token bucket and concurrency cap."""
     ReleasePermit: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.ReleasePermitRequest, _policy_service_pb2.ReleasePermitResponse]  # type: ignore[assignment]
@@ -136,6 +144,16 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_policy_service_pb2.EvaluateJobResponse, _abc.Awaitable[_policy_service_pb2.EvaluateJobResponse]]:
         """Decides whether a job spec may run. A deny is a response, not an error."""
+
+    @_abc_1.abstractmethod
+    def EvaluateJobs(
+        self,
+        request: _policy_service_pb2.EvaluateJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_service_pb2.EvaluateJobsResponse, _abc.Awaitable[_policy_service_pb2.EvaluateJobsResponse]]:
+        """Decides many job specs of one tenant at once, in one transaction: the batch form of
+        EvaluateJob, used to admit BatchCreateJobs. Decisions come back in request order.
+        """
 
     @_abc_1.abstractmethod
     def AcquirePermit(
