@@ -24,7 +24,7 @@ from accord_kit import nats as knats
 from accord_kit.auth import Authenticator
 from accord_kit.boundary import BoundaryInterceptor
 from accord_kit.config import ServiceSettings
-from accord_kit.transport import server_credentials
+from accord_kit.transport import MESSAGE_LIMITS, server_credentials
 
 log = structlog.get_logger("accord.server")
 
@@ -34,7 +34,6 @@ Check = Callable[[], Awaitable[None]]
 DEPENDENCY_UP = Gauge("accord_dependency_up", "1 while a dependency check passes", ["dependency"])
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class Server:
@@ -49,11 +48,7 @@ class Server:
         self.auth = Authenticator.from_settings(settings)
         self._grpc = grpc.aio.server(
             interceptors=[BoundaryInterceptor(self.auth)],
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=[*MESSAGE_LIMITS, ("grpc.so_reuseport", 0)],
         )
         self._names: list[str] = []
         self._checks: dict[str, Check] = {}

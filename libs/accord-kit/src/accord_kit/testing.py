@@ -32,7 +32,7 @@ from accord_kit import tokens
 from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
-from accord_kit.transport import metadata_interceptors
+from accord_kit.transport import MESSAGE_LIMITS, metadata_interceptors
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +134,17 @@ def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
     return {}
 
 
+def field_violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The BadRequest field violations of a failed call: field path -> description."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    found: dict[str, str] = {}
+    for detail in status.details if status is not None else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            found.update({v.field: v.description for v in bad.field_violations})
+    return found
+
+
 def stamp(when: datetime) -> timestamp_pb2.Timestamp:
     """A protobuf Timestamp for an aware datetime."""
     result = timestamp_pb2.Timestamp()
@@ -144,7 +155,9 @@ def stamp(when: datetime) -> timestamp_pb2.Timestamp:
 def channel(port: int) -> grpc.aio.Channel:
     """A channel whose calls without a token act as an all-scopes service for `default`."""
     return grpc.aio.insecure_channel(
-        f"127.0.0.1:{port}", interceptors=metadata_interceptors(_act_as_default)
+        f"127.0.0.1:{port}",
+        options=MESSAGE_LIMITS,
+        interceptors=metadata_interceptors(_act_as_default),
     )
 
 

@@ -26,6 +26,15 @@ else:
     _StreamInterceptor = grpc.aio.UnaryStreamClientInterceptor
 
 
+# Every hop, server and client alike, carries messages up to 16 MiB: the contracts size
+# their limits (a 4 MiB spec, an 8 MiB lease batch or job batch) to fit under it.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MESSAGE_LIMITS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+
 def _read(path: Path | None) -> bytes | None:
     return path.read_bytes() if path is not None else None
 
@@ -52,6 +61,7 @@ def open_channel(
             metadata[key] = value
 
     chain = metadata_interceptors(bear)
+    options = [*MESSAGE_LIMITS, *options]
     if settings.tls_ca_file is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=chain)
     credentials = grpc.ssl_channel_credentials(
