@@ -54,6 +54,24 @@ async def evaluate(
     return response.decision
 
 
+async def test_a_batch_is_decided_in_order_under_one_revision(policy) -> None:  # type: ignore[no-untyped-def]
+    await create(policy, "web", allowed_domains=["example.com"])
+    urls = ["https://example.com/", "https://other.test/", "https://example.com/b"]
+    response = await policy.EvaluateJobs(
+        pb.EvaluateJobsRequest(
+            jobs=[
+                pb.EvaluateJobsRequest.Item(spec=spec(u), job_id=f"j{i}")
+                for i, u in enumerate(urls)
+            ]
+        ),
+        metadata=as_tenant("acme"),
+    )
+    assert [d.outcome for d in response.decisions] == [ALLOW, DENY, ALLOW]
+    assert {d.policy_revision for d in response.decisions} == {1}
+    assert len({d.decision_id for d in response.decisions}) == 3
+    assert [r.code for r in response.decisions[1].reasons] == ["DOMAIN_NOT_ALLOWED"]
+
+
 async def test_default_deny_without_policy(policy) -> None:  # type: ignore[no-untyped-def]
     decision = await evaluate(policy, spec("https://example.com/"))
     assert decision.outcome == DENY
@@ -214,6 +232,22 @@ async def test_delete(policy) -> None:  # type: ignore[no-untyped-def]
         (pb.ListPoliciesRequest(page_token="garbage"), "page_token"),
         (pb.EvaluateJobRequest(), "spec"),
         (pb.EvaluateJobRequest(spec=job_spec_pb2.JobSpec(engine=1)), "spec.steps"),
+        (pb.EvaluateJobsRequest(), "jobs"),
+        (pb.EvaluateJobsRequest(jobs=[pb.EvaluateJobsRequest.Item()]), "jobs[0].spec"),
+        (
+            pb.EvaluateJobsRequest(
+                jobs=[
+                    pb.EvaluateJobsRequest.Item(spec=spec("https://example.com/"), job_id="x" * 65)
+                ]
+            ),
+            "jobs[0].job_id",
+        ),
+        (
+            pb.EvaluateJobsRequest(
+                jobs=[pb.EvaluateJobsRequest.Item(spec=spec("https://example.com/"))] * 1001
+            ),
+            "jobs",
+        ),
         (
             pb.UpdatePolicyRequest(
                 policy=policy_pb2.Policy(display_name="x"),
