@@ -6,9 +6,10 @@ connection up as stale after MAX_OUTSTANDING_PINGS go unanswered, then reconnect
 defaults (120 s, 2) take four to six minutes to notice. Health asks for a round trip of its
 own, so it turns NOT_SERVING within a second or two of the server going quiet.
 
-What lives on a connection — a KV watch, a pull subscription, requests in flight — may not
-survive a reconnect whole, so `Connection` counts reconnects (`epoch`) and lets its users
-wait on one (`until_reconnected`, `unless_reconnected`) to rebuild what they hold.
+nats-py renews plain subscriptions on a reconnect, but not everything on a connection comes
+through whole: a KV watch's ephemeral consumer may be gone, and a request sent on the old
+connection may never be answered. So `Connection` counts reconnects (`epoch`) and lets its
+users wait on one (`until_reconnected`, `unless_reconnected`) to renew what they hold.
 """
 
 from __future__ import annotations
