@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import nats
-import pytest
 from nats.aio.client import Client
 
 from accord_kit import nats as knats
 from accord_kit import revocations
 from accord_kit.embedded import EmbeddedNats
-from accord_kit.net import free_port
 from accord_kit.revocations import Revocations
 
 
@@ -24,15 +21,6 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def own_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    """A NATS of this test's own, so it can be restarted under a follower."""
-    server = EmbeddedNats(tmp_path / "nats", free_port())
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
-
-
 async def revoke(nc: Client, token_id: str) -> None:
     await revocations.revoke(nc, token_id, reason="test", revoked_by="test", expires_at=None)
 
@@ -40,7 +28,7 @@ async def revoke(nc: Client, token_id: str) -> None:
 async def test_the_list_is_loaded_before_follow_returns_and_then_kept_live(
     own_nats: EmbeddedNats,
 ) -> None:
-    nc = await nats.connect(own_nats.url)
+    nc = await knats.connect(own_nats.url, "follower")
     await revoke(nc, "before")
     seen = Revocations()
     seen.RESYNC_SECONDS = 0.5
@@ -62,8 +50,7 @@ async def test_the_list_is_loaded_before_follow_returns_and_then_kept_live(
 
 async def test_a_follower_recovers_after_nats_restarts(own_nats: EmbeddedNats) -> None:
     nc = await knats.connect(own_nats.url, "follower")
-    seen = Revocations()
-    seen.RESYNC_SECONDS = 0.5
+    seen = Revocations()  # the periodic replay (30 s) is too late: the reconnect renews the watch
     await seen.follow(nc)
     await asyncio.to_thread(own_nats.stop)
     await asyncio.to_thread(own_nats.start)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nats.aio.client import Client
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord_kit import db
@@ -15,7 +14,7 @@ from accord_kit.server import Server
 @dataclass(frozen=True)
 class Backing:
     engine: AsyncEngine
-    nc: Client
+    nc: knats.Connection
 
     @classmethod
     async def open(

@@ -72,6 +72,13 @@ class _Server:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The running server's process id (tests pause it with SIGSTOP to mimic a hang)."""
+        if self._proc is None:
+            raise EmbeddedError(f"{self.name} is not running")
+        return self._proc.pid
+
     def start(self) -> None:
         raise NotImplementedError
 

@@ -3,7 +3,8 @@
 `enqueue` adds envelopes in the caller's transaction and nudges the relay with NOTIFY.
 The relay publishes rows in id order, a window at a time, to JetStream with
 `Nats-Msg-Id` = event id (so a crash between publish and delete cannot duplicate), and
-deletes them once acknowledged. While NATS is down rows simply wait.
+deletes them once acknowledged. While NATS is down rows simply wait, and they go out as
+soon as the connection is re-established.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 
 import structlog
-from nats.aio.client import Client
 from prometheus_client import Counter, Gauge
 from sqlalchemy import (
     BigInteger,
@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from accord.events.v1 import envelope_pb2
+from accord_kit.backoff import Backoff
+from accord_kit.nats import Connection, Reconnected
 
 log = structlog.get_logger("accord.outbox")
 
@@ -75,7 +77,7 @@ class Relay:
         self,
         engine: AsyncEngine,
         table: Table,
-        nc: Client,
+        nc: Connection,
         *,
         window: int = 256,
         idle_poll: float = 1.0,
@@ -101,13 +103,19 @@ class Relay:
                     await task
 
     async def _run(self) -> None:
+        backoff = Backoff(initial=0.05, maximum=self._idle_poll * 2)
         while True:
+            epoch = self._nc.epoch
             try:
                 published = await self.publish_once()
+            except Reconnected:  # the acks awaited went with the old connection: again, now
+                continue
             except Exception as exc:
                 log.warning("outbox.publish_failed", error=repr(exc))
-                published = 0
-                await asyncio.sleep(self._idle_poll)
+                with contextlib.suppress(Reconnected):
+                    await self._nc.unless_reconnected(epoch, backoff.sleep())
+                continue
+            backoff.reset()
             if published < self._window:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_poll)
@@ -115,6 +123,7 @@ class Relay:
 
     async def publish_once(self) -> int:
         """Publish up to one window of rows; returns how many were published."""
+        epoch = self._nc.epoch
         js = self._nc.jetstream()
         t = self._table
         async with self._engine.begin() as conn:
@@ -129,7 +138,7 @@ class Relay:
             BACKLOG.set(len(rows))
             if not rows:
                 return 0
-            await asyncio.gather(
+            acks = asyncio.gather(
                 *(
                     js.publish(
                         r.subject, r.envelope, timeout=5, headers={"Nats-Msg-Id": r.event_id}
@@ -137,12 +146,17 @@ class Relay:
                     for r in rows
                 )
             )
+            # Acks awaited on a connection that is replaced meanwhile may never come: then
+            # Reconnected ends the wait, the rows stay, and they are published again at once
+            # (JetStream drops the copies that did arrive, by their Nats-Msg-Id).
+            await self._nc.unless_reconnected(epoch, acks)
             await conn.execute(delete(t).where(t.c.id.in_([r.id for r in rows])))
         PUBLISHED.inc(len(rows))
         return len(rows)
 
     async def _listen(self) -> None:
         """Wake the relay on NOTIFY; reconnect after a Postgres outage."""
+        backoff = Backoff(maximum=self._idle_poll * 2)
         while True:
             try:
                 async with self._engine.connect() as conn:
@@ -152,10 +166,11 @@ class Relay:
                     closed = asyncio.Event()
                     driver.add_termination_listener(lambda *_, c=closed: c.set())
                     await driver.add_listener(_channel(self._table), lambda *_: self._wake.set())
+                    backoff.reset()
                     await closed.wait()
             except Exception as exc:
                 log.debug("outbox.listen_failed", error=repr(exc))
-                await asyncio.sleep(self._idle_poll)
+                await backoff.sleep()
 
 
 def create_outbox(schema: str) -> None:

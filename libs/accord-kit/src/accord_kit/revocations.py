@@ -21,12 +21,16 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from accord_kit.backoff import Backoff
+from accord_kit.nats import Connection, Reconnected
 from accord_kit.tokens import MAX_TTL
 
 log = structlog.get_logger("accord.revocations")
 
 BUCKET = "accord_revocations"
 LOAD_TIMEOUT = 10.0
+RETRY_MAX = 2.0
+"""Longest pause, in seconds, between attempts to watch while NATS is unreachable."""
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,10 @@ async def bucket(nc: Client) -> KeyValue:
 class Revocations:
     """The set of revoked token ids, kept current from the bucket.
 
-    A watch applies each revocation as it is written. Every RESYNC_SECONDS the watch is
-    replaced by a fresh one that replays the whole bucket, so a watch lost with a NATS restart
-    costs at most that long, and a service never keeps serving on a list it stopped hearing.
+    A watch applies each revocation as it is written. A fresh watch, replaying the whole
+    bucket, replaces it as soon as the NATS connection is re-established (a watch does not
+    outlive a restart or a hung server) and every RESYNC_SECONDS regardless, so a service
+    never keeps serving on a list it stopped hearing.
     """
 
     RESYNC_SECONDS = 30.0
@@ -74,26 +79,31 @@ class Revocations:
     def following(self) -> bool:
         return self._task is not None
 
-    async def follow(self, nc: Client) -> None:
+    async def follow(self, nc: Connection) -> None:
         """Load the whole list, then keep it current in the background."""
-        kv = await bucket(nc)
+        await bucket(nc)  # fail now, not in the background, when there is no JetStream
         loaded = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._run(kv, loaded), name="revocations")
+        self._task = asyncio.create_task(self._run(nc, loaded), name="revocations")
         await asyncio.wait_for(asyncio.shield(loaded), LOAD_TIMEOUT)
         log.info("revocations.loaded", count=len(self._revoked))
 
-    async def _run(self, kv: KeyValue, loaded: asyncio.Future[None]) -> None:
+    async def _run(self, nc: Connection, loaded: asyncio.Future[None]) -> None:
+        backoff = Backoff(maximum=RETRY_MAX)
         while True:
+            epoch = nc.epoch
             try:
-                await self._watch_once(kv, loaded)
-            except asyncio.CancelledError:
-                raise
+                await nc.unless_reconnected(epoch, self._watch_once(nc, loaded))
+                backoff.reset()
+            except Reconnected:
+                log.info("revocations.rewatch", reason="reconnected")
+                backoff.reset()
             except Exception as exc:
                 log.warning("revocations.watch_failed", error=repr(exc))
-                await asyncio.sleep(1.0)
+                with contextlib.suppress(Reconnected):
+                    await nc.unless_reconnected(epoch, backoff.sleep())
 
-    async def _watch_once(self, kv: KeyValue, loaded: asyncio.Future[None]) -> None:
-        watcher = await kv.watchall()
+    async def _watch_once(self, nc: Connection, loaded: asyncio.Future[None]) -> None:
+        watcher = await (await bucket(nc)).watchall()
         replay: set[str] | None = set()  # the whole bucket, until its end marker
         until = asyncio.get_running_loop().time() + self.RESYNC_SECONDS
         try:

@@ -17,7 +17,6 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from nats.aio.client import Client
 from prometheus_client import Gauge, start_http_server
 
 from accord_kit import nats as knats
@@ -64,7 +63,7 @@ class Server:
     def check(self, dependency: str, check: Check) -> None:
         self._checks[dependency] = check
 
-    async def use_nats(self, nc: Client) -> None:
+    async def use_nats(self, nc: knats.Connection) -> None:
         """NATS carries the revocation list every call is checked against; health watches it."""
         self.check("nats", knats.nats_check(nc))
         if self.auth.enabled:

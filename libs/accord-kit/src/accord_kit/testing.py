@@ -11,15 +11,18 @@ the same environment variables an operator sets.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
+import signal
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import grpc
@@ -33,6 +36,8 @@ from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
 from accord_kit.transport import MESSAGE_LIMITS, metadata_interceptors
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +56,72 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     with EmbeddedNats(tmp_path_factory.mktemp("nats"), free_port()) as server:
         yield server.url
+
+
+@pytest.fixture
+async def own_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    """A nats-server of the test's own, which it may pause or restart (see `nats_outage`)."""
+    server = EmbeddedNats(tmp_path / "own-nats", free_port())
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+@contextlib.asynccontextmanager
+async def nats_outage(
+    server: EmbeddedNats, kind: Literal["pause", "restart"]
+) -> AsyncIterator[None]:
+    """NATS is unreachable inside the block and back after it.
+
+    `pause` stops the process (SIGSTOP ... SIGCONT): every connection stays open and silent,
+    as with a hung server or a partition, so nothing fails until a client notices. `restart`
+    stops it and starts it again on the same port and store directory.
+    """
+    if kind == "pause":
+        os.kill(server.pid, signal.SIGSTOP)
+        await _until_stopped(server.pid)
+        try:
+            yield
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+    else:
+        await asyncio.to_thread(server.stop)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(server.start)
+
+
+async def _until_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until every thread of `pid` has stopped: kill() returns before they all have,
+    and a server thread running on another core may still answer meanwhile (Linux /proc)."""
+
+    def stopped() -> bool | None:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):  # a thread that exited meanwhile
+                state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state not in ("T", "t"):
+                    return None
+        return True
+
+    async def probe() -> bool | None:
+        return stopped()
+
+    await eventually(probe, timeout, what=f"process {pid} to stop")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0, what: str = ""
+) -> T:
+    """Poll `probe` until it returns something other than None, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or probe}")
+        await asyncio.sleep(0.05)
 
 
 def _plain(url: str) -> str:

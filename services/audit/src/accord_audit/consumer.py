@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 
 import structlog
-from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
@@ -19,6 +18,7 @@ from accord_audit.domain.records import Event, MalformedEvent, parse_event
 from accord_audit.service import AuditUseCases
 from accord_kit import events
 from accord_kit import nats as knats
+from accord_kit.backoff import Backoff
 
 log = structlog.get_logger("accord.audit.consumer")
 
@@ -30,7 +30,7 @@ MALFORMED = Counter("accord_audit_malformed_total", "Messages dropped as not an 
 class Consumer:
     """One pull loop per producer stream; replicas share the durable consumer."""
 
-    def __init__(self, nc: Client, cases: AuditUseCases, settings: Settings) -> None:
+    def __init__(self, nc: knats.Connection, cases: AuditUseCases, settings: Settings) -> None:
         self._nc = nc
         self._cases = cases
         self._settings = settings
@@ -57,16 +57,24 @@ class Consumer:
                 await task
 
     async def _consume(self, producer: str) -> None:
-        delay = self._settings.retry_initial
+        """Subscribe and pull; after a failure, subscribe again (stream and consumer too).
+
+        The pull subscription outlives a reconnect: nats-py renews its interest and the
+        durable consumer is kept by the server, so messages already on their way to it are
+        not stranded. A consumer or stream that did not come back is an error from fetch,
+        which lands here; the retry waits its backoff, or less if NATS reconnects meanwhile.
+        """
+        backoff = self._backoff()
         while not self._stopping:
+            epoch = self._nc.epoch
             try:
                 sub = await self._subscribe(producer)
-                delay = self._settings.retry_initial
+                backoff.reset()
                 await self._pull(sub)
             except Exception as exc:
                 log.warning("audit.consume_failed", producer=producer, error=repr(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max)
+                with contextlib.suppress(knats.Reconnected):
+                    await self._nc.unless_reconnected(epoch, backoff.sleep())
 
     async def _subscribe(self, producer: str) -> JetStreamContext.PullSubscription:
         stream, subjects = events.stream_name(producer), events.stream_subjects(producer)
@@ -103,19 +111,22 @@ class Consumer:
 
         Meanwhile the messages stay unacked, so JetStream still owes them to some replica.
         """
-        delay = self._settings.retry_initial
+        backoff = self._backoff()
         while not self._stopping:
             try:
                 appended = await self._cases.append(batch)
             except Exception as exc:
-                log.warning("audit.append_failed", error=repr(exc), retry_in=delay)
+                delay = backoff.next()
+                log.warning("audit.append_failed", error=repr(exc), retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._settings.retry_max)
                 continue
             APPENDED.inc(len(appended))
             DUPLICATES.inc(len(batch) - len(appended))
             return True
         return False
+
+    def _backoff(self) -> Backoff:
+        return Backoff(initial=self._settings.retry_initial, maximum=self._settings.retry_max)
 
 
 def _parse(msgs: list[Msg]) -> list[Event]:

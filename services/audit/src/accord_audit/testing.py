@@ -1,17 +1,13 @@
-"""Test helpers for the audit service: a publishing harness and polling with a deadline.
+"""Test helpers for the audit service: settings for a test and a publishing harness.
 
 Kept in the package (like accord_kit.testing) so tests import them with their types.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 from nats.aio.client import Client
 
@@ -21,23 +17,9 @@ from accord.events.v1 import envelope_pb2, job_events_pb2
 from accord_audit.app import App
 from accord_audit.config import Settings
 from accord_kit import events
-from accord_kit.testing import as_tenant
+from accord_kit.testing import as_tenant, eventually
 
-T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0, what: str = ""
-) -> T:
-    """Poll `probe` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = await probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        await asyncio.sleep(0.05)
+__all__ = ["Harness", "eventually", "settings_for"]
 
 
 def settings_for(database_url: str, nats_url: str, producer: str, durable: str) -> Settings:
