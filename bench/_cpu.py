@@ -74,3 +74,9 @@ def usage(before: dict[str, float], after: dict[str, float], wall: float) -> str
     shares = {n: (after[n] - before[n]) / wall for n in after if n in before and wall > 0}
     ranked = sorted(shares.items(), key=lambda item: -item[1])
     return ", ".join(f"{name} {share:.0%}" for name, share in ranked)
+
+
+def per_job(before: dict[str, float], after: dict[str, float], jobs: int) -> dict[str, float]:
+    """Each process's CPU milliseconds per job between two readings, busiest first."""
+    spent = {n: (after[n] - before[n]) * 1000 / jobs for n in after if n in before and jobs}
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))

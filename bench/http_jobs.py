@@ -9,21 +9,18 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import functools
 import json
-import os
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+from _common import metadata, phase, workdir
 from _cpu import cpu_seconds, usage
 from _report import Drain, Results, Tally, print_report
 from _stack import SERVICES, Stack, StackError, running_stack, start_service, stop_service
@@ -32,8 +29,6 @@ from aiohttp import web
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
-from accord_kit import tokens
-from accord_kit.auth import bearer
 from accord_kit.embedded import EmbeddedError
 from accord_kit.net import free_port
 
@@ -107,17 +102,6 @@ async def serve_page() -> AsyncIterator[str]:
         yield f"http://{HOST}:{port}/"
     finally:
         await runner.cleanup()
-
-
-@functools.cache
-def metadata(tenant: str) -> tuple[tuple[str, str], ...]:
-    """A client of `tenant`: a token signed with the running stack's dev key."""
-    key = tokens.read_private_key(Path(os.environ["ACCORD_AUTH_SIGNING_KEY_FILE"]))
-    scopes = ("jobs:read", "jobs:write", "policies:admin")
-    token = tokens.issue(
-        key, subject=f"bench:{tenant}", tenant=tenant, scopes=scopes, ttl=timedelta(hours=12)
-    )
-    return bearer(token)
 
 
 async def allow_local(stack: Stack, tenant: str) -> None:
@@ -276,10 +260,6 @@ async def warm_up(stack: Stack, jobs: Jobs, tenant: str, url: str, n: int) -> No
         raise StackError(f"warm-up jobs did not all succeed: {states}")
 
 
-def phase(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 async def measure(stack: Stack, url: str, args: argparse.Namespace) -> Results:
     run = uuid.uuid4().hex[:8]
     phase(f"raw aiohttp loop: {args.jobs} requests at concurrency {args.concurrency}")
@@ -299,16 +279,6 @@ async def measure(stack: Stack, url: str, args: argparse.Namespace) -> Results:
             )
     stack.check_alive()
     return results
-
-
-@contextlib.contextmanager
-def workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path.resolve()
-        return
-    with tempfile.TemporaryDirectory(prefix="accord-bench-", ignore_cleanup_errors=True) as tmp:
-        yield Path(tmp)
 
 
 async def run(args: argparse.Namespace) -> int:
