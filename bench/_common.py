@@ -15,7 +15,7 @@ from pathlib import Path
 from accord_kit import tokens
 from accord_kit.auth import bearer
 
-SCOPES = ("jobs:read", "jobs:write", "policies:admin")
+SCOPES = ("jobs:read", "jobs:write", "policies:admin", "policies:evaluate")
 
 
 @functools.cache

@@ -151,6 +151,30 @@ async def test_concurrent_creates_with_one_request_id_make_one_job(stack) -> Non
     assert [j.job_id for j in listed] == [replies[0].job.job_id]
 
 
+async def test_concurrent_creates_are_admitted_together_each_its_own_job(stack) -> None:  # type: ignore[no-untyped-def]
+    requests = [pb.CreateJobRequest(request_id=f"r{i}", spec=small(priority=i)) for i in range(40)]
+    replies = await asyncio.gather(*(stack.jobs.CreateJob(r, metadata=ACME) for r in requests))
+    assert all(r.created for r in replies)
+    assert [r.job.request_id for r in replies] == [r.request_id for r in requests]
+    assert [r.job.spec.priority for r in replies] == list(range(40))
+    assert len({r.job.job_id for r in replies}) == 40
+
+
+async def test_one_request_id_with_two_specs_at_once_is_one_job_and_one_conflict(stack) -> None:  # type: ignore[no-untyped-def]
+    calls = [
+        stack.jobs.CreateJob(
+            pb.CreateJobRequest(request_id="same", spec=small(priority=p)), metadata=ACME
+        )
+        for p in (1, 2)
+    ]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    made = [o for o in outcomes if isinstance(o, pb.CreateJobResponse)]
+    refused_ = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(made) == 1
+    assert made[0].created
+    assert [e.code() for e in refused_] == [grpc.StatusCode.ALREADY_EXISTS]
+
+
 async def test_finished_jobs_are_pruned_after_retention_and_live_ones_kept(stack) -> None:  # type: ignore[no-untyped-def]
     done = await create(stack, small())
     await complete(stack, await poll(stack))

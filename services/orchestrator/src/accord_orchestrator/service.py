@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -15,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
-from accord_kit import pages
-from accord_kit.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from accord_kit import caller, pages
+from accord_kit.errors import AccordError, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
 from accord_orchestrator.domain import jobs as rules
@@ -26,6 +27,34 @@ Sessions = async_sessionmaker[AsyncSession]
 # of specs fits the response that echoes it.
 MAX_SPEC_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 8 * 1024 * 1024
+# CreateJob calls of one caller admitted together at most (the policy's batch limit).
+MAX_COALESCED = 1000
+
+
+@dataclass
+class _Ask:
+    """One CreateJob call waiting for the batch it joined."""
+
+    request_id: str
+    spec: job_spec_pb2.JobSpec
+    blob: bytes
+    digest: str
+    answer: asyncio.Future[tuple[job_pb2.Job, bool]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def item(self) -> tuple[str, job_spec_pb2.JobSpec, bytes, str]:
+        return (self.request_id, self.spec, self.blob, self.digest)
+
+    def settle(self, outcome: tuple[job_pb2.Job, bool] | Exception) -> None:
+        if self.answer.done():
+            return
+        if isinstance(outcome, Exception):
+            self.answer.set_exception(outcome)
+            self.answer.exception()  # retrieved here, in case its caller already gave up
+        else:
+            self.answer.set_result(outcome)
 
 
 class JobUseCases:
@@ -40,12 +69,83 @@ class JobUseCases:
         self._policy = policy
         self._on_queued = on_queued
         self._watch_poll = watch_poll
+        self._waiting: dict[tuple[str, str], list[_Ask]] = {}
+        self._draining: set[tuple[str, str]] = set()
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def create(
         self, tenant: str, request_id: str, spec: job_spec_pb2.JobSpec
     ) -> tuple[job_pb2.Job, bool]:
-        jobs, created = await self._admit(tenant, [(request_id, spec)])
-        return jobs[0], created
+        """Admit one job. Calls that arrive while a batch of the same caller is being decided
+        and stored wait and go together as the next batch: one policy round trip and one
+        transaction for all of them (group commit), so the cost per job falls as load rises.
+        """
+        [blob] = _encode([(request_id, spec)])
+        ask = _Ask(request_id, spec, blob, _sha256(blob))
+        principal = caller.current()
+        key = (tenant, principal.subject if principal else "")
+        self._waiting.setdefault(key, []).append(ask)
+        if key not in self._draining:
+            self._draining.add(key)
+            # The task copies this call's context, so events name this caller as their actor;
+            # the key keeps other callers' jobs out of its batches.
+            drain = asyncio.create_task(self._drain(tenant, key))
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
+        # Shielded: one caller giving up must not cancel a batch that holds other calls.
+        return await asyncio.shield(ask.answer)
+
+    async def _drain(self, tenant: str, key: tuple[str, str]) -> None:
+        try:
+            while asks := self._waiting.pop(key, []):
+                if len(asks) > MAX_COALESCED:
+                    self._waiting[key] = asks[MAX_COALESCED:] + self._waiting.get(key, [])
+                    asks = asks[:MAX_COALESCED]
+                try:
+                    await self._admit_asks(tenant, asks)
+                except Exception as exc:  # every waiting caller gets the batch's error
+                    for ask in asks:
+                        ask.settle(exc)
+        finally:
+            self._draining.discard(key)
+
+    async def _admit_asks(self, tenant: str, asks: list[_Ask]) -> None:
+        """Answer each ask: the job an earlier call made with its request id, or a new one."""
+        first: dict[str, _Ask] = {}
+        for ask in asks:
+            first.setdefault(ask.request_id, ask)
+        async with self._sessions() as s:
+            rows = await store.find_by_requests(s, tenant, list(first))
+            earlier = await store.load_jobs(s, list(rows.values()))
+        outcome: dict[str, tuple[job_pb2.Job, bool] | Exception] = {
+            job.request_id: (job, False) for job in earlier
+        }
+        fresh = [a for r, a in first.items() if r not in rows]
+        try:
+            made = await self._store(tenant, [a.item for a in fresh])
+            outcome |= {job.request_id: (job, True) for job in made}
+        except IntegrityError:  # another replica stored one of these ids meanwhile: one by one
+            for a in fresh:
+                try:
+                    [job], created = await self._admit(tenant, [(a.request_id, a.spec)])
+                    outcome[a.request_id] = (job, created)
+                except AccordError as exc:
+                    outcome[a.request_id] = exc
+        for ask in asks:
+            result = outcome[ask.request_id]
+            if isinstance(result, Exception):
+                ask.settle(result)
+                continue
+            job, created = result
+            if ask.digest != _sha256(job.spec.SerializeToString(deterministic=True)):
+                ask.settle(
+                    AlreadyExists(
+                        "request_id was already used with a different spec",
+                        metadata={"job_id": job.job_id},
+                    )
+                )
+            else:
+                ask.settle((job, created and first[ask.request_id] is ask))
 
     async def create_batch(
         self, tenant: str, request_id: str, specs: Sequence[job_spec_pb2.JobSpec]
@@ -58,47 +158,60 @@ class JobUseCases:
     async def _admit(
         self, tenant: str, items: list[tuple[str, job_spec_pb2.JobSpec]], beyond: str = ""
     ) -> tuple[list[job_pb2.Job], bool]:
-        """Decide every spec in one policy call, then store every job in one transaction."""
+        """Admit all of `items` or none, unless an earlier call made exactly these jobs."""
         encoded = _encode(items)
-        digests = [hashlib.sha256(blob).hexdigest() for blob in encoded]
+        digests = [_sha256(blob) for blob in encoded]
         earlier = await self._earlier(tenant, items, digests, beyond)
         if earlier is not None:
             return earlier, False
-        job_ids = [str(uuid.uuid4()) for _ in items]
-        decisions = await self._policy.evaluate_many(
-            tenant, [(spec, job_id) for (_, spec), job_id in zip(items, job_ids, strict=True)]
-        )
-        now = store.utcnow()
-        admitted = [
-            _admission(tenant, job_id, spec, decision, now)
-            for (_, spec), job_id, decision in zip(items, job_ids, decisions, strict=True)
-        ]
-        rows = [
-            _row(tr.job, request_id, blob, digest, spec.engine, decision, now)
-            for tr, (request_id, spec), blob, digest, decision in zip(
-                admitted, items, encoded, digests, decisions, strict=True
-            )
-        ]
         try:
-            async with self._sessions.begin() as s:
-                await store.insert_jobs(s, rows)
-                await history.record(
-                    s,
-                    [tr.change for tr in admitted],
-                    {
-                        tr.job.job_id: (decision, request_id)
-                        for tr, decision, (request_id, _) in zip(
-                            admitted, decisions, items, strict=True
-                        )
-                    },
-                )
+            return await self._store(
+                tenant,
+                [
+                    (r, spec, blob, d)
+                    for (r, spec), blob, d in zip(items, encoded, digests, strict=True)
+                ],
+            ), True
         except IntegrityError:  # a concurrent call with the same request_id won
             earlier = await self._earlier(tenant, items, digests, beyond)
             assert earlier is not None
             return earlier, False
+
+    async def _store(
+        self, tenant: str, items: list[tuple[str, job_spec_pb2.JobSpec, bytes, str]]
+    ) -> list[job_pb2.Job]:
+        """Decide every spec in one policy call, then store every job in one transaction.
+        Raises IntegrityError, storing nothing, when a request id is already taken."""
+        if not items:
+            return []
+        job_ids = [str(uuid.uuid4()) for _ in items]
+        decisions = await self._policy.evaluate_many(
+            tenant, [(item[1], job_id) for item, job_id in zip(items, job_ids, strict=True)]
+        )
+        now = store.utcnow()
+        admitted = [
+            _admission(tenant, job_id, item[1], decision, now)
+            for item, job_id, decision in zip(items, job_ids, decisions, strict=True)
+        ]
+        rows = [
+            _row(tr.job, request_id, blob, digest, spec.engine, decision, now)
+            for tr, (request_id, spec, blob, digest), decision in zip(
+                admitted, items, decisions, strict=True
+            )
+        ]
+        async with self._sessions.begin() as s:
+            await store.insert_jobs(s, rows)
+            await history.record(
+                s,
+                [tr.change for tr in admitted],
+                {
+                    tr.job.job_id: (decision, item[0])
+                    for tr, decision, item in zip(admitted, decisions, items, strict=True)
+                },
+            )
         if any(tr.job.state == rules.QUEUED for tr in admitted):
             self._on_queued()
-        return [store.to_job(SimpleNamespace(**row)) for row in rows], True
+        return [store.to_job(SimpleNamespace(**row)) for row in rows]
 
     async def _earlier(
         self,
@@ -179,6 +292,10 @@ class JobUseCases:
             if job.state in rules.TERMINAL and after >= job.version:
                 return
             await asyncio.sleep(self._watch_poll)
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
 
 
 def _encode(items: list[tuple[str, job_spec_pb2.JobSpec]]) -> list[bytes]:
