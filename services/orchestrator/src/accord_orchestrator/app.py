@@ -51,10 +51,9 @@ class App:
         await knats.ensure_stream(
             b.nc, events.stream_name(PRODUCER), events.stream_subjects(PRODUCER)
         )
-        sessions = db.sessionmaker(b.engine)
         self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
-        self.queue = QueueUseCases(sessions, s.poll_interval)
-        jobs = JobUseCases(sessions, self._policy, self.queue.notify)
+        self.queue = QueueUseCases(b.engine, s.poll_interval)
+        jobs = JobUseCases(b.engine, self._policy, self.queue.notify)
         self.server.add(
             JOB_SERVICE, job_service_pb2_grpc.add_JobServiceServicer_to_server, JobApi(jobs)
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accord.common.v1 import decision_pb2
 from accord.events.v1 import job_events_pb2
@@ -32,7 +32,7 @@ def to_change(c: rules.Change) -> job_pb2.JobStateChange:
 
 
 async def record(
-    s: AsyncSession,
+    s: AsyncConnection,
     changes: Sequence[rules.Change],
     admissions: Mapping[str, Admission] | None = None,
 ) -> None:
@@ -61,7 +61,7 @@ async def record(
     await outbox.enqueue(s, t.outbox, *envelopes)
 
 
-async def commit(s: AsyncSession, transitions: Sequence[rules.Transition]) -> None:
+async def commit(s: AsyncConnection, transitions: Sequence[rules.Transition]) -> None:
     """Apply the transitions and record their changes: one transaction, whatever its size."""
     await store.apply(s, transitions)
     await record(s, [tr.change for tr in transitions])

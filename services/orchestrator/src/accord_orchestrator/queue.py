@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord.orchestrator.v1 import worker_service_pb2
@@ -31,10 +31,8 @@ REAP_BATCH = 500
 
 
 class QueueUseCases:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], poll_interval: float = 0.1
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, poll_interval: float = 0.1) -> None:
+        self._engine = engine
         self._poll_interval = poll_interval
         self._work = asyncio.Event()
 
@@ -78,7 +76,7 @@ class QueueUseCases:
         self, worker: str, limit: int, engines: list[int], length: timedelta
     ) -> list[worker_service_pb2.Task]:
         now = store.utcnow()
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             offered = await store.candidates(s, engines, now, limit)
             if not offered:
                 return []
@@ -93,7 +91,7 @@ class QueueUseCases:
     async def _release(self, worker: str, tasks: list[worker_service_pb2.Task]) -> None:
         now = store.utcnow()
         leases = [rules.Lease(x.lease.job_id, x.lease.attempt) for x in tasks]
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             jobs = await store.lock(s, [x.job_id for x in leases])
             back = [
                 rules.release(jobs[x.job_id], now)
@@ -108,7 +106,7 @@ class QueueUseCases:
         self, worker: str, leases: list[rules.Lease], length: timedelta
     ) -> tuple[list[rules.Lease], list[rules.Lease], datetime]:
         deadline = store.utcnow() + (length or DEFAULT_LEASE)
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             extended, cancelled = await store.held_leases(s, worker, leases, deadline)
         lost = [x for x in leases if x not in extended and x not in cancelled]
         return sorted(cancelled, key=_order), lost, deadline
@@ -118,7 +116,7 @@ class QueueUseCases:
     ) -> list[rules.Lease]:
         """Apply every completion whose lease is still held; returns the stale ones."""
         now = store.utcnow()
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             jobs = await store.lock(s, [lease.job_id for lease, _ in completions])
             done, stale = [], []
             for lease, result in completions:
@@ -142,7 +140,7 @@ class QueueUseCases:
         partial: job_result_pb2.JobResult,
     ) -> tuple[int, datetime | None]:
         now = store.utcnow()
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             job = (await store.lock(s, [lease.job_id])).get(lease.job_id)
             if not rules.holds(job, worker, lease):
                 raise Aborted(
@@ -167,7 +165,7 @@ class QueueUseCases:
     async def reap(self, limit: int = REAP_BATCH) -> int:
         """Fail attempts whose lease expired and queue retries that fell due; returns count."""
         now = store.utcnow()
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             lost = await store.expired(s, now, limit)
             specs = await store.specs(s, [job.job_id for job in lost])
             expired = [rules.expire(job, now, specs[job.job_id].retry_policy) for job in lost]
@@ -181,7 +179,7 @@ class QueueUseCases:
         """Delete jobs finished longer than `retention` ago, a small batch per transaction."""
         total = 0
         while True:
-            async with self._sessions.begin() as s:
+            async with self._engine.begin() as s:
                 gone = await store.prune(s, store.utcnow() - retention, batch)
             total += gone
             if gone < batch:

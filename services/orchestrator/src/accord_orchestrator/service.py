@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
@@ -22,7 +22,6 @@ from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
 from accord_orchestrator.domain import jobs as rules
 
-Sessions = async_sessionmaker[AsyncSession]
 # Every hop carries 16 MiB messages: a spec of 4 MiB fits a lease batch, a batch of 8 MiB
 # of specs fits the response that echoes it.
 MAX_SPEC_BYTES = 4 * 1024 * 1024
@@ -60,12 +59,12 @@ class _Ask:
 class JobUseCases:
     def __init__(
         self,
-        sessions: Sessions,
+        engine: AsyncEngine,
         policy: PolicyClient,
         on_queued: Callable[[], None],
         watch_poll: float = 0.2,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
         self._policy = policy
         self._on_queued = on_queued
         self._watch_poll = watch_poll
@@ -114,7 +113,7 @@ class JobUseCases:
         first: dict[str, _Ask] = {}
         for ask in asks:
             first.setdefault(ask.request_id, ask)
-        async with self._sessions() as s:
+        async with self._engine.connect() as s:
             rows = await store.find_by_requests(s, tenant, list(first))
             earlier = await store.load_jobs(s, list(rows.values()))
         outcome: dict[str, tuple[job_pb2.Job, bool] | Exception] = {
@@ -199,7 +198,7 @@ class JobUseCases:
                 admitted, items, decisions, strict=True
             )
         ]
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             await store.insert_jobs(s, rows)
             await history.record(
                 s,
@@ -221,7 +220,7 @@ class JobUseCases:
         beyond: str,
     ) -> list[job_pb2.Job] | None:
         """The jobs an earlier call created with these request ids, or None if it made none."""
-        async with self._sessions() as s:
+        async with self._engine.connect() as s:
             rows = await store.find_by_requests(s, tenant, [r for r, _ in items] + [beyond])
             if not rows:
                 return None
@@ -238,7 +237,7 @@ class JobUseCases:
             return await store.load_jobs(s, [rows[r] for r, _ in items])
 
     async def get(self, tenant: str, job_id: str) -> job_pb2.Job:
-        async with self._sessions() as s:
+        async with self._engine.connect() as s:
             return await _loaded(s, tenant, job_id)
 
     async def list_jobs(
@@ -253,7 +252,7 @@ class JobUseCases:
         }
         limit = pages.page_size(request.page_size)
         position = pages.decode(request.page_token, [tenant, filters])
-        async with self._sessions() as s:
+        async with self._engine.connect() as s:
             found = await store.list_jobs(s, tenant, filters, position, limit + 1)
         if len(found) <= limit:
             return found, ""
@@ -264,13 +263,13 @@ class JobUseCases:
         return found[:limit], token
 
     async def cancel(self, tenant: str, job_id: str, reason: str) -> job_pb2.Job:
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             job = await _locked(s, tenant, job_id)
             await history.commit(s, [rules.cancel(job, store.utcnow(), reason)])
             return await _loaded(s, tenant, job_id)
 
     async def retry(self, tenant: str, job_id: str) -> job_pb2.Job:
-        async with self._sessions.begin() as s:
+        async with self._engine.begin() as s:
             job = await _locked(s, tenant, job_id)
             spec = (await store.specs(s, [job_id]))[job_id]
             await history.commit(s, [rules.retry(job, store.utcnow(), spec)])
@@ -283,7 +282,7 @@ class JobUseCases:
     ) -> AsyncIterator[tuple[job_pb2.JobStateChange, job_pb2.Job]]:
         """Changes after `after`, then follow until the job is terminal."""
         while True:
-            async with self._sessions() as s:
+            async with self._engine.connect() as s:
                 job = await _loaded(s, tenant, job_id)
                 changes = await store.changes_after(s, job_id, after)
             for c in changes:
@@ -373,14 +372,14 @@ def _row(
     }
 
 
-async def _locked(s: AsyncSession, tenant: str, job_id: str) -> rules.Job:
+async def _locked(s: AsyncConnection, tenant: str, job_id: str) -> rules.Job:
     job = (await store.lock(s, [job_id], tenant=tenant)).get(job_id)
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
 
 
-async def _loaded(s: AsyncSession, tenant: str, job_id: str) -> job_pb2.Job:
+async def _loaded(s: AsyncConnection, tenant: str, job_id: str) -> job_pb2.Job:
     row = await store.get_row(s, tenant, job_id)
     if row is None:
         raise NotFound(f"job {job_id} not found")

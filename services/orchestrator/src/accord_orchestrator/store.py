@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, text
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2
@@ -83,23 +83,23 @@ def to_job(row: Any, attempts: Sequence[Row[Any]] = ()) -> job_pb2.Job:
     return job
 
 
-async def insert_jobs(s: AsyncSession, rows: list[dict[str, Any]]) -> None:
+async def insert_jobs(s: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     await s.execute(insert(t.jobs), rows)
 
 
 async def find_by_requests(
-    s: AsyncSession, tenant: str, request_ids: list[str]
+    s: AsyncConnection, tenant: str, request_ids: list[str]
 ) -> dict[str, Row[Any]]:
     stmt = select(t.jobs).where(J.tenant_id == tenant, J.request_id.in_(request_ids))
     return {r.request_id: r for r in (await s.execute(stmt)).all()}
 
 
-async def get_row(s: AsyncSession, tenant: str, job_id: str) -> Row[Any] | None:
+async def get_row(s: AsyncConnection, tenant: str, job_id: str) -> Row[Any] | None:
     stmt = select(t.jobs).where(J.tenant_id == tenant, J.job_id == job_id)
     return (await s.execute(stmt)).one_or_none()
 
 
-async def load_jobs(s: AsyncSession, rows: Sequence[Row[Any]]) -> list[job_pb2.Job]:
+async def load_jobs(s: AsyncConnection, rows: Sequence[Row[Any]]) -> list[job_pb2.Job]:
     """Full rows as API jobs, with every attempt, in one query for all of them."""
     if not rows:
         return []
@@ -118,7 +118,7 @@ async def load_jobs(s: AsyncSession, rows: Sequence[Row[Any]]) -> list[job_pb2.J
 
 
 async def list_jobs(
-    s: AsyncSession, tenant: str, filters: dict[str, Any], before: list[str] | None, limit: int
+    s: AsyncConnection, tenant: str, filters: dict[str, Any], before: list[str] | None, limit: int
 ) -> list[job_pb2.Job]:
     stmt = select(t.jobs).where(J.tenant_id == tenant)
     if filters["states"]:
@@ -140,7 +140,7 @@ async def list_jobs(
     return await load_jobs(s, (await s.execute(stmt)).all())
 
 
-async def changes_after(s: AsyncSession, job_id: str, version: int) -> list[rules.Change]:
+async def changes_after(s: AsyncConnection, job_id: str, version: int) -> list[rules.Change]:
     c = t.changes.c
     stmt = (
         select(t.changes, J.tenant_id)
@@ -164,7 +164,7 @@ async def changes_after(s: AsyncSession, job_id: str, version: int) -> list[rule
 
 
 async def lock(
-    s: AsyncSession, job_ids: Iterable[str], *, tenant: str | None = None
+    s: AsyncConnection, job_ids: Iterable[str], *, tenant: str | None = None
 ) -> dict[str, rules.Job]:
     """The jobs, locked for this transaction, in id order (so batches never deadlock)."""
     stmt = select(*QUEUE_COLUMNS).where(J.job_id.in_(sorted(set(job_ids))))
@@ -174,7 +174,7 @@ async def lock(
     return {r.job_id: _record(r) for r in rows}
 
 
-async def specs(s: AsyncSession, job_ids: Iterable[str]) -> dict[str, job_spec_pb2.JobSpec]:
+async def specs(s: AsyncConnection, job_ids: Iterable[str]) -> dict[str, job_spec_pb2.JobSpec]:
     """The specs of these jobs: what a lease carries, and the retry policy a failure needs."""
     rows = (await s.execute(select(J.job_id, J.spec).where(J.job_id.in_(list(job_ids))))).all()
     return {r.job_id: job_spec_pb2.JobSpec.FromString(r.spec) for r in rows}
@@ -201,7 +201,7 @@ _CANDIDATES = text(
 
 
 async def candidates(
-    s: AsyncSession, engines: list[int], now: datetime, limit: int
+    s: AsyncConnection, engines: list[int], now: datetime, limit: int
 ) -> list[rules.Candidate]:
     """Due QUEUED jobs in queue order, locked (skipping rows others hold), leaving out jobs
     whose concurrency key is already at its cap so a busy key never blocks the rest."""
@@ -210,7 +210,7 @@ async def candidates(
 
 
 async def running_per_key(
-    s: AsyncSession, keys: set[tuple[str, str]]
+    s: AsyncConnection, keys: set[tuple[str, str]]
 ) -> dict[tuple[str, str], int]:
     """Serialise leasing per concurrency key across replicas, then count its RUNNING jobs.
 
@@ -298,7 +298,7 @@ _VOID_ATTEMPTS = text(
 )
 
 
-async def apply(s: AsyncSession, transitions: Sequence[rules.Transition]) -> None:
+async def apply(s: AsyncConnection, transitions: Sequence[rules.Transition]) -> None:
     """Write what the transitions decided to `jobs` and `attempts`: one statement per kind.
 
     The caller records their changes (history.record) in the same transaction.
@@ -349,7 +349,7 @@ async def apply(s: AsyncSession, transitions: Sequence[rules.Transition]) -> Non
         )
 
 
-async def insert_changes(s: AsyncSession, changes: Sequence[rules.Change]) -> None:
+async def insert_changes(s: AsyncConnection, changes: Sequence[rules.Change]) -> None:
     if changes:
         await s.execute(
             insert(t.changes),
@@ -369,7 +369,7 @@ async def insert_changes(s: AsyncSession, changes: Sequence[rules.Change]) -> No
 
 
 async def held_leases(
-    s: AsyncSession, worker: str, leases: list[rules.Lease], deadline: datetime
+    s: AsyncConnection, worker: str, leases: list[rules.Lease], deadline: datetime
 ) -> tuple[set[rules.Lease], set[rules.Lease]]:
     """Extend the leases `worker` still holds; returns (extended, cancelled)."""
     if not leases:
@@ -403,7 +403,7 @@ async def held_leases(
     )
 
 
-async def expired(s: AsyncSession, now: datetime, limit: int) -> list[rules.Job]:
+async def expired(s: AsyncConnection, now: datetime, limit: int) -> list[rules.Job]:
     stmt = (
         select(*QUEUE_COLUMNS)
         .where(J.state == rules.RUNNING, J.lease_deadline < now)
@@ -413,7 +413,7 @@ async def expired(s: AsyncSession, now: datetime, limit: int) -> list[rules.Job]
     return [_record(r) for r in (await s.execute(stmt)).all()]
 
 
-async def due_retries(s: AsyncSession, now: datetime, limit: int) -> list[rules.Job]:
+async def due_retries(s: AsyncConnection, now: datetime, limit: int) -> list[rules.Job]:
     stmt = (
         select(*QUEUE_COLUMNS)
         .where(J.state == rules.FAILED, J.due_time <= now)
@@ -441,6 +441,6 @@ _PRUNE = text(
 )
 
 
-async def prune(s: AsyncSession, cutoff: datetime, limit: int) -> int:
+async def prune(s: AsyncConnection, cutoff: datetime, limit: int) -> int:
     """Delete up to `limit` jobs that finished before `cutoff`, with their history."""
     return int((await s.execute(_PRUNE, {"cutoff": cutoff, "limit": limit})).scalar_one())
