@@ -1,29 +1,5 @@
-"""Bounded exponential backoff with jitter, for calls to a dependency that is down."""
+"""Backoff moved to the kit, where the stack launcher shares it; kept here for old imports."""
 
-from __future__ import annotations
+from accord_kit.backoff import Backoff
 
-import random
-from dataclasses import dataclass
-
-
-@dataclass
-class Backoff:
-    """Delays that double from `initial` up to `maximum`; half of each is random.
-
-    The random half spreads many executors apart after an orchestrator restart, so they
-    do not all reconnect in the same instant.
-    """
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    multiplier: float = 2.0
-    attempt: int = 0
-
-    def next(self) -> float:
-        cap = min(self.maximum, self.initial * self.multiplier**self.attempt)
-        if cap < self.maximum:  # stop growing once capped: the power would overflow
-            self.attempt += 1
-        return cap / 2 + random.random() * cap / 2  # noqa: S311 - jitter, not cryptography
-
-    def reset(self) -> None:
-        self.attempt = 0
+__all__ = ["Backoff"]
