@@ -11,15 +11,16 @@ the same environment variables an operator sets.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -30,9 +31,12 @@ from grpc_status import rpc_status
 
 from accord_kit import tokens
 from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
+from accord_kit.backoff import Backoff
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
 from accord_kit.transport import metadata_interceptors
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +136,26 @@ def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
         if detail.Unpack(info):
             return {"reason": info.reason, **info.metadata}
     return {}
+
+
+# What a client retries: the call may or may not have taken effect, and asking again with
+# the same request_id returns the first result, never a second one.
+RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+async def retry_unavailable(call: Callable[[], Awaitable[T]], *, deadline: float = 120.0) -> T:
+    """`call()`'s reply, calling it again with backoff while it fails UNAVAILABLE (or times
+    out) for up to `deadline` seconds; `call` must send the same request_id every time."""
+    backoff = Backoff(initial=0.1, maximum=2.0)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRIED_CODES or loop.time() > give_up:
+                raise
+        await asyncio.sleep(backoff.next())
 
 
 def stamp(when: datetime) -> timestamp_pb2.Timestamp:
