@@ -23,12 +23,11 @@ from accord_kit.stack import SERVICES, RestartPolicy, Stack
 Suite = Stack
 
 
-def service_env(**settings: str) -> dict[str, str]:
+def service_env(log_level: str, **settings: str) -> dict[str, str]:
     """The test process's environment for a stack's services, with `settings` added."""
     env = dict(os.environ)
     for name in SERVICES:
-        # Everything a service can log is captured, for the test that no secret is in it.
-        env[f"ACCORD_{name.upper()}_LOG_LEVEL"] = "debug"
+        env[f"ACCORD_{name.upper()}_LOG_LEVEL"] = log_level
     env["ACCORD_EXECUTOR_POLL_WAIT_SECONDS"] = "1"
     return env | settings
 
@@ -36,6 +35,8 @@ def service_env(**settings: str) -> dict[str, str]:
 @pytest.fixture
 async def suite(database_url: str, nats_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
     env = service_env(
+        # Everything a service can log is captured, for the test that no secret is in it.
+        "debug",
         ACCORD_DATABASE_URL=database_url,
         ACCORD_NATS_URL=nats_url,
         # The suite's NATS may be shared: a durable of our own sees every event from the start.
@@ -58,7 +59,7 @@ async def launch(tmp_path: Path) -> AsyncIterator[Launch]:
     async with contextlib.AsyncExitStack() as stacks:
 
         async def start(replicas: Mapping[str, int] | None = None, **settings: str) -> Stack:
-            env = service_env(**settings)
+            env = service_env("info", **settings)
             for given in ("ACCORD_DATABASE_URL", "ACCORD_NATS_URL"):
                 env.pop(given, None)
             workdir = tmp_path / f"stack-{next(numbers)}"

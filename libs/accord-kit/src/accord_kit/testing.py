@@ -143,9 +143,17 @@ def error_info(err: grpc.aio.AioRpcError) -> dict[str, str]:
 RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
-async def retry_unavailable(call: Callable[[], Awaitable[T]], *, deadline: float = 120.0) -> T:
+async def retry_unavailable(
+    call: Callable[[], Awaitable[T]],
+    *,
+    deadline: float = 120.0,
+    on_retry: Callable[[grpc.StatusCode], object] = lambda code: None,
+) -> T:
     """`call()`'s reply, calling it again with backoff while it fails UNAVAILABLE (or times
-    out) for up to `deadline` seconds; `call` must send the same request_id every time."""
+    out) for up to `deadline` seconds; `call` must send the same request_id every time.
+
+    `on_retry` hears the code of each failure that is retried.
+    """
     backoff = Backoff(initial=0.1, maximum=2.0)
     loop = asyncio.get_running_loop()
     give_up = loop.time() + deadline
@@ -155,6 +163,7 @@ async def retry_unavailable(call: Callable[[], Awaitable[T]], *, deadline: float
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in RETRIED_CODES or loop.time() > give_up:
                 raise
+            on_retry(exc.code())
         await asyncio.sleep(backoff.next())
 
 
