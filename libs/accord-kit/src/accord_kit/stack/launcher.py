@@ -117,7 +117,7 @@ class Stack:
 
     @property
     def procs(self) -> dict[str, subprocess.Popen[bytes]]:
-        """The current process of each instance, by name (`executor`, `executor-1`, ...)."""
+        """The current process of each instance, by name: `executor`, or `executor-0`..."""
         return {name: c.proc for name, c in self._children.items() if c.proc is not None}
 
     def deaths(self, service: str, replica: int = 0) -> int:
