@@ -59,6 +59,8 @@ class Run:
 
     jobs: list[str]
     retried: list[grpc.StatusCode] = field(default_factory=list)
+    # Whether batches were still being admitted when the chaos was done.
+    mid_admission: bool = False
 
 
 async def survives(
@@ -84,6 +86,7 @@ async def survives(
             await submitting
         await until_running(stack, at_least=10)
         await chaos()
+        run.mid_admission = not submitting.done()
         run.jobs = await submitting
     finally:
         submitting.cancel()
@@ -157,8 +160,9 @@ async def test_sigkill_the_policy_service(launch: Launch) -> None:
         await killed(stack, "policy")
 
     run = await survives(stack, chaos, tag="policy", batch=25)
-    # Fail closed: no decision, no job; the client asks again with the same request_id.
-    assert grpc.StatusCode.UNAVAILABLE in run.retried, "the kill missed every batch"
+    # Admission went on across the kill: calls in the gap either waited for the restarted
+    # policy service or failed closed (UNAVAILABLE, nothing stored) and were asked again.
+    assert run.mid_admission, "the kill missed every batch"
     await asyncio.to_thread(stack.wait_serving, "policy")
 
 

@@ -72,23 +72,26 @@ def _path(field: Any) -> str:
     return ".".join(parts)
 
 
-def _database_lost(exc: Exception) -> bool:
+# Failures to reach PostgreSQL, wherever they sit in the chain SQLAlchemy wraps them in.
+_LOST = (
+    ConnectionError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # the pool had no connection to give
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, admin kill
+)
+
+
+def _database_lost(exc: BaseException) -> bool:
     """A failure to reach PostgreSQL (down, restarting, pool exhausted), not a bug."""
-    if isinstance(exc, sa_exc.DBAPIError):
-        return (
-            exc.connection_invalidated
-            or isinstance(exc.orig, ConnectionError | OSError | asyncpg.PostgresConnectionError)
-            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
-        )
-    return isinstance(
-        exc,
-        ConnectionError
-        | sa_exc.DisconnectionError
-        | sa_exc.TimeoutError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError,
-    )
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, _LOST):
+            return True
+        if isinstance(seen, sa_exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__
+    return False
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
