@@ -4,29 +4,17 @@ clients retry as they are) rather than INTERNAL, and work again once it is back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
-import pytest
 
 from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord.orchestrator.v1 import job_service_pb2_grpc
 from accord_kit.embedded import EmbeddedPostgres
-from accord_kit.net import free_port
 from accord_kit.testing import as_tenant, channel, error_info, refused
 from accord_orchestrator.app import App, migrate
 from accord_orchestrator.config import Settings
 
 MD = as_tenant("acme")
-
-
-@pytest.fixture
-async def own_postgres(tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
-    pg = EmbeddedPostgres(tmp_path / "pg", free_port())
-    await asyncio.to_thread(pg.start)
-    yield pg
-    await asyncio.to_thread(pg.stop)
 
 
 async def list_code(jobs: job_service_pb2_grpc.JobServiceStub) -> grpc.StatusCode:

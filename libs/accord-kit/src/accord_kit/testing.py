@@ -67,6 +67,15 @@ async def own_nats(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
     await asyncio.to_thread(server.stop)
 
 
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> AsyncIterator[EmbeddedPostgres]:
+    """A PostgreSQL server of the test's own, which it may stop and start again."""
+    server = EmbeddedPostgres(tmp_path / "own-pg", free_port())
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
 @contextlib.asynccontextmanager
 async def nats_outage(
     server: EmbeddedNats, kind: Literal["pause", "restart"]
