@@ -7,6 +7,7 @@ some policy lists a network holding them (see `addresses`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -77,6 +78,10 @@ class Url:
         return f"{self.scheme}://{host}:{self.port}"
 
 
+# A bracketed IPv6 literal or a bracket-free host, then an optional port: nothing else.
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\[\]:]*)(:[0-9]*)?$")
+
+
 class BadUrl(ValueError):
     """A URL no client could fetch: the reason is said to the caller as a DENY."""
 
@@ -88,6 +93,8 @@ def parse_url(url: str) -> Url:
         port = parts.port
     except ValueError as exc:  # bad brackets, a port that is not a number or out of range
         raise BadUrl(f"malformed URL: {exc}") from None
+    if not _HOST_PORT.match(parts.netloc.rsplit("@", 1)[-1]):
+        raise BadUrl(f"malformed host or port in {parts.netloc!r}")
     scheme = parts.scheme.lower()
     if scheme not in {"http", "https"}:
         raise BadUrl(f"scheme {scheme or 'none'!r} is not http or https")
@@ -162,7 +169,7 @@ def evaluate(
 ) -> Verdict:
     reasons: list[Reason] = []
     matched: set[str] = set()
-    reasons += _check_mode(authorization_mode, policies)
+    reasons += check_mode(authorization_mode, policies)
     for target in targets:
         try:
             url = parse_url(target.url)
@@ -177,7 +184,7 @@ def evaluate(
     return Verdict(not reasons, reasons, sorted(matched))
 
 
-def _check_mode(
+def check_mode(
     mode: job_spec_pb2.AuthorizationMode.ValueType, policies: list[TenantPolicy]
 ) -> list[Reason]:
     highest = max((p.rules.max_authorization_mode for p in policies), default=0)
