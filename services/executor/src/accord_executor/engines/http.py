@@ -281,11 +281,19 @@ def _target(url: str) -> URL:
 
 def _headers(step: job_spec_pb2.RequestStep, attempt: _Attempt) -> dict[str, str]:
     # The engine's own User-Agent always stands: Accord identifies itself honestly.
-    return {
+    headers = {
         k: render_text(v, attempt.outputs)
         for k, v in step.headers.items()
         if k.lower() != "user-agent"
     }
+    # Names and literal values were checked at submission; a rendered value is checked here,
+    # before it could split the request or the connection it travels on.
+    for name, value in headers.items():
+        if any(c in value for c in "\r\n\x00"):
+            raise r.StepFailed(
+                r.TEMPLATE_ERROR, f"header {name} renders to a value with CR, LF or NUL"
+            )
+    return headers
 
 
 def _cookies(attempt: _Attempt, target: URL, headers: dict[str, str]) -> dict[str, str]:
