@@ -10,6 +10,7 @@ DNS, so a name only it could not resolve proves the request went to the checked 
 from __future__ import annotations
 
 import asyncio
+import sys
 import ipaddress
 import time
 from collections.abc import AsyncIterator, Callable
@@ -165,7 +166,13 @@ async def start_policy(
     for made, ch in started:
         await ch.close()  # type: ignore[attr-defined]
         if not made.stopped:
-            await made.app.stop()
+            try:
+                async with asyncio.timeout(20):
+                    await made.app.stop()
+            except TimeoutError:
+                for task in asyncio.all_tasks():
+                    task.print_stack(file=sys.stderr)
+                raise
 
 
 @pytest.fixture

@@ -55,6 +55,7 @@ class App:
         )
         await self._robots.start()
         requests = RequestUseCases(
+            b.engine,
             sessions,
             self._resolve,
             self._robots,

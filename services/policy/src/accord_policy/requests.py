@@ -4,7 +4,8 @@ One request is decided where it is made: its URL against the domain rules, every
 its host resolves to against the network rules, its path against the origin's robots.txt,
 and then its host's shared token bucket and concurrency cap. The checked address is
 returned: the executor connects to it and nowhere else. Policies are read on every call, so
-a policy change applies to the very next request.
+a policy change applies to the very next request: each call reads the tenant's policy-set
+revision (one indexed row), and the parsed policies are reused only while it is unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord_policy import store
@@ -36,6 +37,7 @@ OVERRIDABLE = {
     job_spec_pb2.AUTHORIZATION_MODE_INTERNAL,
 }
 DEFAULT_LEASE_SECONDS = 60.0
+MAX_CACHED_TENANTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Permit:
 class RequestUseCases:
     def __init__(
         self,
+        engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         resolve: Resolve,
         robots: Robots,
@@ -81,7 +84,9 @@ class RequestUseCases:
         default_deny: bool,
         robots_agent: str,
     ) -> None:
+        self._engine = engine
         self._sessions = sessions
+        self._parsed: dict[str, tuple[int, list[rules.TenantPolicy]]] = {}
         self._resolve = resolve
         self._robots = robots
         self._default_deny = default_deny
@@ -134,10 +139,25 @@ class RequestUseCases:
         async with self._sessions.begin() as s:
             await store.release_permit(s, tenant, permit_id)
 
+    async def _policies(self, tenant: str) -> tuple[int, list[rules.TenantPolicy]]:
+        """The tenant's revision and policies; parsed again only when the revision moved.
+
+        The revision is read first: a policy written between the two reads is paired with
+        the older revision and so replaced at the next call, never kept.
+        """
+        async with self._engine.connect() as c:
+            revision = await store.revision(c, tenant)
+            cached = self._parsed.get(tenant)
+            if cached is not None and cached[0] == revision:
+                return cached
+            policies = await store.tenant_policies(c, tenant)
+        if len(self._parsed) >= MAX_CACHED_TENANTS:
+            self._parsed.clear()
+        self._parsed[tenant] = (revision, policies)
+        return revision, policies
+
     async def _check(self, tenant: str, ask: Ask) -> Checked:
-        async with self._sessions() as s:
-            policies = await store.tenant_policies(s, tenant)
-            revision = await store.revision(s, tenant)
+        revision, policies = await self._policies(tenant)
         try:
             url = rules.parse_url(ask.url)
         except rules.BadUrl as exc:

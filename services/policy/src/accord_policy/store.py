@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from accord.common.v1 import decision_pb2
 from accord.policy.v1 import policy_pb2
@@ -51,7 +51,7 @@ async def bump_revision(session: AsyncSession, tenant: str) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def revision(session: AsyncSession, tenant: str) -> int:
+async def revision(session: AsyncSession | AsyncConnection, tenant: str) -> int:
     stmt = select(t.revisions.c.revision).where(t.revisions.c.tenant_id == tenant)
     return int((await session.execute(stmt)).scalar_one_or_none() or 0)
 
@@ -135,7 +135,9 @@ async def list_policies(
     return [_policy(r).policy for r in (await session.execute(stmt)).all()]
 
 
-async def tenant_policies(session: AsyncSession, tenant: str) -> list[TenantPolicy]:
+async def tenant_policies(
+    session: AsyncSession | AsyncConnection, tenant: str
+) -> list[TenantPolicy]:
     stmt = select(t.policies.c.policy_id, t.policies.c.rules).where(
         t.policies.c.tenant_id == tenant
     )
