@@ -1,5 +1,5 @@
 """End-to-end fixtures: see suite.py."""
 
-from tests.e2e.suite import site, suite
+from tests.e2e.suite import launch, site, suite
 
-__all__ = ["site", "suite"]
+__all__ = ["launch", "site", "suite"]

@@ -79,7 +79,7 @@ async def test_issue_use_revoke_and_no_token_is_ever_written(
     assert (claims["tenant"], claims["scope"]) == (TENANT, "jobs:read jobs:write")
     assert claims["exp"] - claims["iat"] == 600
 
-    await allow_local_site(suite)
+    await allow_local_site(suite.target("policy"))
     async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
         jobs = job_service_pb2_grpc.JobServiceStub(ch)
         created = await jobs.CreateJob(

@@ -26,9 +26,10 @@ GET_JOB = "accord.orchestrator.v1.JobService/GetJob"
 
 
 async def allow_local_site(
-    suite: Suite, tenant: str = TENANT, metadata: tuple[tuple[str, str], ...] | None = None
+    policy: str, tenant: str = TENANT, metadata: tuple[tuple[str, str], ...] | None = None
 ) -> None:
-    async with grpc.aio.insecure_channel(suite.target("policy")) as ch:
+    """Let `tenant` fetch from 127.0.0.1, through the policy service at `policy`."""
+    async with grpc.aio.insecure_channel(policy) as ch:
         await policy_service_pb2_grpc.PolicyServiceStub(ch).CreatePolicy(
             policy_service_pb2.CreatePolicyRequest(
                 request_id="local",
@@ -61,7 +62,7 @@ def scrape(url: str) -> job_spec_pb2.JobSpec:
 
 
 async def test_job_runs_to_success_and_is_audited(suite: Suite, site: str) -> None:
-    await allow_local_site(suite)
+    await allow_local_site(suite.target("policy"))
     async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
         jobs = job_service_pb2_grpc.JobServiceStub(ch)
         created = await jobs.CreateJob(
@@ -119,7 +120,7 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
     for name, services in expected.items():
         out = await _run(grpcurl, "-plaintext", suite.target(name), "list")
         assert services | {"grpc.health.v1.Health"} <= set(out.split()), out
-    await allow_local_site(suite, "grpcurl")
+    await allow_local_site(suite.target("policy"), "grpcurl")
     auth = f"authorization: Bearer {token('grpcurl', ['jobs:read', 'jobs:write'])}"
     body = json.dumps(
         {
@@ -188,7 +189,7 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
 
 
 async def test_node_client_creates_and_gets_a_job(suite: Suite, site: str) -> None:
-    await allow_local_site(suite, "node")
+    await allow_local_site(suite.target("policy"), "node")
     request_id = f"node-{uuid.uuid4().hex[:8]}"
     out = await _run(
         "node",

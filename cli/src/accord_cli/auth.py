@@ -23,6 +23,7 @@ import grpc
 
 from accord.policy.v1 import token_service_pb2, token_service_pb2_grpc
 from accord_kit import auth, tokens
+from accord_kit.ports import default_target
 
 DEFAULT_KEY = Path(".accord/auth/signing.jwk")
 _TTL = re.compile(r"^(\d+)([smhd])$")
@@ -86,7 +87,7 @@ def register(commands: Any) -> None:
     which.add_argument("token", nargs="?", help="the token itself (its id and expiry are read)")
     which.add_argument("--id", dest="token_id", help="the token id (jti) alone")
     revoke.add_argument("--reason", default="", help="recorded in the audit log")
-    revoke.add_argument("--policy", default="127.0.0.1:50052", help="policy service address")
+    revoke.add_argument("--policy", default=default_target("policy"), help="policy service address")
     revoke.add_argument(
         "--token-file",
         type=Path,

@@ -130,3 +130,22 @@ async def test_nats_keeps_jetstream_messages_across_a_restart(tmp_path: Path) ->
 def test_nats_on_a_taken_port_fails_clearly(tmp_path: Path, listener: int) -> None:
     with pytest.raises(EmbeddedError, match=rf"^port {listener} is already in use$"):
         EmbeddedNats(tmp_path / "nats", listener).start()
+
+
+async def test_a_paused_nats_answers_nothing_until_resumed(tmp_path: Path) -> None:
+    server = EmbeddedNats(tmp_path / "nats", free_port())
+    await asyncio.to_thread(server.start)
+    try:
+        server.pause()
+        # The kernel still accepts the connection; the server's hello (INFO) waits.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readline(), 1)
+        server.resume()
+        assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"INFO ")
+        writer.close()
+        server.pause()  # and a paused server still stops
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert not server.running
+    assert not port_in_use(server.port)

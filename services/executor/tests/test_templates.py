@@ -1,4 +1,4 @@
-"""Unit tests of the pure logic: templates, result building, failure codes, backoff."""
+"""Unit tests of the pure logic: templates, result building, failure codes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from google.protobuf import json_format
 
 from accord.common.v1 import job_spec_pb2 as js
 from accord_executor.domain import results as r
-from accord_executor.domain.backoff import Backoff
 from accord_executor.domain.templates import TemplateError, check_spec, render, render_text
 
 OUTPUTS = {
@@ -152,13 +151,3 @@ def test_step_result_carries_duration_and_output() -> None:
     assert result.duration.ToMilliseconds() == 1250
     assert json.loads(json_format.MessageToJson(result.output)) == ["a", 1]
     assert not r.step_result(0, step, r.SKIPPED).HasField("output")
-
-
-def test_backoff_grows_and_stays_bounded() -> None:
-    backoff = Backoff(initial=0.1, maximum=2.0)
-    delays = [backoff.next() for _ in range(2000)]
-    assert 0.05 <= delays[0] <= 0.1
-    assert all(d <= 2.0 for d in delays)
-    assert delays[-1] >= 1.0
-    backoff.reset()
-    assert backoff.next() <= 0.1

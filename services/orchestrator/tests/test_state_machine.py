@@ -7,10 +7,10 @@ report goes through, with stale and duplicate reports mixed in.
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import settings
+from google.protobuf import duration_pb2
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
@@ -31,7 +31,6 @@ class JobMachine(RuleBasedStateMachine):
         self.history: dict[str, list[rules.Change]] = {}
         self.leases_handed: dict[str, list[rules.Lease]] = {}
         self.clock = T0
-        self.rng = random.Random(0)  # noqa: S311 - jitter, not secrets
         self.spec = js.JobSpec(retry_policy=js.RetryPolicy(max_attempts=3))
 
     def _now(self) -> datetime:
@@ -90,7 +89,6 @@ class JobMachine(RuleBasedStateMachine):
                 "boom",
                 retryable=retryable,
                 policy=self.spec.retry_policy,
-                rng=self.rng,
             )
             self._apply(t)
 
@@ -163,3 +161,28 @@ class JobMachine(RuleBasedStateMachine):
 
 JobMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 test_job_state_machine = JobMachine.TestCase
+
+
+@given(
+    attempt=st.integers(1, 1000),
+    initial_ms=st.integers(1, 10_000),
+    cap_s=st.integers(1, 86_400),
+    multiplier=st.floats(1.0, 10.0),
+)
+def test_retry_delay_stays_under_the_jobs_own_exponential_cap(
+    attempt: int, initial_ms: int, cap_s: int, multiplier: float
+) -> None:
+    policy = js.RetryPolicy(
+        initial_backoff=duration_pb2.Duration(nanos=initial_ms * 1_000_000)
+        if initial_ms < 1000
+        else duration_pb2.Duration(seconds=initial_ms // 1000),
+        max_backoff=duration_pb2.Duration(seconds=cap_s),
+        backoff_multiplier=multiplier,
+    )
+    initial = policy.initial_backoff.ToTimedelta().total_seconds()
+    try:
+        ceiling = min(float(cap_s), initial * multiplier ** (attempt - 1))
+    except OverflowError:
+        ceiling = float(cap_s)
+    delay = rules.backoff(policy, attempt).total_seconds()
+    assert 0 <= delay <= ceiling + 1e-6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -9,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from accord_kit import db
 from accord_kit import nats as knats
 from accord_kit.server import Server
+
+CLOSE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -29,5 +33,10 @@ class Backing:
         await server.use_nats(self.nc)
 
     async def close(self) -> None:
-        await self.nc.close()
-        await self.engine.dispose()
+        """Close both, each within a bound: a shutdown never hangs on a dependency."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self.nc.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self.engine.dispose()

@@ -21,7 +21,10 @@ class Backoff:
     attempt: int = 0
 
     def next(self) -> float:
-        ceiling = min(self.maximum, self.initial * self.multiplier**self.attempt)
+        try:
+            ceiling = min(self.maximum, self.initial * self.multiplier**self.attempt)
+        except OverflowError:  # a caller may start at a late attempt (a job's 400th retry)
+            ceiling = self.maximum
         if ceiling < self.maximum:  # stop counting once capped: the power would overflow
             self.attempt += 1
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeAlias
 
+import asyncpg
 import grpc
 import protovalidate
 import structlog
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
+from sqlalchemy import exc as sa_exc
 
 from accord_kit import caller, validation
 from accord_kit.auth import Authenticator
-from accord_kit.errors import AccordError, FieldViolation, InvalidArgument, Unimplemented
+from accord_kit.errors import (
+    AccordError,
+    FieldViolation,
+    InvalidArgument,
+    Unavailable,
+    Unimplemented,
+)
 
 log = structlog.get_logger("accord.rpc")
 
@@ -63,9 +72,36 @@ def _path(field: Any) -> str:
     return ".".join(parts)
 
 
+def _database_lost(exc: Exception) -> bool:
+    """A failure to reach PostgreSQL (down, restarting, pool exhausted), not a bug."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        return (
+            exc.connection_invalidated
+            or isinstance(exc.orig, ConnectionError | OSError | asyncpg.PostgresConnectionError)
+            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+        )
+    return isinstance(
+        exc,
+        ConnectionError
+        | sa_exc.DisconnectionError
+        | sa_exc.TimeoutError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.CannotConnectNowError,
+    )
+
+
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: Exception) -> None:
     if isinstance(exc, NotImplementedError):  # generated servicer default for unserved RPCs
         exc = Unimplemented(f"{method} is not served by this release")
+    if not isinstance(exc, AccordError) and _database_lost(exc):
+        log.warning("rpc.database_unavailable", method=method, error=type(exc).__name__)
+        # The transaction did not commit (or the request id makes a retry return its job).
+        exc = Unavailable(
+            "the database is unreachable; retry the call as it is",
+            retry_after=timedelta(seconds=1),
+            metadata={"dependency": "postgres"},
+        )
     error = exc if isinstance(exc, AccordError) else AccordError("internal error")
     if not isinstance(exc, AccordError):
         log.exception("rpc.internal_error", method=method)

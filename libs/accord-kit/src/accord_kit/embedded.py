@@ -82,11 +82,34 @@ class _Server:
     def start(self) -> None:
         raise NotImplementedError
 
+    def pause(self) -> None:
+        """SIGSTOP the server (and its children): connections stay open, nothing answers."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server; it carries on where it stopped."""
+        self._signal_group(signal.SIGCONT)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data directory: stored data survives."""
+        self.stop()
+        self.start()
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        if not self.running:
+            raise EmbeddedError(f"{self.name} is not running")
+        assert self._proc is not None
+        # Its own session (see _spawn): the group is the server and its children, nothing else.
+        os.killpg(self._proc.pid, sig)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
         atexit.unregister(self.stop)
+        # A paused server would not act on SIGTERM or SIGINT until continued.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGCONT)
         for sig, timeout in (*self._stop_signals, (signal.SIGKILL, 10.0)):
             if proc.poll() is not None:
                 return

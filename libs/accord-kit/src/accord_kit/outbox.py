@@ -38,6 +38,8 @@ log = structlog.get_logger("accord.outbox")
 
 PUBLISHED = Counter("accord_outbox_published_total", "Events published from the outbox")
 BACKLOG = Gauge("accord_outbox_backlog", "Outbox rows seen waiting in the last relay pass")
+# Longest wait for the relay's loops to end on stop.
+STOP_SECONDS = 5.0
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -90,21 +92,25 @@ class Relay:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
         self._listener = asyncio.create_task(self._listen(), name="outbox-listen")
 
     async def stop(self) -> None:
-        for task in (self._listener, self._task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        """Cancel both loops; the flag ends them too should a cancellation be swallowed on
+        the way (3.11's wait_for can), and the wait is bounded either way."""
+        self._stopping = True
+        tasks = [t for t in (self._listener, self._task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_SECONDS)
 
     async def _run(self) -> None:
         backoff = Backoff(initial=0.05, maximum=self._idle_poll * 2)
-        while True:
+        while not self._stopping:
             epoch = self._nc.epoch
             try:
                 published = await self.publish_once()
@@ -118,7 +124,8 @@ class Relay:
             backoff.reset()
             if published < self._window:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_poll)
+                    async with asyncio.timeout(self._idle_poll):
+                        await self._wake.wait()
                 self._wake.clear()
 
     async def publish_once(self) -> int:
@@ -157,7 +164,7 @@ class Relay:
     async def _listen(self) -> None:
         """Wake the relay on NOTIFY; reconnect after a Postgres outage."""
         backoff = Backoff(maximum=self._idle_poll * 2)
-        while True:
+        while not self._stopping:
             try:
                 async with self._engine.connect() as conn:
                     raw = await conn.get_raw_connection()

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import signal
 import tempfile
 import time
 import uuid
@@ -33,6 +32,7 @@ from grpc_status import rpc_status
 
 from accord_kit import tokens
 from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
+from accord_kit.backoff import Backoff
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
 from accord_kit.net import free_port
 from accord_kit.transport import MESSAGE_LIMITS, metadata_interceptors
@@ -78,12 +78,12 @@ async def nats_outage(
     stops it and starts it again on the same port and store directory.
     """
     if kind == "pause":
-        os.kill(server.pid, signal.SIGSTOP)
+        server.pause()
         await _until_stopped(server.pid)
         try:
             yield
         finally:
-            os.kill(server.pid, signal.SIGCONT)
+            server.resume()
     else:
         await asyncio.to_thread(server.stop)
         try:
@@ -214,6 +214,35 @@ def field_violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
         if detail.Unpack(bad):
             found.update({v.field: v.description for v in bad.field_violations})
     return found
+
+
+# What a client retries: the call may or may not have taken effect, and asking again with
+# the same request_id returns the first result, never a second one.
+RETRIED_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+async def retry_unavailable(
+    call: Callable[[], Awaitable[T]],
+    *,
+    deadline: float = 120.0,
+    on_retry: Callable[[grpc.StatusCode], object] = lambda code: None,
+) -> T:
+    """`call()`'s reply, calling it again with backoff while it fails UNAVAILABLE (or times
+    out) for up to `deadline` seconds; `call` must send the same request_id every time.
+
+    `on_retry` hears the code of each failure that is retried.
+    """
+    backoff = Backoff(initial=0.1, maximum=2.0)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRIED_CODES or loop.time() > give_up:
+                raise
+            on_retry(exc.code())
+        await asyncio.sleep(backoff.next())
 
 
 def stamp(when: datetime) -> timestamp_pb2.Timestamp:

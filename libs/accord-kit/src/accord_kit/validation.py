@@ -6,8 +6,10 @@ one CreateJobRequest, the largest cost of a call. Here each such rule, as protov
 compiles it, gets a plain Python predicate run first. The predicate only ever says "passes";
 whenever it cannot (a violation, or anything it does not handle), the rule's own CEL program
 runs and decides, so field paths, rule ids and messages are protovalidate's, byte for byte.
-Rules without a predicate, custom CEL included, run as CEL. `tests/test_validation.py`
-checks both paths agree on every request message of the contracts.
+Rules without a predicate, custom CEL included, run as CEL. When every rule of a field
+passes on its raw value, the value is not converted to CEL at all: for a repeated field of
+messages that conversion cost more than all the rest. `tests/test_validation.py` checks
+both paths agree on every request message of the contracts.
 """
 
 from __future__ import annotations
@@ -149,8 +151,71 @@ def _add_rule(self: Any, *args: Any, **kwargs: Any) -> None:
         )
 
 
+def _native_view(value: Any) -> Any:
+    """A field's raw value as the predicates read it: repeated fields as lists, maps as
+    dicts, scalars as they are. Messages (durations included) fail their predicates, so
+    those fields fall back to CEL."""
+    if hasattr(value, "items") and hasattr(value, "keys"):
+        return dict(value)
+    if hasattr(value, "__len__") and not isinstance(value, str | bytes):
+        return list(value)
+    return value
+
+
+def _all_pass_natively(rules: Any, value: Any) -> bool:
+    """Whether every CEL rule of a field certainly passes, judged on the raw value alone."""
+    if not _native:
+        return False
+    view = None
+    for cel in rules._cel:
+        runner = cel.runner
+        if not isinstance(runner, _NativeFirst):
+            return False
+        if view is None:
+            view = _native_view(value)
+        try:
+            if not runner._predicate(view, runner._rules):
+                return False
+        except Exception:
+            return False
+    return True
+
+
+_original_field_validate = _rules.FieldRules.validate
+
+
+def _field_validate(self: Any, ctx: Any, message: Message) -> None:
+    """FieldRules.validate, without converting the value to CEL when every rule of the
+    field passes on the raw value: converting a repeated field of messages (500 task
+    completions, say) to CEL cost more than all the rest of a call."""
+    if _rules._is_empty_field(message, self._field) and (self._required or self._ignore_empty):
+        _original_field_validate(self, ctx, message)
+        return
+    value = getattr(message, self._field.name)
+    if not _all_pass_natively(self, value):
+        _original_field_validate(self, ctx, message)
+        return
+    sub_ctx = ctx.sub_context()
+    self._validate_value(sub_ctx, value)
+    if sub_ctx.has_errors():
+        sub_ctx.add_field_path_element(_rules._field_to_element(self._field))
+        ctx.add_errors(sub_ctx)
+
+
+_original_validate_item = _rules.FieldRules.validate_item
+
+
+def _validate_item(self: Any, ctx: Any, value: Any, *, for_key: bool = False) -> None:
+    if not _all_pass_natively(self, value):
+        _original_validate_item(self, ctx, value, for_key=for_key)
+        return
+    self._validate_value(ctx, value, for_key=for_key)
+
+
 # protovalidate is pinned (==1.1.0): this is the one place its internals are touched.
 _rules.CelRules.add_rule = _add_rule  # type: ignore[method-assign]
+_rules.FieldRules.validate = _field_validate  # type: ignore[method-assign]
+_rules.FieldRules.validate_item = _validate_item  # type: ignore[method-assign,assignment]
 
 
 def validator(*, native: bool = True) -> protovalidate.Validator:

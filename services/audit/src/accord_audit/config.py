@@ -4,6 +4,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from accord_kit.config import DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, ServiceSettings, shared
+from accord_kit.ports import DEFAULT_PORTS
 
 P = "ACCORD_AUDIT_"
 
@@ -11,8 +12,8 @@ P = "ACCORD_AUDIT_"
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=P, extra="ignore", populate_by_name=True)
 
-    port: int = 50054
-    metrics_port: int = 9454
+    port: int = DEFAULT_PORTS["audit"].grpc
+    metrics_port: int = DEFAULT_PORTS["audit"].metrics
     database_url: str = shared("DATABASE_URL", DEFAULT_DATABASE_URL, prefix=P)
     nats_url: str = shared("NATS_URL", DEFAULT_NATS_URL, prefix=P)
     # Producers whose JetStream streams (`ACCORD_<PRODUCER>`) are audited; a JSON list in env.

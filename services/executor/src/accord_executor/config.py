@@ -7,6 +7,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from accord_kit.config import DEFAULT_NATS_URL, ServiceSettings, shared
+from accord_kit.ports import DEFAULT_PORTS, default_target
 
 P = "ACCORD_EXECUTOR_"
 
@@ -18,13 +19,13 @@ def _default_worker_id() -> str:
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=P, extra="ignore", populate_by_name=True)
 
-    port: int = 50053
-    metrics_port: int = 9453
+    port: int = DEFAULT_PORTS["executor"].grpc
+    metrics_port: int = DEFAULT_PORTS["executor"].metrics
     # NATS carries the token revocation list every call is checked against.
     nats_url: str = shared("NATS_URL", DEFAULT_NATS_URL, prefix=P)
     # Where WorkerService (leases) and PolicyService (permits) are served.
-    orchestrator_target: str = "127.0.0.1:50051"
-    policy_target: str = "127.0.0.1:50052"
+    orchestrator_target: str = default_target("orchestrator")
+    policy_target: str = default_target("policy")
     # Seconds RunJob waits for a policy decision before failing UNAVAILABLE.
     policy_timeout: float = 5.0
     # Stable id of this process towards WorkerService; leases are held in its name.

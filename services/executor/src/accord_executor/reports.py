@@ -21,8 +21,8 @@ from accord.common.v1 import job_result_pb2
 from accord.orchestrator.v1 import worker_service_pb2 as w
 from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.domain import results as r
-from accord_executor.domain.backoff import Backoff
 from accord_kit.auth import acting_for
+from accord_kit.backoff import Backoff
 
 log = structlog.get_logger("accord.executor.reports")
 

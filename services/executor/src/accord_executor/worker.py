@@ -28,11 +28,11 @@ from accord.orchestrator.v1 import worker_service_pb2 as w
 from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.config import Settings
 from accord_executor.domain import results as r
-from accord_executor.domain.backoff import Backoff
 from accord_executor.engines.http import HttpEngine, Outcome
 from accord_executor.pools import Engine, Pools
 from accord_executor.reports import RPC_TIMEOUT_SECONDS, Reporter, describe
 from accord_kit.auth import DEFAULT_TENANT
+from accord_kit.backoff import Backoff
 from accord_kit.server import Check
 
 log = structlog.get_logger("accord.executor.worker")

@@ -6,6 +6,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from accord_kit.config import DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, ServiceSettings, shared
+from accord_kit.ports import DEFAULT_PORTS, default_target
 
 P = "ACCORD_ORCHESTRATOR_"
 
@@ -13,12 +14,12 @@ P = "ACCORD_ORCHESTRATOR_"
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=P, extra="ignore", populate_by_name=True)
 
-    port: int = 50051
-    metrics_port: int = 9451
+    port: int = DEFAULT_PORTS["orchestrator"].grpc
+    metrics_port: int = DEFAULT_PORTS["orchestrator"].metrics
     database_url: str = shared("DATABASE_URL", DEFAULT_DATABASE_URL, prefix=P)
     nats_url: str = shared("NATS_URL", DEFAULT_NATS_URL, prefix=P)
     # host:port of the policy service.
-    policy_target: str = "127.0.0.1:50052"
+    policy_target: str = default_target("policy")
     # Seconds CreateJob waits for a policy decision before failing UNAVAILABLE.
     policy_timeout: float = 5.0
     # Seconds between passes that expire lost leases and queue due retries.

@@ -53,7 +53,8 @@ class QueueUseCases:
             if tasks or remaining <= 0:
                 return tasks
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._work.wait(), min(remaining, self._poll_interval))
+                async with asyncio.timeout(min(remaining, self._poll_interval)):
+                    await self._work.wait()
 
     async def _lease_undelivered_or_return(
         self, worker: str, limit: int, engines: list[int], length: timedelta

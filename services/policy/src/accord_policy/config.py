@@ -3,6 +3,7 @@
 from pydantic_settings import SettingsConfigDict
 
 from accord_kit.config import DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, ServiceSettings, shared
+from accord_kit.ports import DEFAULT_PORTS
 
 P = "ACCORD_POLICY_"
 
@@ -10,8 +11,8 @@ P = "ACCORD_POLICY_"
 class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix=P, extra="ignore", populate_by_name=True)
 
-    port: int = 50052
-    metrics_port: int = 9452
+    port: int = DEFAULT_PORTS["policy"].grpc
+    metrics_port: int = DEFAULT_PORTS["policy"].metrics
     database_url: str = shared("DATABASE_URL", DEFAULT_DATABASE_URL, prefix=P)
     nats_url: str = shared("NATS_URL", DEFAULT_NATS_URL, prefix=P)
     # Hosts no policy allows are denied. On by default: Accord is secure by default.

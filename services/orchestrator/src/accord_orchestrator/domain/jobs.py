@@ -6,13 +6,13 @@ attempt. Nothing here does I/O; the store applies what these functions decide.
 from __future__ import annotations
 
 import dataclasses
-import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2
+from accord_kit.backoff import Backoff
 from accord_kit.errors import FailedPrecondition
 
 UNSPECIFIED = job_pb2.JOB_STATE_UNSPECIFIED
@@ -149,10 +149,9 @@ def max_attempts(spec: job_spec_pb2.JobSpec) -> int:
     return spec.retry_policy.max_attempts or DEFAULT_MAX_ATTEMPTS
 
 
-def backoff(
-    policy: job_spec_pb2.RetryPolicy, attempt: int, rng: random.Random | None = None
-) -> timedelta:
-    """Delay before the retry that follows `attempt`: exponential, capped, full jitter."""
+def backoff(policy: job_spec_pb2.RetryPolicy, attempt: int) -> timedelta:
+    """Delay before the retry that follows `attempt`: the kit's exponential backoff, capped,
+    full jitter, with the job's own initial delay, cap and multiplier."""
     initial = (
         policy.initial_backoff.ToTimedelta()
         if policy.HasField("initial_backoff")
@@ -161,9 +160,13 @@ def backoff(
     cap = (
         policy.max_backoff.ToTimedelta() if policy.HasField("max_backoff") else DEFAULT_MAX_BACKOFF
     )
-    multiplier = policy.backoff_multiplier or DEFAULT_MULTIPLIER
-    ceiling = min(cap, initial * multiplier ** max(0, attempt - 1))
-    return ceiling * (rng or random).random()
+    delays = Backoff(
+        initial=initial.total_seconds(),
+        maximum=cap.total_seconds(),
+        multiplier=policy.backoff_multiplier or DEFAULT_MULTIPLIER,
+        attempt=max(0, attempt - 1),
+    )
+    return timedelta(seconds=delays.next())
 
 
 def _move(job: Job, target: int, now: datetime, message: str, **values: Any) -> Transition:
@@ -275,14 +278,13 @@ def fail(
     policy: job_spec_pb2.RetryPolicy,
     result: bytes | None = None,
     outcome: int = job_pb2.ATTEMPT_OUTCOME_FAILED,
-    rng: random.Random | None = None,
 ) -> Transition:
     """RUNNING -> FAILED (a retry is due after backoff) or DEAD_LETTER (attempts exhausted
     or not retryable). The retry-or-dead-letter rule lives here and only here."""
     summary = f"{code}: {message}"
     common = {"status_message": summary, "lease_worker": None, "lease_deadline": None}
     if retryable and job.attempt < job.attempt_limit:
-        due = now + backoff(policy, job.attempt, rng)
+        due = now + backoff(policy, job.attempt)
         t = _move(job, FAILED, now, summary, due_time=due, **common)
     else:
         t = _move(job, DEAD_LETTER, now, summary, finish_time=now, **common)
