@@ -104,13 +104,7 @@ async def start_policy(
     for ch in channels:
         await ch.close()
     for app in apps:
-        try:
-            async with asyncio.timeout(15):
-                await app.stop()
-        except TimeoutError:
-            for task in asyncio.all_tasks():
-                task.print_stack()
-            raise
+        await app.stop()
 
 
 @pytest.fixture
