@@ -46,6 +46,7 @@ class Server:
     host: str
     port: int = 0
     hits: list[str] = field(default_factory=list)
+    peers: list[int] = field(default_factory=list)  # client port of each request's connection
     running: int = 0
     most_at_once: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -59,6 +60,8 @@ class Server:
 def _app(server: Server, canary: Server | None) -> web.Application:
     async def any_path(request: web.Request) -> web.StreamResponse:
         server.hits.append(request.path)
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        server.peers.append(peer[1] if peer else 0)
         if request.path == "/robots.txt":  # fetched by the policy service, not by jobs
             return web.Response(status=404)
         server.running += 1
@@ -349,3 +352,32 @@ async def test_rate_and_concurrency_hold_across_policy_processes_and_engines(  #
     assert site.most_at_once <= 2
     # 15 requests from a bucket of 5 refilled at 5/s take at least 2 s.
     assert elapsed >= 1.9
+
+
+async def test_tenants_never_share_a_connection(  # type: ignore[no-untyped-def]
+    policy: Policy, make_engine, servers
+) -> None:
+    site, _ = servers
+    response = await policy.stub.CreatePolicy(
+        pb.CreatePolicyRequest(
+            request_id="site",
+            policy=policy_pb2.Policy(
+                display_name="site",
+                rules=policy_pb2.PolicyRules(
+                    allowed_domains=["127.0.0.1"], allowed_networks=["127.0.0.1/32"]
+                ),
+            ),
+        ),
+        metadata=as_tenant("globex"),
+    )
+    assert response.policy.tenant_id == "globex"
+    engine = await make_engine(policy.app)
+    spec = job(get(f"{site.url}/a"))
+    for tenant in (TENANT, TENANT, "globex", "globex", TENANT):
+        outcome = await engine.run(spec, tenant=tenant)
+        assert outcome.failure is None
+    jobs = [port for path, port in zip(site.hits, site.peers, strict=True) if path == "/a"]
+    # One kept-alive connection per tenant, reused by that tenant only.
+    assert jobs[0] == jobs[1] == jobs[4]
+    assert jobs[2] == jobs[3]
+    assert jobs[0] != jobs[2]

@@ -1,4 +1,4 @@
-"""The HTTP engine: runs a job's steps in order over one shared aiohttp connection pool.
+"""The HTTP engine: runs a job's steps in order over one connection pool per tenant.
 
 Every request is decided by the policy service where it is made (see `guard`): the first
 of each request step, every redirect hop (followed here, one at a time, never by aiohttp)
@@ -23,6 +23,7 @@ from accord_executor.domain import results as r
 from accord_executor.domain.page import Page
 from accord_executor.domain.templates import TemplateError, check_spec, render_text
 from accord_executor.engines.guard import Caller, Guard
+from accord_executor.engines.pools import TenantPools
 from accord_kit.pinning import pin
 
 OnStep = Callable[[job_result_pb2.StepResult], None]
@@ -63,10 +64,13 @@ class HttpEngine:
         self._concurrency = concurrency
         self._user_agent = user_agent
         self._guard = guard
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: TenantPools | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
+        self._pools = TenantPools(self._new_session)
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency),
             headers={"User-Agent": self._user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -77,8 +81,8 @@ class HttpEngine:
     async def close(self) -> None:
         if self._guard is not None:
             await self._guard.close()
-        if self._session is not None:
-            await self._session.close()
+        if self._pools is not None:
+            await self._pools.close()
 
     async def run(
         self,
@@ -195,7 +199,7 @@ class HttpEngine:
         self, attempt: _Attempt, method: str, url: str, headers: dict[str, str], body: Any
     ) -> tuple[aiohttp.ClientResponse, str]:
         """One request, to the checked address; the response and its body."""
-        assert self._session is not None, "HttpEngine.start() was not called"
+        assert self._pools is not None, "HttpEngine.start() was not called"
         target = _target(url)
         record = job_result_pb2.RequestRecord(step_index=attempt.step_index, url=url)
         attempt.requests.append(record)
@@ -210,15 +214,19 @@ class HttpEngine:
             where, server_hostname = URL(pinned.url, encoded=True), pinned.server_hostname
             hop["Host"] = pinned.host_header
             record.address = admitted.address
+        tenant = attempt.caller.tenant if attempt.caller is not None else ""
         try:
-            async with self._session.request(
-                method,
-                where,
-                headers=hop,
-                data=body,
-                allow_redirects=False,
-                server_hostname=server_hostname,
-            ) as response:
+            async with (
+                self._pools.session(tenant) as session,
+                session.request(
+                    method,
+                    where,
+                    headers=hop,
+                    data=body,
+                    allow_redirects=False,
+                    server_hostname=server_hostname,
+                ) as response,
+            ):
                 record.sent, record.http_status = True, response.status
                 text = await _read(response)
                 attempt.cookies.update_cookies(response.cookies, target)
