@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
+import nats
 import pytest
 from aiohttp import web
 from google.protobuf import duration_pb2
+from nats.aio.msg import Msg
 
 from accord.common.v1 import decision_pb2
 from accord.common.v1 import job_spec_pb2 as js
+from accord.events.v1 import envelope_pb2, policy_events_pb2
 from accord.policy.v1 import policy_pb2, policy_service_pb2_grpc
 from accord.policy.v1 import policy_service_pb2 as pb
 from accord_kit.testing import as_tenant, channel, field_violations
@@ -354,3 +357,30 @@ async def test_invalid_permit_and_network_fields(policy: Stub, request_, field_:
         await method(request_, metadata=ACME)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_ in field_violations(err.value)
+
+
+async def test_a_denied_request_is_published_and_an_allowed_one_is_not(
+    policy: Stub, site: Site, nats_url: str
+) -> None:
+    await create(policy, "web", **internal_limits("127.0.0.1"))
+    nc = await nats.connect(nats_url)
+    seen: asyncio.Queue[policy_events_pb2.DecisionRecorded] = asyncio.Queue()
+
+    async def on_event(msg: Msg) -> None:
+        recorded = policy_events_pb2.DecisionRecorded()
+        envelope_pb2.EventEnvelope.FromString(msg.data).payload.Unpack(recorded)
+        seen.put_nowait(recorded)
+
+    await nc.subscribe("accord.policy.v1.decision.recorded", cb=on_event)
+    try:
+        assert (await acquire(policy, f"{site.url}/ok", job_id="job-ok")).granted
+        refused = await acquire(policy, "http://127.0.0.2:9/canary", job_id="job-refused")
+        assert not refused.granted
+        async with asyncio.timeout(10):
+            event = await seen.get()
+        # The allowed request published nothing: the first event is the deny.
+        assert (event.job_id, event.url) == ("job-refused", "http://127.0.0.2:9/canary")
+        assert event.decision.decision_id == refused.decision.decision_id
+        assert [r.code for r in event.decision.reasons] == ["DOMAIN_NOT_ALLOWED"]
+    finally:
+        await nc.close()
