@@ -176,11 +176,16 @@ class DomainRule(_message.Message):
     domain: _builtins.str
     """Domain pattern, same syntax as allowed_domains."""
     requests_per_second: _builtins.float
-    """Sustained requests per second across all executors; 0 means unlimited."""
+    """Sustained requests per second to each matching host, across all executors and policy
+    replicas (a token bucket kept in PostgreSQL); 0 means unlimited. A robots.txt
+    `Crawl-delay` of d seconds lowers it to at most 1/d (burst 1).
+    """
     burst: _builtins.int
     """Token-bucket burst size; 0 means max(1, requests_per_second)."""
     max_concurrency: _builtins.int
-    """Concurrent requests across all executors; 0 means unlimited."""
+    """Requests in flight to each matching host across all executors; 0 means unlimited. A slot
+    is held from AcquirePermit until ReleasePermit or the permit's lease ends.
+    """
     ignore_robots_txt: _builtins.bool
     """Skip robots.txt for this domain. Honoured only for customer_authorized and internal jobs."""
     @_builtins.property
