@@ -122,9 +122,9 @@ class RequestUseCases:
         deadline = time.monotonic() + wait
         lease = lease or DEFAULT_LEASE_SECONDS
         while True:
-            async with self._sessions.begin() as s:
+            async with self._engine.begin() as c:
                 taken, permit_id, expire = await store.take_permit(
-                    s, tenant, checked.host, checked.limits, lease
+                    c, tenant, checked.host, checked.limits, lease
                 )
             remaining = deadline - time.monotonic()
             if taken.granted:
@@ -136,8 +136,8 @@ class RequestUseCases:
             await asyncio.sleep(min(taken.retry_after, remaining))  # the bucket's own pace
 
     async def release(self, tenant: str, permit_id: str) -> None:
-        async with self._sessions.begin() as s:
-            await store.release_permit(s, tenant, permit_id)
+        async with self._engine.begin() as c:
+            await store.release_permit(c, tenant, permit_id)
 
     async def _policies(self, tenant: str) -> tuple[int, list[rules.TenantPolicy]]:
         """The tenant's revision and policies; parsed again only when the revision moved.

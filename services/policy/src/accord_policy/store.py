@@ -169,39 +169,34 @@ async def insert_decisions(
 
 
 async def take_permit(
-    session: AsyncSession, tenant: str, host: str, limits: permits.Limits, lease: float
+    conn: AsyncConnection, tenant: str, host: str, limits: permits.Limits, lease: float
 ) -> tuple[permits.Taken, str, datetime]:
     """Take one request from the host's shared bucket and cap, under a row lock.
 
     Every policy process goes through the same locked row, so the bucket and the count of
-    held permits are exact across processes. Returns (what the bucket said, the permit id
-    when a slot is held, the time the permit lapses).
+    held permits are exact across processes. Three statements: lock (creating the row full
+    if new), count the live permits (dropping lapsed ones), write back. Returns (what the
+    bucket said, the permit id when a slot is held, the time the permit lapses).
     """
     h = t.hosts.c
-    await session.execute(
-        pg_insert(t.hosts)
-        .values(
-            tenant_id=tenant, host=host, tokens=permits.capacity(limits), refill_time=func.now()
-        )
-        .on_conflict_do_nothing()
+    new = pg_insert(t.hosts).values(
+        tenant_id=tenant, host=host, tokens=permits.capacity(limits), refill_time=func.now()
     )
-    row = (
-        await session.execute(
-            select(h.tokens, h.refill_time, func.clock_timestamp().label("now"))
-            .where(h.tenant_id == tenant, h.host == host)
-            .with_for_update()
-        )
-    ).one()
+    # DO UPDATE (to the same value) locks an existing row and returns it, in one statement.
+    lock = new.on_conflict_do_update(
+        index_elements=[h.tenant_id, h.host], set_={"tokens": h.tokens}
+    ).returning(h.tokens, h.refill_time, func.clock_timestamp().label("now"))
+    row = (await conn.execute(lock)).one()
     now: datetime = row.now
     held = 0
     if limits.concurrency > 0:
         p = t.permits.c
         mine = and_(p.tenant_id == tenant, p.host == host)
-        await session.execute(delete(t.permits).where(mine, p.expire_time <= now))
-        count = select(func.count()).select_from(t.permits).where(mine)
-        held = int((await session.execute(count)).scalar_one())
+        lapsed = delete(t.permits).where(mine, p.expire_time <= now).cte("lapsed")
+        live = select(func.count()).select_from(t.permits).where(mine, p.expire_time > now)
+        held = int((await conn.execute(live.add_cte(lapsed))).scalar_one())
     taken = permits.take(limits, row.tokens, (now - row.refill_time).total_seconds(), held)
-    await session.execute(
+    write = (
         update(t.hosts)
         .where(h.tenant_id == tenant, h.host == host)
         .values(tokens=taken.tokens, refill_time=now)
@@ -210,16 +205,17 @@ async def take_permit(
     permit_id = ""
     if taken.granted and limits.concurrency > 0:
         permit_id = str(uuid.uuid4())
-        await session.execute(
-            insert(t.permits).values(
-                permit_id=permit_id, tenant_id=tenant, host=host, expire_time=expire
-            )
+        slot = insert(t.permits).values(
+            permit_id=permit_id, tenant_id=tenant, host=host, expire_time=expire
         )
+        await conn.execute(slot.add_cte(write.cte("written")))
+    else:
+        await conn.execute(write)
     return taken, permit_id, expire
 
 
-async def release_permit(session: AsyncSession, tenant: str, permit_id: str) -> None:
-    await session.execute(
+async def release_permit(conn: AsyncConnection, tenant: str, permit_id: str) -> None:
+    await conn.execute(
         delete(t.permits).where(t.permits.c.permit_id == permit_id, t.permits.c.tenant_id == tenant)
     )
 
