@@ -72,7 +72,9 @@ async def closed_loop(
 
 async def echo_baseline(total: int, clients: int) -> dict[str, float]:
     port = free_port(HOST)
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(ECHO), str(port))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ECHO), str(port), stdout=asyncio.subprocess.DEVNULL
+    )
     try:
         await asyncio.to_thread(wait_for_port, HOST, port, 30)
         async with grpc.aio.insecure_channel(f"{HOST}:{port}") as channel:

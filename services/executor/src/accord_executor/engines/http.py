@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 from google.protobuf import struct_pb2
+from prometheus_client import Counter
 from yarl import URL
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
@@ -33,6 +34,12 @@ DEFAULT_ATTEMPT_TIMEOUT = 300.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
 BROWSER_ONLY = {"click", "fill", "screenshot"}
 MAX_REDIRECTS = 10
+# Requests sent with no policy check because the caller named no tenant (the work loop does
+# not yet): non-zero means some jobs still run on their admission decision alone.
+UNCHECKED = Counter(
+    "accord_executor_unchecked_requests_total",
+    "Requests sent without a per-request policy check (no tenant was given)",
+)
 REDIRECTS = {301, 302, 303, 307, 308}
 
 
@@ -206,6 +213,8 @@ class HttpEngine:
         admitted = None
         if attempt.caller is not None and self._guard is not None:
             admitted = await self._guard.admit(attempt.caller, url, attempt.step_deadline, record)
+        else:
+            UNCHECKED.inc()
         hop = {**headers, **_cookies(attempt, target, headers)}
         where: str | URL = target
         server_hostname = None
