@@ -85,6 +85,8 @@ class RequestUseCases:
         robots_agent: str,
     ) -> None:
         self._engine = engine
+        # The per-request read is one statement: no BEGIN and ROLLBACK around it.
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._sessions = sessions
         self._parsed: dict[str, tuple[int, list[rules.TenantPolicy]]] = {}
         self._resolve = resolve
@@ -145,7 +147,7 @@ class RequestUseCases:
         The revision is read first: a policy written between the two reads is paired with
         the older revision and so replaced at the next call, never kept.
         """
-        async with self._engine.connect() as c:
+        async with self._reader.connect() as c:
             revision = await store.revision(c, tenant)
             cached = self._parsed.get(tenant)
             if cached is not None and cached[0] == revision:
