@@ -264,11 +264,3 @@ async def test_invalid_requests(policy, request_, field: str) -> None:  # type: 
         await method(request_, metadata=as_tenant("acme"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in violations(err.value)
-
-
-async def test_permits_are_not_served_yet(policy) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await policy.AcquirePermit(
-            pb.AcquirePermitRequest(url="https://example.com/", engine=job_spec_pb2.ENGINE_HTTP)
-        )
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

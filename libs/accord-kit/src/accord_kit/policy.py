@@ -1,8 +1,9 @@
-"""Asking the policy service for job decisions, as a service acting for a tenant.
+"""Asking the policy service for decisions, as a service acting for a tenant.
 
-Used by the orchestrator before it stores jobs and by the executor before it runs one
-directly. Fail closed: when policy cannot be reached the caller does nothing. Only a
-failure to reach it is retryable; any other refusal is the caller's own fault and says so.
+Used by the orchestrator before it stores jobs, and by the executor before it runs one
+directly and before every request it sends. Fail closed: when policy cannot be reached the
+caller does nothing. Only a failure to reach it is retryable; any other refusal is the
+caller's own fault and says so.
 """
 
 from __future__ import annotations
@@ -54,18 +55,52 @@ class PolicyClient:
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in TRANSIENT:
-                raise Unavailable(
-                    f"policy service unavailable ({exc.code().name}); nothing was stored or "
-                    "run, so the call can be retried as it is",
-                    retry_after=timedelta(seconds=1),
-                    metadata={"dependency": "policy"},
-                ) from exc
-            raise AccordError(
-                f"the policy service refused the evaluation ({exc.code().name})",
-                metadata={"dependency": "policy", "code": exc.code().name},
-            ) from exc
+            raise _failed(exc, "evaluation") from exc
         return list(response.decisions)
+
+    async def acquire(
+        self,
+        tenant: str,
+        request: policy_service_pb2.AcquirePermitRequest,
+        timeout: float | None = None,
+    ) -> policy_service_pb2.AcquirePermitResponse:
+        """The decision on one request and, when allowed and free, its permit and address.
+
+        UNAVAILABLE (nothing may be sent) when policy cannot be reached within `timeout`.
+        """
+        try:
+            response: policy_service_pb2.AcquirePermitResponse = await self._stub.AcquirePermit(
+                request,
+                metadata=acting_for(tenant),
+                timeout=self._timeout if timeout is None else timeout,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failed(exc, "request check") from exc
+        return response
+
+    async def release(self, tenant: str, permit_id: str) -> None:
+        """Give a permit's slot back now; a failure only leaves it to its lease."""
+        request = policy_service_pb2.ReleasePermitRequest(permit_id=permit_id)
+        try:
+            await self._stub.ReleasePermit(
+                request, metadata=acting_for(tenant), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failed(exc, "release") from exc
 
     async def close(self) -> None:
         await self._channel.close(grace=None)
+
+
+def _failed(exc: grpc.aio.AioRpcError, what: str) -> AccordError:
+    if exc.code() in TRANSIENT:
+        return Unavailable(
+            f"policy service unavailable ({exc.code().name}); nothing was stored or "
+            "run, so the call can be retried as it is",
+            retry_after=timedelta(seconds=1),
+            metadata={"dependency": "policy"},
+        )
+    return AccordError(
+        f"the policy service refused the {what} ({exc.code().name})",
+        metadata={"dependency": "policy", "code": exc.code().name},
+    )

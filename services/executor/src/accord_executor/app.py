@@ -9,6 +9,7 @@ from accord.executor.v1 import executor_service_pb2_grpc
 from accord_executor.api import ExecutorApi
 from accord_executor.config import Settings
 from accord_executor.engines.browser import BrowserProbe, find_browser
+from accord_executor.engines.guard import Guard
 from accord_executor.engines.http import HttpEngine
 from accord_executor.pools import Pool, Pools
 from accord_executor.service import ExecutorUseCases
@@ -47,7 +48,10 @@ class App:
     async def start(self) -> None:
         s = self.settings
         probe = await find_browser(s.browser_executable)
-        self._http = HttpEngine(concurrency=s.concurrency, user_agent=s.user_agent)
+        self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
+        self._http = HttpEngine(
+            concurrency=s.concurrency, user_agent=s.user_agent, guard=Guard(self._policy)
+        )
         await self._http.start()
         engines = {HTTP: self._http}
         self.pools = Pools(
@@ -57,7 +61,6 @@ class App:
         self._nc = await knats.connect(s.nats_url, "accord-executor")
         self._channel = open_channel(s.orchestrator_target, s, CHANNEL_OPTIONS)
         self.worker = Worker(s, self._channel, engines, self.pools)
-        self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
         self.server.add(
             SERVICE,
             executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server,

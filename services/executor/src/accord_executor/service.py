@@ -31,7 +31,8 @@ class ExecutorUseCases:
     async def run_now(self, tenant: str, spec: job_spec_pb2.JobSpec) -> AsyncIterator[Progress]:
         """Each step's result as it is decided, then the job's result.
 
-        The tenant's policy decides first, as for a queued job; a deny runs nothing.
+        The tenant's policy decides first, as for a queued job; a deny runs nothing. Then
+        every request the run makes is decided again, on the tenant's behalf, as it is made.
         """
         problems = check_spec(spec)
         if problems:
@@ -52,7 +53,7 @@ class ExecutorUseCases:
             )
         steps: asyncio.Queue[job_result_pb2.StepResult | None] = asyncio.Queue()
         with self._pools.slot(spec.engine):
-            run = asyncio.create_task(engine.run(spec, steps.put_nowait))
+            run = asyncio.create_task(engine.run(spec, steps.put_nowait, tenant=tenant))
             run.add_done_callback(lambda _: steps.put_nowait(None))
             try:
                 while (step := await steps.get()) is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -10,7 +11,7 @@ from accord.policy.v1 import policy_service_pb2 as pb
 from accord.policy.v1 import policy_service_pb2_grpc, token_service_pb2_grpc
 from accord.policy.v1 import token_service_pb2 as tpb
 from accord_kit import caller
-from accord_kit.errors import Unimplemented
+from accord_policy.requests import Ask, RequestUseCases
 from accord_policy.service import PolicyUseCases
 from accord_policy.tokens import TokenUseCases
 
@@ -18,8 +19,9 @@ Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
 class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
-    def __init__(self, cases: PolicyUseCases) -> None:
+    def __init__(self, cases: PolicyUseCases, requests: RequestUseCases) -> None:
         self._cases = cases
+        self._requests = requests
 
     async def CreatePolicy(
         self, request: pb.CreatePolicyRequest, context: Ctx
@@ -70,22 +72,35 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
     async def AcquirePermit(
         self, request: pb.AcquirePermitRequest, context: Ctx
     ) -> pb.AcquirePermitResponse:
-        raise Unimplemented("AcquirePermit arrives with shared per-host rate limits")
+        ask = Ask(request.url, request.engine, request.authorization_mode, request.job_id)
+        permit = await self._requests.acquire(
+            caller.tenant(),
+            ask,
+            request.wait.ToTimedelta().total_seconds(),
+            request.lease.ToTimedelta().total_seconds(),
+        )
+        response = pb.AcquirePermitResponse(
+            granted=permit.granted,
+            permit_id=permit.permit_id,
+            decision=permit.decision,
+            address=permit.address,
+        )
+        if permit.expire_time is not None:
+            response.expire_time.FromDatetime(permit.expire_time)
+        if permit.retry_after > 0:
+            response.retry_after.FromTimedelta(timedelta(seconds=permit.retry_after))
+        return response
 
     async def ReleasePermit(
         self, request: pb.ReleasePermitRequest, context: Ctx
     ) -> pb.ReleasePermitResponse:
-        raise Unimplemented("ReleasePermit arrives with shared per-host rate limits")
+        await self._requests.release(caller.tenant(), request.permit_id)
+        return pb.ReleasePermitResponse()
 
     async def CheckUrl(self, request: pb.CheckUrlRequest, context: Ctx) -> pb.CheckUrlResponse:
-        decision = await self._cases.check_url(
-            caller.tenant(),
-            request.url,
-            request.engine,
-            request.authorization_mode,
-            request.job_id,
-        )
-        return pb.CheckUrlResponse(decision=decision)
+        ask = Ask(request.url, request.engine, request.authorization_mode, request.job_id)
+        decision, found = await self._requests.check_url(caller.tenant(), ask)
+        return pb.CheckUrlResponse(decision=decision, addresses=[str(a) for a in found])
 
 
 class TokenApi(token_service_pb2_grpc.TokenServiceServicer):

@@ -13,6 +13,9 @@ from accord_kit.server import Server
 from accord_policy import tables
 from accord_policy.api import PolicyApi, TokenApi
 from accord_policy.config import Settings
+from accord_policy.requests import RequestUseCases
+from accord_policy.resolver import Resolve, system_resolve
+from accord_policy.robots import Robots
 from accord_policy.service import PRODUCER, PolicyUseCases
 from accord_policy.tokens import TokenUseCases
 
@@ -26,9 +29,10 @@ def migrate(settings: Settings) -> None:
 
 
 class App:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, resolve: Resolve = system_resolve) -> None:
         self.settings = settings
         self.server = Server(settings)
+        self._resolve = resolve
 
     @property
     def port(self) -> int:
@@ -42,8 +46,26 @@ class App:
         )
         sessions = db.sessionmaker(b.engine)
         cases = PolicyUseCases(sessions, default_deny=s.default_deny)
+        self._robots = Robots(
+            sessions,
+            self._resolve,
+            user_agent=s.robots_user_agent,
+            timeout=s.robots_timeout,
+            error_ttl=s.robots_error_ttl,
+        )
+        await self._robots.start()
+        requests = RequestUseCases(
+            b.engine,
+            sessions,
+            self._resolve,
+            self._robots,
+            default_deny=s.default_deny,
+            robots_agent=s.robots_agent,
+        )
         self.server.add(
-            SERVICE, policy_service_pb2_grpc.add_PolicyServiceServicer_to_server, PolicyApi(cases)
+            SERVICE,
+            policy_service_pb2_grpc.add_PolicyServiceServicer_to_server,
+            PolicyApi(cases, requests),
         )
         self.server.add(
             TOKEN_SERVICE,
@@ -58,4 +80,5 @@ class App:
     async def stop(self) -> None:
         await self.server.stop()
         await self._relay.stop()
+        await self._robots.close()
         await self._backing.close()

@@ -17,3 +17,11 @@ class Settings(ServiceSettings):
     nats_url: str = shared("NATS_URL", DEFAULT_NATS_URL, prefix=P)
     # Hosts no policy allows are denied. On by default: Accord is secure by default.
     default_deny: bool = True
+    # The product token robots.txt groups are matched against (RFC 9309 2.2.1).
+    robots_agent: str = "Accord"
+    # The User-Agent robots.txt is fetched with; names Accord, as the executors' does.
+    robots_user_agent: str = "Accord/0.1 (+https://accord.dev/bot)"
+    # Seconds a robots.txt fetch may take before the origin counts as unreachable.
+    robots_timeout: float = 5.0
+    # Seconds an unreachable or failing (5xx) robots.txt blocks its origin before a refetch.
+    robots_error_ttl: float = 60.0

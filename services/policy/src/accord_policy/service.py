@@ -134,17 +134,6 @@ class PolicyUseCases:
         ]
         return await self._decide(tenant, asks, dry_run)
 
-    async def check_url(
-        self,
-        tenant: str,
-        url: str,
-        engine: job_spec_pb2.Engine.ValueType,
-        mode: job_spec_pb2.AuthorizationMode.ValueType,
-        job_id: str,
-    ) -> decision_pb2.PolicyDecision:
-        ask = _Ask([rules.Target(url, engine)], mode, job_id, url)
-        return (await self._decide(tenant, [ask], False))[0]
-
     async def _decide(
         self, tenant: str, asks: list[_Ask], dry_run: bool
     ) -> list[decision_pb2.PolicyDecision]:
@@ -152,7 +141,7 @@ class PolicyUseCases:
             policies = await store.tenant_policies(s, tenant)
             revision = await store.revision(s, tenant)
             decisions = [
-                _decision(
+                decision_of(
                     rules.evaluate(
                         a.targets,
                         policies,
@@ -164,26 +153,11 @@ class PolicyUseCases:
                 )
                 for a in asks
             ]
-            if not dry_run:
-                await store.insert_decisions(
-                    s, tenant, [(a.job_id, d) for a, d in zip(asks, decisions, strict=True)]
-                )
-            await outbox.enqueue(
+            await record_decisions(
                 s,
-                t.outbox,
-                *(
-                    events.envelope(
-                        producer=PRODUCER,
-                        aggregate="decision",
-                        event="recorded",
-                        aggregate_id=d.decision_id,
-                        tenant_id=tenant,
-                        payload=policy_events_pb2.DecisionRecorded(
-                            decision=d, job_id=a.job_id, url=a.url
-                        ),
-                    )
-                    for a, d in zip(asks, decisions, strict=True)
-                ),
+                tenant,
+                [(a.job_id, a.url, d) for a, d in zip(asks, decisions, strict=True)],
+                dry_run=dry_run,
             )
             return decisions
 
@@ -247,7 +221,38 @@ def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[
     return set(mask.paths)
 
 
-def _decision(verdict: rules.Verdict, revision: int, dry_run: bool) -> decision_pb2.PolicyDecision:
+async def record_decisions(
+    s: AsyncSession,
+    tenant: str,
+    made: list[tuple[str, str, decision_pb2.PolicyDecision]],
+    *,
+    dry_run: bool,
+) -> None:
+    """Store binding decisions (job id, URL, decision) and publish each as an event."""
+    if not made:
+        return
+    if not dry_run:
+        await store.insert_decisions(s, tenant, [(job_id, d) for job_id, _, d in made])
+    await outbox.enqueue(
+        s,
+        t.outbox,
+        *(
+            events.envelope(
+                producer=PRODUCER,
+                aggregate="decision",
+                event="recorded",
+                aggregate_id=d.decision_id,
+                tenant_id=tenant,
+                payload=policy_events_pb2.DecisionRecorded(decision=d, job_id=job_id, url=url),
+            )
+            for job_id, url, d in made
+        ),
+    )
+
+
+def decision_of(
+    verdict: rules.Verdict, revision: int, dry_run: bool = False
+) -> decision_pb2.PolicyDecision:
     decision = decision_pb2.PolicyDecision(
         decision_id=str(uuid.uuid4()),
         outcome=decision_pb2.DECISION_OUTCOME_ALLOW

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from accord.common.v1 import decision_pb2
 from accord.policy.v1 import policy_pb2
 from accord_policy import tables as t
+from accord_policy.domain import permits
 from accord_policy.domain.rules import TenantPolicy
 
 
@@ -49,7 +51,7 @@ async def bump_revision(session: AsyncSession, tenant: str) -> int:
     return int((await session.execute(stmt)).scalar_one())
 
 
-async def revision(session: AsyncSession, tenant: str) -> int:
+async def revision(session: AsyncSession | AsyncConnection, tenant: str) -> int:
     stmt = select(t.revisions.c.revision).where(t.revisions.c.tenant_id == tenant)
     return int((await session.execute(stmt)).scalar_one_or_none() or 0)
 
@@ -133,7 +135,9 @@ async def list_policies(
     return [_policy(r).policy for r in (await session.execute(stmt)).all()]
 
 
-async def tenant_policies(session: AsyncSession, tenant: str) -> list[TenantPolicy]:
+async def tenant_policies(
+    session: AsyncSession | AsyncConnection, tenant: str
+) -> list[TenantPolicy]:
     stmt = select(t.policies.c.policy_id, t.policies.c.rules).where(
         t.policies.c.tenant_id == tenant
     )
@@ -161,4 +165,91 @@ async def insert_decisions(
             }
             for job_id, d in decisions
         ],
+    )
+
+
+async def take_permit(
+    conn: AsyncConnection, tenant: str, host: str, limits: permits.Limits, lease: float
+) -> tuple[permits.Taken, str, datetime]:
+    """Take one request from the host's shared bucket and cap, under a row lock.
+
+    Every policy process goes through the same locked row, so the bucket and the count of
+    held permits are exact across processes. Three statements: lock (creating the row full
+    if new), count the live permits (dropping lapsed ones), write back. Returns (what the
+    bucket said, the permit id when a slot is held, the time the permit lapses).
+    """
+    h = t.hosts.c
+    new = pg_insert(t.hosts).values(
+        tenant_id=tenant, host=host, tokens=permits.capacity(limits), refill_time=func.now()
+    )
+    # DO UPDATE (to the same value) locks an existing row and returns it, in one statement.
+    lock = new.on_conflict_do_update(
+        index_elements=[h.tenant_id, h.host], set_={"tokens": h.tokens}
+    ).returning(h.tokens, h.refill_time, func.clock_timestamp().label("now"))
+    row = (await conn.execute(lock)).one()
+    now: datetime = row.now
+    held = 0
+    if limits.concurrency > 0:
+        p = t.permits.c
+        mine = and_(p.tenant_id == tenant, p.host == host)
+        lapsed = delete(t.permits).where(mine, p.expire_time <= now).cte("lapsed")
+        live = select(func.count()).select_from(t.permits).where(mine, p.expire_time > now)
+        held = int((await conn.execute(live.add_cte(lapsed))).scalar_one())
+    taken = permits.take(limits, row.tokens, (now - row.refill_time).total_seconds(), held)
+    write = (
+        update(t.hosts)
+        .where(h.tenant_id == tenant, h.host == host)
+        .values(tokens=taken.tokens, refill_time=now)
+    )
+    expire = now + timedelta(seconds=lease)
+    permit_id = ""
+    if taken.granted and limits.concurrency > 0:
+        permit_id = str(uuid.uuid4())
+        slot = insert(t.permits).values(
+            permit_id=permit_id, tenant_id=tenant, host=host, expire_time=expire
+        )
+        await conn.execute(slot.add_cte(write.cte("written")))
+    else:
+        await conn.execute(write)
+    return taken, permit_id, expire
+
+
+async def release_permit(conn: AsyncConnection, tenant: str, permit_id: str) -> None:
+    await conn.execute(
+        delete(t.permits).where(t.permits.c.permit_id == permit_id, t.permits.c.tenant_id == tenant)
+    )
+
+
+@dataclass(frozen=True)
+class StoredRobots:
+    status: int  # HTTP status of the last fetch; 0 when the origin was unreachable
+    body: str
+    expire_time: datetime
+
+
+async def get_robots(session: AsyncSession, origin: str) -> StoredRobots | None:
+    r = t.robots.c
+    row = (
+        await session.execute(
+            select(r.status, r.body, r.expire_time).where(
+                r.origin == origin, r.expire_time > func.now()
+            )
+        )
+    ).one_or_none()
+    return StoredRobots(row.status, row.body, row.expire_time) if row else None
+
+
+async def put_robots(
+    session: AsyncSession, origin: str, status: int, body: str, ttl: float
+) -> None:
+    values = {
+        "status": status,
+        "body": body,
+        "fetch_time": func.now(),
+        "expire_time": func.now() + timedelta(seconds=ttl),
+    }
+    await session.execute(
+        pg_insert(t.robots)
+        .values(origin=origin, **values)
+        .on_conflict_do_update(index_elements=[t.robots.c.origin], set_=values)
     )

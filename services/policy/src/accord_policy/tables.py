@@ -5,6 +5,8 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
+    Integer,
     LargeBinary,
     Table,
     Text,
@@ -53,6 +55,37 @@ decisions = Table(
     # Serialized accord.common.v1.PolicyDecision, as returned.
     Column("decision", LargeBinary, nullable=False),
     Column("decide_time", DateTime(timezone=True), nullable=False),
+)
+
+# One row per (tenant, host) with a rate limit: the shared token bucket, locked while taken.
+hosts = Table(
+    "hosts",
+    meta,
+    Column("tenant_id", Text, primary_key=True),
+    Column("host", Text, primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("refill_time", DateTime(timezone=True), nullable=False),
+)
+
+# Held concurrency slots; a row past its expire_time no longer counts (its holder died).
+permits = Table(
+    "permits",
+    meta,
+    Column("permit_id", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("host", Text, nullable=False),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
+)
+
+# robots.txt per origin, shared by every policy process and tenant: status 0 = unreachable.
+robots = Table(
+    "robots",
+    meta,
+    Column("origin", Text, primary_key=True),
+    Column("status", Integer, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("fetch_time", DateTime(timezone=True), nullable=False),
+    Column("expire_time", DateTime(timezone=True), nullable=False),
 )
 
 outbox = outbox_table(meta)

@@ -24,9 +24,16 @@ RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
 ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
 EXECUTOR_SHUTDOWN = "EXECUTOR_SHUTDOWN"
 EXECUTOR_ERROR = "EXECUTOR_ERROR"
+# The policy refused a request (domain, network, robots.txt): another attempt is refused too.
+POLICY_DENIED = "POLICY_DENIED"
+# The policy service could not be asked, so nothing was sent: fail closed, try again later.
+POLICY_UNAVAILABLE = "POLICY_UNAVAILABLE"
+TOO_MANY_REDIRECTS = "TOO_MANY_REDIRECTS"
 
 # Failures another attempt may not hit: the network, time, or this executor itself.
-RETRYABLE = frozenset({HTTP_ERROR, TIMEOUT, ENGINE_UNAVAILABLE, EXECUTOR_SHUTDOWN, EXECUTOR_ERROR})
+RETRYABLE = frozenset(
+    {HTTP_ERROR, TIMEOUT, ENGINE_UNAVAILABLE, EXECUTOR_SHUTDOWN, EXECUTOR_ERROR, POLICY_UNAVAILABLE}
+)
 
 SUCCEEDED = job_result_pb2.STEP_STATUS_SUCCEEDED
 FAILED = job_result_pb2.STEP_STATUS_FAILED

@@ -1,4 +1,10 @@
-"""The HTTP engine: runs a job's steps in order over one shared aiohttp connection pool."""
+"""The HTTP engine: runs a job's steps in order over one connection pool per tenant.
+
+Every request is decided by the policy service where it is made (see `guard`): the first
+of each request step, every redirect hop (followed here, one at a time, never by aiohttp)
+and every URL rendered at run time. It is then sent to exactly the address the policy
+checked, so pooled connections are keyed by checked address, never by a name.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,16 @@ from typing import Any
 
 import aiohttp
 from google.protobuf import struct_pb2
+from prometheus_client import Counter
 from yarl import URL
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord_executor.domain import results as r
 from accord_executor.domain.page import Page
 from accord_executor.domain.templates import TemplateError, check_spec, render_text
+from accord_executor.engines.guard import Caller, Guard
+from accord_executor.engines.pools import TenantPools
+from accord_kit.pinning import pin
 
 OnStep = Callable[[job_result_pb2.StepResult], None]
 """Told about each step as soon as it is decided (ran, failed or skipped)."""
@@ -23,6 +33,14 @@ OnStep = Callable[[job_result_pb2.StepResult], None]
 DEFAULT_ATTEMPT_TIMEOUT = 300.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
 BROWSER_ONLY = {"click", "fill", "screenshot"}
+MAX_REDIRECTS = 10
+# Requests sent with no policy check because the caller named no tenant (the work loop does
+# not yet): non-zero means some jobs still run on their admission decision alone.
+UNCHECKED = Counter(
+    "accord_executor_unchecked_requests_total",
+    "Requests sent without a per-request policy check (no tenant was given)",
+)
+REDIRECTS = {301, 302, 303, 307, 308}
 
 
 @dataclass
@@ -38,6 +56,10 @@ class _Attempt:
     """What one attempt accumulates as its steps run."""
 
     deadline: float
+    caller: Caller | None = None  # None: the caller named no tenant, so nothing is checked
+    step_deadline: float = 0.0
+    step_index: int = 0
+    requests: list[job_result_pb2.RequestRecord] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     page: Page | None = None
     # Cookies live per job, never in the shared session: jobs of different tenants share it.
@@ -45,13 +67,17 @@ class _Attempt:
 
 
 class HttpEngine:
-    def __init__(self, *, concurrency: int, user_agent: str) -> None:
+    def __init__(self, *, concurrency: int, user_agent: str, guard: Guard | None = None) -> None:
         self._concurrency = concurrency
         self._user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
+        self._guard = guard
+        self._pools: TenantPools | None = None
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
+        self._pools = TenantPools(self._new_session)
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency),
             headers={"User-Agent": self._user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),
@@ -60,10 +86,20 @@ class HttpEngine:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._guard is not None:
+            await self._guard.close()
+        if self._pools is not None:
+            await self._pools.close()
 
-    async def run(self, spec: job_spec_pb2.JobSpec, on_step: OnStep | None = None) -> Outcome:
+    async def run(
+        self,
+        spec: job_spec_pb2.JobSpec,
+        on_step: OnStep | None = None,
+        *,
+        tenant: str | None = None,
+        job_id: str = "",
+    ) -> Outcome:
+        """Run the spec's steps; with a `tenant`, every request is checked on its behalf."""
         started = time.monotonic()
         limit = (
             spec.attempt_timeout.ToTimedelta().total_seconds()
@@ -71,6 +107,8 @@ class HttpEngine:
             else DEFAULT_ATTEMPT_TIMEOUT
         )
         attempt = _Attempt(deadline=started + limit)
+        if tenant is not None and self._guard is not None:
+            attempt.caller = Caller(tenant, job_id, spec.engine, spec.authorization_mode)
         failure = _static_failure(spec)
         steps: list[job_result_pb2.StepResult] = []
         for index, step in enumerate(spec.steps):
@@ -84,7 +122,10 @@ class HttpEngine:
         outputs, failure = _outputs(spec, attempt.outputs, failure)
         return Outcome(
             job_result_pb2.JobResult(
-                outputs=outputs, steps=steps, duration=r.duration(time.monotonic() - started)
+                outputs=outputs,
+                steps=steps,
+                duration=r.duration(time.monotonic() - started),
+                requests=attempt.requests,
             ),
             failure,
         )
@@ -97,6 +138,7 @@ class HttpEngine:
         if step.HasField("timeout") and step.timeout.ToTimedelta().total_seconds() > 0:
             timeout = min(timeout, step.timeout.ToTimedelta().total_seconds())
         status = 0
+        attempt.step_deadline, attempt.step_index = started + timeout, index
         try:
             if timeout <= 0:
                 raise TimeoutError  # the attempt's time ran out before this step began
@@ -145,23 +187,66 @@ class HttpEngine:
     async def _request(
         self, attempt: _Attempt, step: job_spec_pb2.RequestStep
     ) -> tuple[dict[str, Any], int]:
-        assert self._session is not None, "HttpEngine.start() was not called"
+        """Send the step's request and follow its redirects, each hop decided on its own."""
         url = render_text(step.url, attempt.outputs)
-        method = step.method or "GET"
+        method, body = step.method or "GET", step.body or None
+        headers = _headers(step, attempt)
+        for _ in range(MAX_REDIRECTS + 1):
+            response, text = await self._send(attempt, method, url, headers, body)
+            location = response.headers.get("Location")
+            if response.status not in REDIRECTS or not location:
+                attempt.page = Page(url, response.status, text)
+                return {"status": response.status, "url": url, "body": text}, response.status
+            url = _redirected(url, location)
+            if response.status == 303 or (response.status in {301, 302} and method == "POST"):
+                method, body = "GET", None  # as browsers do; 307 and 308 keep both
+        raise r.StepFailed(r.TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _send(
+        self, attempt: _Attempt, method: str, url: str, headers: dict[str, str], body: Any
+    ) -> tuple[aiohttp.ClientResponse, str]:
+        """One request, to the checked address; the response and its body."""
+        assert self._pools is not None, "HttpEngine.start() was not called"
         target = _target(url)
-        headers = _headers(step, attempt, target)
+        record = job_result_pb2.RequestRecord(step_index=attempt.step_index, url=url)
+        attempt.requests.append(record)
+        admitted = None
+        if attempt.caller is not None and self._guard is not None:
+            admitted = await self._guard.admit(attempt.caller, url, attempt.step_deadline, record)
+        else:
+            UNCHECKED.inc()
+        hop = {**headers, **_cookies(attempt, target, headers)}
+        where: str | URL = target
+        server_hostname = None
+        if admitted is not None:
+            pinned = pin(url, admitted.address)
+            where, server_hostname = URL(pinned.url, encoded=True), pinned.server_hostname
+            hop["Host"] = pinned.host_header
+            record.address = admitted.address
+        tenant = attempt.caller.tenant if attempt.caller is not None else ""
         try:
-            async with self._session.request(
-                method, target, headers=headers, data=step.body or None
-            ) as response:
-                body = await _read(response)
-                attempt.cookies.update_cookies(response.cookies, response.url)
+            async with (
+                self._pools.session(tenant) as session,
+                session.request(
+                    method,
+                    where,
+                    headers=hop,
+                    data=body,
+                    allow_redirects=False,
+                    server_hostname=server_hostname,
+                ) as response,
+            ):
+                record.sent, record.http_status = True, response.status
+                text = await _read(response)
+                attempt.cookies.update_cookies(response.cookies, target)
         except aiohttp.InvalidURL as exc:
             raise r.StepFailed(r.INVALID_URL, f"invalid URL {url!r}: {exc}") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise r.StepFailed(r.HTTP_ERROR, f"{method} {url} failed: {exc!r}") from None
-        attempt.page = Page(str(response.url), response.status, body)
-        return {"status": response.status, "url": attempt.page.url, "body": body}, response.status
+        finally:
+            if admitted is not None and attempt.caller is not None and self._guard is not None:
+                self._guard.release(attempt.caller, admitted.permit_id)
+        return response, text
 
 
 def _static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:
@@ -211,17 +296,36 @@ def _target(url: str) -> URL:
     return target
 
 
-def _headers(step: job_spec_pb2.RequestStep, attempt: _Attempt, target: URL) -> dict[str, str]:
+def _headers(step: job_spec_pb2.RequestStep, attempt: _Attempt) -> dict[str, str]:
     # The engine's own User-Agent always stands: Accord identifies itself honestly.
     headers = {
         k: render_text(v, attempt.outputs)
         for k, v in step.headers.items()
         if k.lower() != "user-agent"
     }
-    jar = attempt.cookies.filter_cookies(target)
-    if jar and not any(k.lower() == "cookie" for k in headers):
-        headers["Cookie"] = "; ".join(f"{name}={m.value}" for name, m in jar.items())
+    # Names and literal values were checked at submission; a rendered value is checked here,
+    # before it could split the request or the connection it travels on.
+    for name, value in headers.items():
+        if any(c in value for c in "\r\n\x00"):
+            raise r.StepFailed(
+                r.TEMPLATE_ERROR, f"header {name} renders to a value with CR, LF or NUL"
+            )
     return headers
+
+
+def _cookies(attempt: _Attempt, target: URL, headers: dict[str, str]) -> dict[str, str]:
+    """The job's own cookies for this URL, unless the step set its own Cookie header."""
+    jar = attempt.cookies.filter_cookies(target)
+    if not jar or any(k.lower() == "cookie" for k in headers):
+        return {}
+    return {"Cookie": "; ".join(f"{name}={m.value}" for name, m in jar.items())}
+
+
+def _redirected(url: str, location: str) -> str:
+    try:
+        return str(URL(url).join(URL(location)))
+    except ValueError as exc:
+        raise r.StepFailed(r.INVALID_URL, f"bad redirect Location {location!r}: {exc}") from None
 
 
 async def _read(response: aiohttp.ClientResponse) -> str:

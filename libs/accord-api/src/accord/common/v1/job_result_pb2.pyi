@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from accord.common.v1 import decision_pb2 as _decision_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -59,6 +60,7 @@ class JobResult(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     ARTIFACTS_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def outputs(self) -> _struct_pb2.Struct:
         """The job's result: the rendered result template, or every named step output."""
@@ -77,6 +79,12 @@ class JobResult(_message.Message):
     def duration(self) -> _duration_pb2.Duration:
         """Wall-clock time of the attempt."""
 
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequestRecord]:
+        """Every request the attempt made or was refused, in order: each request step's first
+        request and every redirect hop, with the address it was sent to or why it was not.
+        """
+
     def __init__(
         self,
         *,
@@ -84,10 +92,11 @@ class JobResult(_message.Message):
         steps: _abc.Iterable[Global___StepResult] | None = ...,
         artifacts: _abc.Iterable[Global___ArtifactRef] | None = ...,
         duration: _duration_pb2.Duration | None = ...,
+        requests: _abc.Iterable[Global___RequestRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "outputs", b"outputs"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "duration", b"duration", "outputs", b"outputs", "steps", b"steps"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "duration", b"duration", "outputs", b"outputs", "requests", b"requests", "steps", b"steps"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -180,3 +189,57 @@ class ArtifactRef(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ArtifactRef: _TypeAlias = ArtifactRef  # noqa: Y015
+
+@_typing.final
+class RequestRecord(_message.Message):
+    """One outbound request of an attempt, as the policy decided it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    POLICY_REVISION_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    step_index: _builtins.int
+    """Index of the step that made the request."""
+    url: _builtins.str
+    """The URL requested (for a redirect hop, the URL the redirect pointed at)."""
+    address: _builtins.str
+    """The IP address the request was sent to, the one the policy checked; empty when it was
+    not sent.
+    """
+    sent: _builtins.bool
+    """True when the request was sent."""
+    http_status: _builtins.int
+    """The HTTP status received; 0 when none was."""
+    decision_id: _builtins.str
+    """The policy decision's id; with `policy_revision` it finds the decision in the audit log."""
+    policy_revision: _builtins.int
+    """The revision of the tenant's policy set the request was decided under."""
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedCompositeFieldContainer[_decision_pb2.DecisionReason]:
+        """Why the request was refused; empty when it was sent."""
+
+    def __init__(
+        self,
+        *,
+        step_index: _builtins.int = ...,
+        url: _builtins.str = ...,
+        address: _builtins.str = ...,
+        sent: _builtins.bool = ...,
+        http_status: _builtins.int = ...,
+        decision_id: _builtins.str = ...,
+        policy_revision: _builtins.int = ...,
+        reasons: _abc.Iterable[_decision_pb2.DecisionReason] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "decision_id", b"decision_id", "http_status", b"http_status", "policy_revision", b"policy_revision", "reasons", b"reasons", "sent", b"sent", "step_index", b"step_index", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestRecord: _TypeAlias = RequestRecord  # noqa: Y015

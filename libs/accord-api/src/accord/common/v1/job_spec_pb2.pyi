@@ -372,12 +372,19 @@ class RequestStep(_message.Message):
     method: _builtins.str
     """HTTP method; GET when empty. The browser engine only navigates (GET)."""
     url: _builtins.str
-    """Absolute http or https URL, up to 2048 characters; may contain templates."""
+    """Absolute http or https URL, up to 2048 characters; may contain templates. A URL without
+    templates must be a valid URI (RFC 3986) with a port from 1 to 65535 if it has one; a
+    templated one is checked when it is rendered, before anything is sent.
+    """
     body: _builtins.bytes
     """Request body (http engine), up to 1 MiB."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Request headers (http engine), 64 at most."""
+        """Request headers (http engine), 64 at most. Names are RFC 9110 tokens of up to 256
+        characters; values up to 8192 characters without CR, LF or NUL. Headers that frame the
+        message or the connection (Host, Content-Length, Transfer-Encoding, Connection,
+        Keep-Alive, Upgrade, TE, Trailer, Proxy-Connection, Expect) are the engine's to set.
+        """
 
     def __init__(
         self,

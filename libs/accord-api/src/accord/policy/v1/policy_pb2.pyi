@@ -19,6 +19,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
@@ -91,8 +96,23 @@ class PolicyRules(_message.Message):
     ALLOW_PRIVATE_NETWORKS_FIELD_NUMBER: _builtins.int
     MAX_AUTHORIZATION_MODE_FIELD_NUMBER: _builtins.int
     RETENTION_FIELD_NUMBER: _builtins.int
-    allow_private_networks: _builtins.bool
-    """Allow targets in private, loopback and link-local networks. Off by default (SSRF)."""
+    ALLOWED_NETWORKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def allow_private_networks(self) -> _builtins.bool:
+        """Deprecated: use `allowed_networks`. True allows targets in every non-public network
+        (loopback, private, link-local, unique-local, CGNAT, ...), as if `allowed_networks`
+        held all of them. Off by default (SSRF). Kept so existing policies keep their meaning.
+        """
+
+    @allow_private_networks.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def allow_private_networks(self, value: _builtins.bool) -> None:
+        """Deprecated: use `allowed_networks`. True allows targets in every non-public network
+        (loopback, private, link-local, unique-local, CGNAT, ...), as if `allowed_networks`
+        held all of them. Off by default (SSRF). Kept so existing policies keep their meaning.
+        """
+
     max_authorization_mode: _job_spec_pb2.AuthorizationMode.ValueType
     """The highest authorization mode jobs of this tenant may claim; unspecified means public."""
     @_builtins.property
@@ -113,6 +133,15 @@ class PolicyRules(_message.Message):
     def retention(self) -> _duration_pb2.Duration:
         """How long job results and artifacts are kept; unset means 30 days."""
 
+    @_builtins.property
+    def allowed_networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Non-public networks jobs may reach, in CIDR form with zero host bits (`10.0.0.0/8`,
+        `127.0.0.1/32`, `fd00::/8`). Every address a target's host resolves to is checked:
+        one that is loopback, private, link-local, unique-local, CGNAT, multicast, unspecified
+        or reserved is refused unless one of the tenant's policies lists a network holding it.
+        Up to 100 networks.
+        """
+
     def __init__(
         self,
         *,
@@ -122,10 +151,11 @@ class PolicyRules(_message.Message):
         allow_private_networks: _builtins.bool = ...,
         max_authorization_mode: _job_spec_pb2.AuthorizationMode.ValueType = ...,
         retention: _duration_pb2.Duration | None = ...,
+        allowed_networks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["retention", b"retention"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_private_networks", b"allow_private_networks", "allowed_domains", b"allowed_domains", "denied_domains", b"denied_domains", "domain_rules", b"domain_rules", "max_authorization_mode", b"max_authorization_mode", "retention", b"retention"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_private_networks", b"allow_private_networks", "allowed_domains", b"allowed_domains", "allowed_networks", b"allowed_networks", "denied_domains", b"denied_domains", "domain_rules", b"domain_rules", "max_authorization_mode", b"max_authorization_mode", "retention", b"retention"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -146,11 +176,16 @@ class DomainRule(_message.Message):
     domain: _builtins.str
     """Domain pattern, same syntax as allowed_domains."""
     requests_per_second: _builtins.float
-    """Sustained requests per second across all executors; 0 means unlimited."""
+    """Sustained requests per second to each matching host, across all executors and policy
+    replicas (a token bucket kept in PostgreSQL); 0 means unlimited. A robots.txt
+    `Crawl-delay` of d seconds lowers it to at most 1/d (burst 1).
+    """
     burst: _builtins.int
     """Token-bucket burst size; 0 means max(1, requests_per_second)."""
     max_concurrency: _builtins.int
-    """Concurrent requests across all executors; 0 means unlimited."""
+    """Requests in flight to each matching host across all executors; 0 means unlimited. A slot
+    is held from AcquirePermit until ReleasePermit or the permit's lease ends.
+    """
     ignore_robots_txt: _builtins.bool
     """Skip robots.txt for this domain. Honoured only for customer_authorized and internal jobs."""
     @_builtins.property

@@ -419,15 +419,29 @@ class AcquirePermitRequest(_message.Message):
     ENGINE_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     WAIT_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_MODE_FIELD_NUMBER: _builtins.int
+    LEASE_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """The URL about to be requested."""
+    """The URL about to be requested, absolute http or https, up to 2048 characters. A URL
+    that cannot be fetched (bad brackets, port out of range) is a DENY, not an error.
+    """
     engine: _job_spec_pb2.Engine.ValueType
     """The engine making the request."""
     job_id: _builtins.str
-    """The job the request belongs to."""
+    """The job the request belongs to, up to 64 characters; recorded with a deny."""
+    authorization_mode: _job_spec_pb2.AuthorizationMode.ValueType
+    """The authorization mode of the job: decides whether robots.txt may be skipped."""
     @_builtins.property
     def wait(self) -> _duration_pb2.Duration:
-        """How long to wait for a permit before returning without one, up to 60 s."""
+        """How long to wait for a permit before returning without one, 0 to 60 s; 0 answers at
+        once.
+        """
+
+    @_builtins.property
+    def lease(self) -> _duration_pb2.Duration:
+        """How long a granted permit holds a concurrency slot unless released, 1 s to 600 s;
+        unset means 60 s. An executor that dies holding one gives the slot back at this time.
+        """
 
     def __init__(
         self,
@@ -436,10 +450,12 @@ class AcquirePermitRequest(_message.Message):
         engine: _job_spec_pb2.Engine.ValueType = ...,
         job_id: _builtins.str = ...,
         wait: _duration_pb2.Duration | None = ...,
+        authorization_mode: _job_spec_pb2.AuthorizationMode.ValueType = ...,
+        lease: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["wait", b"wait"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "wait", b"wait"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["engine", b"engine", "job_id", b"job_id", "url", b"url", "wait", b"wait"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_mode", b"authorization_mode", "engine", b"engine", "job_id", b"job_id", "lease", b"lease", "url", b"url", "wait", b"wait"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -455,17 +471,29 @@ class AcquirePermitResponse(_message.Message):
     PERMIT_ID_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     RETRY_AFTER_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
     granted: _builtins.bool
-    """True when a permit was granted."""
+    """True when the request may be sent now, to `address`."""
     permit_id: _builtins.str
-    """The permit to release; empty when not granted."""
+    """The permit to release once the response is read; empty when not granted or when the
+    host has no concurrency cap (nothing to give back).
+    """
+    address: _builtins.str
+    """When granted: the IP address that was checked, the only one the request may be sent
+    to (connect to it, and send the URL's host in Host and TLS SNI).
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """The permit lapses at this time if not released."""
 
     @_builtins.property
     def retry_after(self) -> _duration_pb2.Duration:
-        """When not granted: how long to wait before asking again."""
+        """When allowed but not granted (rate or concurrency): how long to wait before asking again."""
+
+    @_builtins.property
+    def decision(self) -> _decision_pb2.PolicyDecision:
+        """The decision on the URL; a DENY is never granted and asking again will not help."""
 
     def __init__(
         self,
@@ -474,10 +502,12 @@ class AcquirePermitResponse(_message.Message):
         permit_id: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         retry_after: _duration_pb2.Duration | None = ...,
+        decision: _decision_pb2.PolicyDecision | None = ...,
+        address: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "retry_after", b"retry_after"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "expire_time", b"expire_time", "retry_after", b"retry_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "granted", b"granted", "permit_id", b"permit_id", "retry_after", b"retry_after"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "decision", b"decision", "expire_time", b"expire_time", "granted", b"granted", "permit_id", b"permit_id", "retry_after", b"retry_after"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -491,7 +521,7 @@ class ReleasePermitRequest(_message.Message):
 
     PERMIT_ID_FIELD_NUMBER: _builtins.int
     permit_id: _builtins.str
-    """The permit to release."""
+    """The permit to release; releasing one that expired or was released is not an error."""
     def __init__(
         self,
         *,
@@ -533,7 +563,9 @@ class CheckUrlRequest(_message.Message):
     AUTHORIZATION_MODE_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """The URL to check."""
+    """The URL to check, up to 2048 characters; one that cannot be fetched (another scheme,
+    bad brackets, port out of range) is a DENY with reason INVALID_URL.
+    """
     engine: _job_spec_pb2.Engine.ValueType
     """The engine that would fetch it."""
     authorization_mode: _job_spec_pb2.AuthorizationMode.ValueType
@@ -563,18 +595,24 @@ class CheckUrlResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DECISION_FIELD_NUMBER: _builtins.int
+    ADDRESSES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def decision(self) -> _decision_pb2.PolicyDecision:
         """The decision for this URL."""
+
+    @_builtins.property
+    def addresses(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The addresses the host resolved to, each checked; empty when it was not resolved."""
 
     def __init__(
         self,
         *,
         decision: _decision_pb2.PolicyDecision | None = ...,
+        addresses: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["addresses", b"addresses", "decision", b"decision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

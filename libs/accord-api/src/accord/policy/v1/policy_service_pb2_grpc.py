@@ -144,7 +144,10 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AcquirePermit(self, request, context):
-        """Takes a permit for one request to a host: the shared token bucket and concurrency cap.
+        """Decides one request and, when it is allowed, takes a permit for it: the URL is checked
+        as by CheckUrl (domain rules, the resolved address against the network rules,
+        robots.txt) and then against the host's shared token bucket and concurrency cap. One
+        round trip per request: a deny, a wait or a grant, with the address to connect to.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

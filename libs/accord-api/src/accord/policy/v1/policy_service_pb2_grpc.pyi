@@ -52,7 +52,11 @@ class PolicyServiceStub:
     EvaluateJob, used to admit BatchCreateJobs. Decisions come back in request order.
     """
     AcquirePermit: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.AcquirePermitRequest, _policy_service_pb2.AcquirePermitResponse]
-    """Takes a permit for one request to a host: the shared token bucket and concurrency cap."""
+    """Decides one request and, when it is allowed, takes a permit for it: the URL is checked
+    as by CheckUrl (domain rules, the resolved address against the network rules,
+    robots.txt) and then against the host's shared token bucket and concurrency cap. One
+    round trip per request: a deny, a wait or a grant, with the address to connect to.
+    """
     ReleasePermit: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.ReleasePermitRequest, _policy_service_pb2.ReleasePermitResponse]
     """Returns a permit early; permits also expire on their own."""
     CheckUrl: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.CheckUrlRequest, _policy_service_pb2.CheckUrlResponse]
@@ -84,7 +88,11 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     EvaluateJob, used to admit BatchCreateJobs. Decisions come back in request order.
     """
     AcquirePermit: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.AcquirePermitRequest, _policy_service_pb2.AcquirePermitResponse]  # type: ignore[assignment]
-    """Takes a permit for one request to a host: the shared token bucket and concurrency cap."""
+    """Decides one request and, when it is allowed, takes a permit for it: the URL is checked
+    as by CheckUrl (domain rules, the resolved address against the network rules,
+    robots.txt) and then against the host's shared token bucket and concurrency cap. One
+    round trip per request: a deny, a wait or a grant, with the address to connect to.
+    """
     ReleasePermit: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.ReleasePermitRequest, _policy_service_pb2.ReleasePermitResponse]  # type: ignore[assignment]
     """Returns a permit early; permits also expire on their own."""
     CheckUrl: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.CheckUrlRequest, _policy_service_pb2.CheckUrlResponse]  # type: ignore[assignment]
@@ -161,7 +169,11 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _policy_service_pb2.AcquirePermitRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_policy_service_pb2.AcquirePermitResponse, _abc.Awaitable[_policy_service_pb2.AcquirePermitResponse]]:
-        """Takes a permit for one request to a host: the shared token bucket and concurrency cap."""
+        """Decides one request and, when it is allowed, takes a permit for it: the URL is checked
+        as by CheckUrl (domain rules, the resolved address against the network rules,
+        robots.txt) and then against the host's shared token bucket and concurrency cap. One
+        round trip per request: a deny, a wait or a grant, with the address to connect to.
+        """
 
     @_abc_1.abstractmethod
     def ReleasePermit(
