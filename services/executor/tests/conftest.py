@@ -16,17 +16,20 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
+from accord.common.v1 import job_spec_pb2
 from accord.executor.v1 import executor_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
 from accord_executor.app import App
 from accord_executor.config import Settings
 from accord_executor.engines.http import HttpEngine
-from accord_kit.testing import channel
+from accord_kit.testing import as_tenant, channel
 from accord_policy.app import App as PolicyApp
 from accord_policy.app import migrate as migrate_policy
 from accord_policy.config import Settings as PolicySettings
 
 USER_AGENT = "Accord/0.1 (+https://accord.dev/bot)"
+# The tenants the tests act for; the policy service allows each the local site.
+TENANTS = ("default", "acme", "globex")
 
 HOME = """<!doctype html>
 <html><head><title>  Accord
@@ -149,9 +152,12 @@ def _settings(orchestrator_port: int, nats_url: str, **overrides: object) -> Set
 
 
 @pytest.fixture
-def executor_settings(nats_url: str) -> Callable[..., Settings]:
-    """Test settings for an executor whose orchestrator listens on the given port."""
-    return functools.partial(_settings, nats_url=nats_url)
+def executor_settings(nats_url: str, policy_app: PolicyApp) -> Callable[..., Settings]:
+    """Test settings for an executor whose orchestrator listens on the given port, and whose
+    every request is checked by a real policy service that allows the local site."""
+    return functools.partial(
+        _settings, nats_url=nats_url, policy_target=f"127.0.0.1:{policy_app.port}"
+    )
 
 
 @pytest.fixture
@@ -160,15 +166,30 @@ async def policy_app(database_url: str, nats_url: str) -> AsyncIterator[PolicyAp
     await asyncio.to_thread(migrate_policy, settings)
     app = PolicyApp(settings)
     await app.start()
-    rules = policy_pb2.PolicyRules(allowed_domains=["127.0.0.1"], allow_private_networks=True)
+    try:
+        await _allow_local_site(app)
+        yield app
+    finally:
+        await app.stop()
+
+
+async def _allow_local_site(app: PolicyApp) -> None:
+    rules = policy_pb2.PolicyRules(
+        allowed_domains=["127.0.0.1"],
+        allow_private_networks=True,
+        # Internal jobs may skip robots.txt here: a test can then reach a closed port.
+        max_authorization_mode=job_spec_pb2.AUTHORIZATION_MODE_INTERNAL,
+        domain_rules=[policy_pb2.DomainRule(domain="127.0.0.1", ignore_robots_txt=True)],
+    )
     async with channel(app.port) as ch:
-        await policy_service_pb2_grpc.PolicyServiceStub(ch).CreatePolicy(
-            policy_service_pb2.CreatePolicyRequest(
-                request_id="local-site", policy=policy_pb2.Policy(display_name="site", rules=rules)
+        for tenant in TENANTS:
+            await policy_service_pb2_grpc.PolicyServiceStub(ch).CreatePolicy(
+                policy_service_pb2.CreatePolicyRequest(
+                    request_id="local-site",
+                    policy=policy_pb2.Policy(display_name="site", rules=rules),
+                ),
+                metadata=as_tenant(tenant),
             )
-        )
-    yield app
-    await app.stop()
 
 
 @pytest.fixture

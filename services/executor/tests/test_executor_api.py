@@ -211,10 +211,10 @@ async def test_find_browser_reports_why_none_is_usable() -> None:
 async def test_run_job_asks_the_callers_policy_first_and_a_deny_runs_nothing(  # type: ignore[no-untyped-def]
     executor, site
 ) -> None:
-    # `acme` has no policy: default deny, and the site is never fetched.
+    # `initech` has no policy: default deny, and the site is never fetched.
     with pytest.raises(grpc.aio.AioRpcError) as err:
         async for _ in executor.RunJob(
-            pb.RunJobRequest(spec=page_spec(f"{site.url}/")), metadata=as_tenant("acme")
+            pb.RunJobRequest(spec=page_spec(f"{site.url}/")), metadata=as_tenant("initech")
         ):
             pass
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -197,9 +197,11 @@ async def test_reports_failures_with_code_and_partial_result(fake: FakeOrchestra
 async def test_connection_errors_are_reported_retryable(
     fake: FakeOrchestrator, closed_port: int
 ) -> None:
-    fake.hand_out(page(f"http://127.0.0.1:{closed_port}/"))
+    # An internal job, whose policy waives robots.txt (unreachable here, so it would deny).
+    internal = js.AUTHORIZATION_MODE_INTERNAL
+    fake.hand_out(page(f"http://127.0.0.1:{closed_port}/", authorization_mode=internal))
     await fake.until(lambda: len(fake.failed) == 1)
-    assert fake.failed[0][1].error_code == r.HTTP_ERROR
+    assert fake.failed[0][1].error_code == r.HTTP_ERROR, fake.failed[0][1].error_message
     assert fake.failed[0][1].retryable
 
 

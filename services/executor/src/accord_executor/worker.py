@@ -217,7 +217,10 @@ class Worker:
         if engine is None:
             failure = r.Failure(r.ENGINE_UNAVAILABLE, "this executor cannot run the job's engine")
             return Outcome(job_result_pb2.JobResult(), failure)
-        held.run = asyncio.create_task(engine.run(held.task.spec))
+        # Every request is checked with the policy, for the job's tenant, where it is made.
+        held.run = asyncio.create_task(
+            engine.run(held.task.spec, tenant=held.tenant, job_id=held.task.lease.job_id)
+        )
         try:
             return await held.run
         except asyncio.CancelledError:
