@@ -56,7 +56,9 @@ async def test_create_get_list_update_delete(schedules) -> None:  # type: ignore
     s = schedule(cron="30 2 * * *", time_zone="America/New_York")
     s.labels["team"] = "web"
     made = await create(schedules, s, request_id="r1")
-    assert made.schedule_id and made.etag and made.tenant_id == "acme"
+    assert made.schedule_id
+    assert made.etag
+    assert made.tenant_id == "acme"
     assert len(made.next_fire_times) == 10
     for t in made.next_fire_times:  # 02:30 New York, or 03:00 on the day of the gap
         local = t.ToDatetime(tzinfo=UTC).astimezone(ZoneInfo(s.spec.time_zone))
@@ -76,7 +78,8 @@ async def test_create_get_list_update_delete(schedules) -> None:  # type: ignore
             pb.GetScheduleRequest(schedule_id=made.schedule_id), metadata=ACME
         )
     ).schedule
-    assert got.display_name == made.display_name and got.etag == made.etag
+    assert got.display_name == made.display_name
+    assert got.etag == made.etag
 
     other = await create(schedules, schedule(interval=duration_pb2.Duration(seconds=3600)))
     await schedules.PauseSchedule(
@@ -331,7 +334,8 @@ async def test_unknown_and_other_tenants_schedules_are_not_found(schedules) -> N
     still = await schedules.GetSchedule(
         pb.GetScheduleRequest(schedule_id=mine.schedule_id), metadata=ACME
     )
-    assert still.schedule.etag == mine.etag and not still.schedule.paused
+    assert still.schedule.etag == mine.etag
+    assert not still.schedule.paused
 
 
 async def jobs_of(stack, schedule_id: str, md=ACME) -> list[job_pb2.Job]:  # type: ignore[no-untyped-def]
@@ -372,7 +376,7 @@ async def test_the_loop_fires_on_time_and_a_denied_target_makes_rejected_jobs(
         )
     ).schedule
     fired = [a for a in got.recent_actions if a.job_id]
-    assert fired and {a.job_state for a in fired} == {job_pb2.JOB_STATE_REJECTED}
+    assert fired
+    assert {a.job_state for a in fired} == {job_pb2.JOB_STATE_REJECTED}
     for a in fired:  # never early (how late is the benchmark's to measure)
         assert a.fire_time.ToDatetime() >= a.schedule_time.ToDatetime()
-

@@ -63,6 +63,10 @@ class ScheduleUseCases:
     def clock(self) -> datetime:
         return self._clock()
 
+    def with_clock(self, clock: Clock) -> ScheduleUseCases:
+        """The same use cases on another clock (tests and benchmarks simulate time)."""
+        return ScheduleUseCases(self._engine, self._jobs, self._on_change, clock)
+
     async def create(
         self, tenant: str, request_id: str, schedule: schedule_pb2.Schedule
     ) -> schedule_pb2.Schedule:
@@ -256,7 +260,7 @@ class ScheduleUseCases:
             )
         async with self._engine.begin() as s:
             current = await _existing(s, tenant, schedule_id, lock=True)
-            calendar = rules.calendar_of(current.schedule, current.create_time)
+            calendar = rules.backfill_calendar(current.schedule, current.create_time, start)
             times = calendars.between(calendar, start, end, MAX_BACKFILL)
             if len(times) > MAX_BACKFILL:
                 raise InvalidArgument(

@@ -87,6 +87,20 @@ def calendar_of(
     )
 
 
+def backfill_calendar(
+    schedule: schedule_pb2.Schedule, created: datetime, since: datetime
+) -> calendars.Calendar:
+    """The calendar as if the schedule had run since `since`: without an explicit
+    start_time, one before the range, keeping an interval's phase."""
+    if schedule.spec.HasField("start_time") or since >= created:
+        return calendar_of(schedule, created)
+    anchor = since
+    if schedule.spec.WhichOneof("kind") == "interval":
+        step = schedule.spec.interval.ToTimedelta()
+        anchor = created + ((since - created) // step) * step  # at or before `since`
+    return calendar_of(schedule, anchor)
+
+
 def _time(spec: schedule_pb2.ScheduleSpec, name: str) -> datetime | None:
     if not spec.HasField(name):  # type: ignore[arg-type]
         return None
