@@ -1,11 +1,12 @@
-"""`accord`: the command line. `accord up` runs the whole suite; `accord auth` manages tokens."""
+"""`accord`: the command line. `accord up` runs the whole suite; `accord auth` manages tokens;
+`accord schedules` manages schedules."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from accord_cli import auth, up
+from accord_cli import auth, schedules, up
 
 
 def main() -> None:
@@ -13,6 +14,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     up.register(commands)
     auth.register(commands)
+    schedules.register(commands)
     args = parser.parse_args()
     sys.exit(args.run(args))
 
