@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 
@@ -65,7 +66,10 @@ class Firer:
     async def _step(self) -> float:
         """Fire what is due; return how long to sleep before looking again."""
         self.passes += 1
+        started = time.perf_counter()
         claimed = await self._cases.fire_due(self._batch)
+        if claimed:
+            log.debug("schedules.pass", claimed=claimed, ms=(time.perf_counter() - started) * 1e3)
         if claimed >= self._batch:
             return 0.0
         due = await self._cases.next_due()

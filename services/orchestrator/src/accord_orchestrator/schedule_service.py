@@ -290,7 +290,14 @@ class ScheduleUseCases:
             due = await ss.claim_due(s, now, limit)
             if not due:
                 return 0
-            states = await ss.job_states(s, [d.state.last_job_id for d in due])
+            # Only the overlap policy (or a buffered fire) asks whether the last job runs.
+            asks = [
+                d.state.last_job_id
+                for d in due
+                if rules.policy_of(d.schedule.overlap_policy) != rules.ALLOW_ALL
+                or d.state.buffered_time is not None
+            ]
+            states = await ss.job_states(s, asks)
             plans = []
             for d in due:
                 last = states.get(d.state.last_job_id)

@@ -183,11 +183,8 @@ class JobUseCases:
         the job each request id already has, else a new one. A fire's request id names its
         schedule and nominal time, so replicas firing the same fire get the same job."""
         found: dict[str, job_pb2.Job] = {}
-        for _ in range(3):  # a lost race means another replica stored some: look again
-            async with self._engine.connect() as s:
-                rows = await store.find_by_requests(s, tenant, [r for r, _, _ in fires])
-                found = {j.request_id: j for j in await store.load_jobs(s, list(rows.values()))}
-            fresh = [f for f in fires if f[0] not in found]
+        fresh = list(fires)  # usually none exists yet: store first, look up only on a clash
+        for _ in range(3):
             try:
                 blobs = _encode([(r, spec) for r, spec, _ in fresh])
                 made = await self._store(
@@ -198,9 +195,13 @@ class JobUseCases:
                     ],
                     [schedule_id for _, _, schedule_id in fresh],
                 )
-            except IntegrityError:
-                continue
-            return found | {j.request_id: j for j in made}
+                return found | {j.request_id: j for j in made}
+            except IntegrityError:  # another replica stored some of them: take those
+                async with self._engine.connect() as s:
+                    rows = await store.find_by_requests(s, tenant, [r for r, _, _ in fires])
+                    earlier = await store.load_jobs(s, list(rows.values()))
+                found = {j.request_id: j for j in earlier}
+                fresh = [f for f in fires if f[0] not in found]
         raise AccordError("schedule fires kept colliding with another replica's")
 
     async def _store(
