@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from accord.common.v1 import job_spec_pb2
-from accord.events.v1 import envelope_pb2
+from accord.events.v1 import envelope_pb2, job_events_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2, schedule_service_pb2_grpc
 from accord.orchestrator.v1 import job_service_pb2 as jpb
 from accord.orchestrator.v1 import schedule_service_pb2 as pb
@@ -177,10 +177,18 @@ async def test_pause_and_resume_with_their_events(sim: Sim, nats_url: str) -> No
     nc = await nats.connect(nats_url)
     seen: list[str] = []
 
+    job_schedules: set[str] = set()
+
     async def record(msg) -> None:  # type: ignore[no-untyped-def]
         seen.append(envelope_pb2.EventEnvelope.FromString(msg.data).event_type.rsplit(".", 1)[1])
 
+    async def record_job(msg) -> None:  # type: ignore[no-untyped-def]
+        changed = job_events_pb2.JobStateChanged()
+        envelope_pb2.EventEnvelope.FromString(msg.data).payload.Unpack(changed)
+        job_schedules.add(changed.schedule_id)
+
     await nc.subscribe("accord.orchestrator.v1.schedule.>", cb=record)
+    await nc.subscribe("accord.orchestrator.v1.job.queued", cb=record_job)
     try:
         made = await make(sim, "* * * * *", P.OVERLAP_POLICY_ALLOW_ALL)
         await sim.at(T0)
@@ -205,6 +213,11 @@ async def test_pause_and_resume_with_their_events(sim: Sim, nats_url: str) -> No
             return True if wanted <= set(seen) else None
 
         await eventually(all_events, 15, f"schedule events (saw {seen})")
+
+        async def job_event() -> bool | None:  # a fired job's event names its schedule
+            return True if made.schedule_id in job_schedules else None
+
+        await eventually(job_event, 15, "job.queued naming the schedule")
     finally:
         await nc.close()
 

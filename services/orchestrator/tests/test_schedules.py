@@ -132,6 +132,23 @@ async def test_create_get_list_update_delete(schedules) -> None:  # type: ignore
     )
     assert stale.code() == grpc.StatusCode.ABORTED
 
+    taken = schedule_pb2.Schedule(
+        schedule_id=made.schedule_id, etag=updated.etag, display_name=other.display_name
+    )
+    clash = await refused(
+        schedules.UpdateSchedule(
+            pb.UpdateScheduleRequest(
+                schedule=taken, update_mask=field_mask_pb2.FieldMask(paths=["display_name"])
+            ),
+            metadata=ACME,
+        )
+    )
+    assert clash.code() == grpc.StatusCode.ALREADY_EXISTS  # names are unique per tenant
+    same_name = schedule()
+    same_name.display_name = other.display_name
+    assert (await refused(create(schedules, same_name))).code() == grpc.StatusCode.ALREADY_EXISTS
+    await create(schedules, same_name, md=OTHER)  # another tenant's names are its own
+
     await schedules.DeleteSchedule(
         pb.DeleteScheduleRequest(schedule_id=made.schedule_id), metadata=ACME
     )

@@ -240,6 +240,7 @@ class JobUseCases:
                     tr.job.job_id: (decision, item[0])
                     for tr, decision, item in zip(admitted, decisions, items, strict=True)
                 },
+                {row["job_id"]: row["schedule_id"] for row in rows if row["schedule_id"]},
             )
         if any(tr.job.state == rules.QUEUED for tr in admitted):
             self._on_queued()
