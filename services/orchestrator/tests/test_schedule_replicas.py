@@ -82,3 +82,43 @@ async def test_two_replicas_fire_each_fire_exactly_once(stack) -> None:  # type:
         assert second.firer.passes > 1
     finally:
         await second.stop()
+
+
+async def test_a_change_in_one_replica_wakes_the_others(stack) -> None:  # type: ignore[no-untyped-def]
+    """The other replica sleeps up to a minute; only the NOTIFY can wake it in time."""
+    await stack.app.firer.stop()
+    second = App(
+        stack.app.settings.model_copy(
+            update={"port": 0, "metrics_port": 0, "schedule_idle_interval": 60}
+        )
+    )
+    await second.start()
+    try:
+
+        async def asleep() -> bool | None:
+            # Two passes found nothing due: the first at start, the second when its
+            # listener began (it looks once for changes it could have missed). Then it sleeps.
+            return True if second.firer.passes >= 2 else None
+
+        await eventually(asleep, 5, "the second replica's first passes")
+        s = schedule_pb2.Schedule(
+            display_name="woken",
+            spec=schedule_pb2.ScheduleSpec(cron="* * * * * *"),
+            job_template=job_spec_pb2.JobSpec(
+                engine=job_spec_pb2.ENGINE_HTTP,
+                steps=[
+                    job_spec_pb2.Step(
+                        name="p", request=job_spec_pb2.RequestStep(url="https://example.com/")
+                    )
+                ],
+            ),
+        )
+        made = await stack.app.schedules.create("acme", "woken", s)  # through replica one
+
+        async def fired() -> bool | None:
+            got = await second.schedules.get("acme", made.schedule_id)
+            return True if any(a.job_id for a in got.recent_actions) else None
+
+        await eventually(fired, 15, "the sleeping replica to fire")
+    finally:
+        await second.stop()

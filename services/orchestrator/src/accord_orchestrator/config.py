@@ -34,6 +34,6 @@ class Settings(ServiceSettings):
     prune_batch: int = Field(default=500, ge=1, le=10000)
     # Whether this replica runs the schedule firing loop (any number of replicas may).
     fire_schedules: bool = True
-    # Longest sleep of the firing loop, in seconds: how soon a schedule another replica
-    # created or changed is seen here. Changes made here wake it at once.
-    schedule_idle_interval: float = Field(default=1.0, gt=0, le=60)
+    # Longest sleep of the firing loop, in seconds. Schedule changes wake every replica at
+    # once (NOTIFY); this bounds how late one is seen should a notification be lost.
+    schedule_idle_interval: float = Field(default=5.0, gt=0, le=60)

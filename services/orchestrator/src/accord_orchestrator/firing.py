@@ -1,6 +1,7 @@
 """The firing loop: sleeps until the next schedule is due (woken at once when a schedule
-changes here), fires every due schedule it can claim, and sleeps again. Replicas share the
-work through SKIP LOCKED; a fire's job request id makes a fire fired twice one job."""
+changes, here or in another replica, through NOTIFY), fires every due schedule it can claim,
+and sleeps again. Replicas share the work through SKIP LOCKED; a fire's job request id makes
+a fire fired twice one job."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import time
 
 import structlog
 
-from accord_orchestrator.schedule_service import ScheduleUseCases
+from accord_kit import notify
+from accord_orchestrator.schedule_service import CHANNEL, ScheduleUseCases
 
 log = structlog.get_logger("accord.schedules")
 
@@ -25,7 +27,7 @@ class Firer:
         contended: float = 0.02,
         retry: float = 1.0,
     ) -> None:
-        """`idle`: the longest sleep, so changes made by other replicas are seen that soon;
+        """`idle`: the longest sleep, should a NOTIFY from another replica be lost;
         `contended`: the pause when what is due is held by another replica; `retry`: the
         pause after a failed pass (e.g. policy unavailable; nothing was advanced)."""
         self._cases = cases
@@ -34,20 +36,26 @@ class Firer:
         self._contended = contended
         self._retry = retry
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.passes = 0
 
     def wake(self) -> None:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self._tasks = [
+            asyncio.create_task(self._run()),
+            asyncio.create_task(
+                notify.listen(self._cases.engine, CHANNEL, self.wake, max_backoff=self._idle)
+            ),
+        ]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        self._tasks = []
 
     async def _run(self) -> None:
         while True:

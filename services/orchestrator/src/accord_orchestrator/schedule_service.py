@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from accord.common.v1 import job_spec_pb2
 from accord.events.v1 import schedule_events_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2, schedule_service_pb2
-from accord_kit import events, outbox, pages
+from accord_kit import events, notify, outbox, pages
 from accord_kit.boundary import validate
 from accord_kit.errors import (
     Aborted,
@@ -45,6 +45,8 @@ MAX_CATCHUP = timedelta(days=366)
 ADMIT_BATCH = 1000
 Clock = Callable[[], datetime]
 BUFFERED = "buffered: fires when the previous job ends"
+# NOTIFY channel of schedule changes: wakes every replica's firing loop.
+CHANNEL = "orchestrator_schedules"
 
 
 class ScheduleUseCases:
@@ -59,6 +61,10 @@ class ScheduleUseCases:
         self._jobs = jobs
         self._on_change = on_change
         self._clock = clock
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
 
     def clock(self) -> datetime:
         return self._clock()
@@ -514,6 +520,8 @@ def _fired(d: ss.Stored, action: schedule_pb2.ScheduleAction) -> Any:
 async def _changed(
     s: AsyncConnection, d: ss.Stored, event: str, fields: Sequence[str] = ()
 ) -> None:
+    """The change's event, and a NOTIFY that wakes every replica's firing loop."""
+    await notify.notify(s, CHANNEL)
     await outbox.enqueue(
         s,
         t.outbox,
