@@ -96,11 +96,11 @@ async def test_a_change_in_one_replica_wakes_the_others(stack) -> None:  # type:
     try:
 
         async def asleep() -> bool | None:
-            # Two passes found nothing due: the first at start, the second when its
-            # listener began (it looks once for changes it could have missed). Then it sleeps.
-            return True if second.firer.passes >= 2 else None
+            # It looked twice and found nothing due: at start, and when its listener began
+            # (it looks once for changes it could have missed). Then it sleeps.
+            return True if second.firer.looks >= 2 else None
 
-        await eventually(asleep, 5, "the second replica's first passes")
+        await eventually(asleep, 5, "the second replica's first looks")
         s = schedule_pb2.Schedule(
             display_name="woken",
             spec=schedule_pb2.ScheduleSpec(cron="* * * * * *"),

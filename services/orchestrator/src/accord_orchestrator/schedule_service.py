@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf import field_mask_pb2
@@ -16,10 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import job_spec_pb2
-from accord.events.v1 import schedule_events_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2, schedule_service_pb2
-from accord_kit import events, notify, outbox, pages
-from accord_kit.boundary import validate
+from accord_kit import outbox, pages
 from accord_kit.errors import (
     Aborted,
     AlreadyExists,
@@ -29,24 +27,19 @@ from accord_kit.errors import (
     NotFound,
 )
 from accord_orchestrator import schedule_store as ss
+from accord_orchestrator import schedule_views as views
 from accord_orchestrator import store
 from accord_orchestrator import tables as t
 from accord_orchestrator.domain import calendars
 from accord_orchestrator.domain import jobs as job_rules
 from accord_orchestrator.domain import schedules as rules
-from accord_orchestrator.history import PRODUCER
 from accord_orchestrator.service import JobUseCases
 
-UPDATABLE = {"display_name", "spec", "job_template", "overlap_policy", "catchup_window", "labels"}
-SPEC_FIELDS = {f.name for f in schedule_pb2.ScheduleSpec.DESCRIPTOR.fields}
 MAX_BACKFILL = 10_000
-MAX_CATCHUP = timedelta(days=366)
 # Fires admitted per policy round trip (the policy's batch limit).
 ADMIT_BATCH = 1000
 Clock = Callable[[], datetime]
 BUFFERED = "buffered: fires when the previous job ends"
-# NOTIFY channel of schedule changes: wakes every replica's firing loop.
-CHANNEL = "orchestrator_schedules"
 
 
 class ScheduleUseCases:
@@ -77,8 +70,8 @@ class ScheduleUseCases:
         self, tenant: str, request_id: str, schedule: schedule_pb2.Schedule
     ) -> schedule_pb2.Schedule:
         now = self._clock()
-        body = _definition(schedule)
-        calendar = _checked(body, now)
+        body = views.definition(schedule)
+        calendar = views.checked(body, now)
         digest = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
         async with self._engine.begin() as s:
             earlier = await ss.by_request(s, tenant, request_id)
@@ -93,30 +86,13 @@ class ScheduleUseCases:
                 raise AlreadyExists(f"a schedule named {body.display_name!r} exists")
             schedule_id = str(uuid.uuid4())
             next_time = calendars.next_after(calendar, now - timedelta(microseconds=1))
-            row = {
-                "schedule_id": schedule_id,
-                "tenant_id": tenant,
-                "request_id": request_id,
-                "display_name": body.display_name,
-                "body": body.SerializeToString(deterministic=True),
-                "body_hash": digest,
-                "labels": dict(body.labels),
-                "paused": False,
-                "pause_note": "",
-                "next_time": next_time,
-                "due_time": rules.due_time(schedule_id, next_time, None, _jitter(body), now),
-                "buffered_time": None,
-                "last_job_id": "",
-                "etag": uuid.uuid4().hex,
-                "create_time": now,
-                "update_time": now,
-            }
+            row = views.new_row(schedule_id, tenant, request_id, body, digest, next_time, now)
             try:
                 await ss.insert_schedule(s, row)
             except IntegrityError:  # a concurrent create with this request id or name won
                 raise AlreadyExists("a schedule with this request_id or name exists") from None
             stored = await _existing(s, tenant, schedule_id)
-            await _changed(s, stored, "created")
+            await views.changed(s, stored, "created")
             found = await self._view(s, stored)
         self._on_change()
         return found
@@ -144,7 +120,7 @@ class ScheduleUseCases:
     async def update(
         self, tenant: str, schedule: schedule_pb2.Schedule, mask: field_mask_pb2.FieldMask
     ) -> schedule_pb2.Schedule:
-        paths = _mask(schedule, mask)
+        paths = views.mask(schedule, mask)
         now = self._clock()
         async with self._engine.begin() as s:
             current = await _existing(s, tenant, schedule.schedule_id, lock=True)
@@ -160,8 +136,8 @@ class ScheduleUseCases:
             if "labels" in paths:  # a map merges by key; an update replaces it
                 body.ClearField("labels")
                 body.labels.update(schedule.labels)
-            body = _definition(body)
-            calendar = _checked(body, current.create_time)
+            body = views.definition(body)
+            calendar = views.checked(body, current.create_time)
             if body.display_name != current.schedule.display_name and await ss.name_taken(
                 s, tenant, body.display_name, current.schedule_id
             ):
@@ -177,11 +153,15 @@ class ScheduleUseCases:
                 next_time = calendars.next_after(calendar, now)
                 values["next_time"] = next_time
                 values["due_time"] = rules.due_time(
-                    current.schedule_id, next_time, current.state.buffered_time, _jitter(body), now
+                    current.schedule_id,
+                    next_time,
+                    current.state.buffered_time,
+                    views.jitter(body),
+                    now,
                 )
             await ss.save(s, current.schedule_id, **values)
             stored = await _existing(s, tenant, current.schedule_id)
-            await _changed(s, stored, "updated", sorted(paths))
+            await views.changed(s, stored, "updated", sorted(paths))
             found = await self._view(s, stored)
         self._on_change()
         return found
@@ -190,7 +170,7 @@ class ScheduleUseCases:
         async with self._engine.begin() as s:
             current = await _existing(s, tenant, schedule_id, lock=True)
             await ss.delete_schedule(s, schedule_id)
-            await _changed(s, current, "deleted")
+            await views.changed(s, current, "deleted")
         self._on_change()
 
     async def pause(self, tenant: str, schedule_id: str, note: str) -> schedule_pb2.Schedule:
@@ -214,7 +194,7 @@ class ScheduleUseCases:
                     update_time=self._clock(),
                 )
                 current = await _existing(s, tenant, schedule_id)
-                await _changed(s, current, "paused" if paused else "resumed")
+                await views.changed(s, current, "paused" if paused else "resumed")
             found = await self._view(s, current)
         self._on_change()
         return found
@@ -229,7 +209,7 @@ class ScheduleUseCases:
             earlier = await store.find_by_requests(s, tenant, [key])
             if key in earlier:
                 job = earlier[key]
-                return job.job_id, _action(self._clock(), job.create_time, "trigger", job)
+                return job.job_id, views.action(self._clock(), job.create_time, "trigger", job)
             now = self._clock()
             running = await _running(s, current)
             plan = rules.sequence(
@@ -245,7 +225,7 @@ class ScheduleUseCases:
         self._on_change()
         taken = actions.get(schedule_id)
         if not taken:  # buffered: it fires when the running job ends
-            buffered = _action(now, now, BUFFERED)
+            buffered = views.action(now, now, BUFFERED)
             buffered.skipped = False
             return "", buffered
         return taken[0].job_id, taken[0]
@@ -288,12 +268,16 @@ class ScheduleUseCases:
         self._on_change()
         return [a.job_id for a in actions if a.job_id], actions
 
-    async def fire_due(self, limit: int = 500) -> int:
-        """One pass: claim due schedules no other replica holds and fire them. Returns how
-        many were claimed (a full batch means more may be due)."""
+    async def fire_due(
+        self, limit: int = 500, claimed: Callable[[list[str]], None] = lambda _: None
+    ) -> int:
+        """One pass: claim due schedules no other pass holds and fire them; `claimed` hears
+        which ids this pass holds as soon as it holds them. Returns how many it claimed (a
+        full batch means more may be due)."""
         now = self._clock()
         async with self._engine.begin() as s:
             due = await ss.claim_due(s, now, limit)
+            claimed([d.schedule_id for d in due])
             if not due:
                 return 0
             # Only the overlap policy (or a buffered fire) asks whether the last job runs.
@@ -323,9 +307,10 @@ class ScheduleUseCases:
             await self._execute(s, plans, now)
         return len(due)
 
-    async def next_due(self) -> datetime | None:
+    async def next_due(self, besides: Sequence[str] = ()) -> datetime | None:
+        """When the next schedule is due, passing over those passes in flight hold."""
         async with self._engine.connect() as s:
-            return await ss.earliest_due(s)
+            return await ss.earliest_due(s, besides)
 
     async def _execute(
         self, s: AsyncConnection, plans: Sequence[tuple[ss.Stored, rules.Plan]], now: datetime
@@ -342,21 +327,25 @@ class ScheduleUseCases:
             last_job = d.state.last_job_id
             taken = []
             for skip in plan.skips:
-                taken.append(_action(skip.schedule_time, now, skip.note, count=skip.count))
+                taken.append(views.action(skip.schedule_time, now, skip.note, count=skip.count))
             for fire in plan.fires:
                 job = made[fire.request_id or rules.request_id(d.schedule_id, fire.schedule_time)]
-                taken.append(_action(fire.schedule_time, now, fire.note, job))
+                taken.append(views.action(fire.schedule_time, now, fire.note, job))
                 last_job = job.job_id
             taken.sort(key=lambda a: a.schedule_time.ToDatetime())
             actions[d.schedule_id] = taken
-            rows += [_action_row(d.schedule_id, a) for a in taken]
-            envelopes += [_fired(d, a) for a in taken]
+            rows += [views.action_row(d.schedule_id, a) for a in taken]
+            envelopes += [views.fired(d, a) for a in taken]
             saves.append(
                 {
                     "key": d.schedule_id,
                     "next_time": plan.next_time,
                     "due_time": rules.due_time(
-                        d.schedule_id, plan.next_time, plan.buffered_time, _jitter(d.schedule), now
+                        d.schedule_id,
+                        plan.next_time,
+                        plan.buffered_time,
+                        views.jitter(d.schedule),
+                        now,
                     ),
                     "buffered_time": plan.buffered_time,
                     "last_job_id": last_job,
@@ -393,71 +382,7 @@ class ScheduleUseCases:
         self, s: AsyncConnection, found: Sequence[ss.Stored]
     ) -> list[schedule_pb2.Schedule]:
         recent = await ss.recent_actions(s, [d.schedule_id for d in found], rules.SHOWN)
-        return [_to_schedule(d, recent.get(d.schedule_id, [])) for d in found]
-
-
-def _definition(schedule: schedule_pb2.Schedule) -> schedule_pb2.Schedule:
-    """The stored part of a schedule: what a client sets, without server fields."""
-    body = schedule_pb2.Schedule()
-    body.CopyFrom(schedule)
-    for name in (
-        "schedule_id",
-        "tenant_id",
-        "paused",
-        "pause_note",
-        "next_fire_times",
-        "recent_actions",
-        "create_time",
-        "update_time",
-        "etag",
-    ):
-        body.ClearField(name)
-    return body
-
-
-def _checked(body: schedule_pb2.Schedule, created: datetime) -> calendars.Calendar:
-    """Validate what protovalidate cannot: the calendar, the name, the template, bounds."""
-    validate(body, "schedule.")
-    violations = []
-    if not 1 <= len(body.display_name) <= 200:
-        violations.append(FieldViolation("schedule.display_name", "must be 1 to 200 characters"))
-    if not body.HasField("job_template"):
-        violations.append(FieldViolation("schedule.job_template", "required"))
-    if body.HasField("catchup_window") and not (
-        timedelta(0) <= body.catchup_window.ToTimedelta() <= MAX_CATCHUP
-    ):
-        violations.append(FieldViolation("schedule.catchup_window", "must be 0 to 366 days"))
-    if violations:
-        raise InvalidArgument("schedule is invalid", violations)
-    return rules.calendar_of(body, created)
-
-
-def _mask(schedule: schedule_pb2.Schedule, mask: field_mask_pb2.FieldMask) -> set[str]:
-    violations = []
-    if not schedule.schedule_id:
-        violations.append(FieldViolation("schedule.schedule_id", "required"))
-    if not schedule.etag:
-        violations.append(FieldViolation("schedule.etag", "required: the etag last read"))
-    bad = [
-        p
-        for p in mask.paths
-        if p not in UPDATABLE and not (p.startswith("spec.") and p[5:] in SPEC_FIELDS)
-    ]
-    if bad or not mask.paths:
-        violations.append(
-            FieldViolation(
-                "update_mask",
-                f"paths must be non-empty and among {', '.join(sorted(UPDATABLE))}, "
-                f"spec.<field>; got {', '.join(bad) or 'none'}",
-            )
-        )
-    if violations:
-        raise InvalidArgument("the update is invalid", violations)
-    return set(mask.paths)
-
-
-def _jitter(body: schedule_pb2.Schedule) -> timedelta:
-    return body.spec.jitter.ToTimedelta() if body.spec.HasField("jitter") else timedelta(0)
+        return [views.to_schedule(d, recent.get(d.schedule_id, [])) for d in found]
 
 
 async def _existing(
@@ -472,91 +397,3 @@ async def _existing(
 async def _running(s: AsyncConnection, d: ss.Stored) -> bool:
     state = (await ss.job_states(s, [d.state.last_job_id])).get(d.state.last_job_id)
     return state is not None and state not in job_rules.TERMINAL
-
-
-def _action(
-    schedule_time: datetime,
-    fire_time: datetime,
-    note: str,
-    job: Any = None,
-    count: int = 1,
-) -> schedule_pb2.ScheduleAction:
-    action = schedule_pb2.ScheduleAction(
-        job_id=job.job_id if job is not None else "",
-        job_state=job_pb2.JobState.ValueType(job.state if job is not None else 0),
-        skipped=job is None,
-        note=note,
-        fire_count=count,
-    )
-    action.schedule_time.FromDatetime(schedule_time)
-    action.fire_time.FromDatetime(fire_time)
-    return action
-
-
-def _action_row(schedule_id: str, a: schedule_pb2.ScheduleAction) -> dict[str, Any]:
-    return {
-        "schedule_id": schedule_id,
-        "schedule_time": a.schedule_time.ToDatetime(tzinfo=UTC),
-        "fire_time": a.fire_time.ToDatetime(tzinfo=UTC),
-        "job_id": a.job_id,
-        "job_state": a.job_state,
-        "skipped": a.skipped,
-        "note": a.note,
-        "fire_count": a.fire_count,
-    }
-
-
-def _fired(d: ss.Stored, action: schedule_pb2.ScheduleAction) -> Any:
-    return events.envelope(
-        producer=PRODUCER,
-        aggregate="schedule",
-        event="skipped" if action.skipped else "fired",
-        aggregate_id=d.schedule_id,
-        tenant_id=d.state.tenant_id,
-        payload=schedule_events_pb2.ScheduleFired(schedule_id=d.schedule_id, action=action),
-    )
-
-
-async def _changed(
-    s: AsyncConnection, d: ss.Stored, event: str, fields: Sequence[str] = ()
-) -> None:
-    """The change's event, and a NOTIFY that wakes every replica's firing loop."""
-    await notify.notify(s, CHANNEL)
-    await outbox.enqueue(
-        s,
-        t.outbox,
-        events.envelope(
-            producer=PRODUCER,
-            aggregate="schedule",
-            event=event,
-            aggregate_id=d.schedule_id,
-            tenant_id=d.state.tenant_id,
-            payload=schedule_events_pb2.ScheduleChanged(
-                schedule_id=d.schedule_id,
-                schedule=_to_schedule(d, []),
-                changed_fields=list(fields),
-            ),
-        ),
-    )
-
-
-def _to_schedule(
-    d: ss.Stored, recent: Sequence[schedule_pb2.ScheduleAction]
-) -> schedule_pb2.Schedule:
-    view = schedule_pb2.Schedule()
-    view.CopyFrom(d.schedule)
-    view.schedule_id = d.schedule_id
-    view.tenant_id = d.state.tenant_id
-    view.paused = d.paused
-    view.pause_note = d.pause_note
-    view.etag = d.etag
-    view.create_time.FromDatetime(d.create_time)
-    view.update_time.FromDatetime(d.update_time)
-    view.recent_actions.extend(recent)
-    if d.state.next_time is not None:
-        calendar = rules.calendar_of(d.schedule, d.create_time)
-        upcoming = [d.state.next_time]
-        upcoming += calendars.upcoming(calendar, d.state.next_time, rules.SHOWN - 1)
-        for when in upcoming:
-            view.next_fire_times.add().FromDatetime(when)
-    return view

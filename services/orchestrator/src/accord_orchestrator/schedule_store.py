@@ -141,9 +141,12 @@ async def claim_due(s: AsyncConnection, now: datetime, limit: int) -> list[Store
     return [_stored(r) for r in (await s.execute(stmt)).all()]
 
 
-async def earliest_due(s: AsyncConnection) -> datetime | None:
-    """When the next schedule is due (an index lookup, whatever the number of schedules)."""
+async def earliest_due(s: AsyncConnection, besides: Sequence[str] = ()) -> datetime | None:
+    """When the next schedule is due (an index lookup, whatever the number of schedules),
+    other than `besides`."""
     stmt = select(func.min(S.due_time)).where(~S.paused, S.due_time.is_not(None))
+    if besides:
+        stmt = stmt.where(S.schedule_id.not_in(list(besides)))
     found: datetime | None = (await s.execute(stmt)).scalar()
     return found
 
