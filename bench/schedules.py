@@ -47,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     add("--minutes", type=float, default=2.0, help="minutes of fires measured")
     add("--lead", type=float, default=150.0, help="seconds from start of creation to first fire")
     add("--idle-seconds", type=float, default=20.0, help="longest idle CPU window")
+    add("--passes", type=int, default=4, help="firing passes at once per orchestrator")
     add("--log-level", default="warning")
     add("--workdir", type=Path, default=None, help="keep the stack's files here")
     return parser.parse_args()
@@ -150,7 +151,10 @@ async def measure(stack: Stack, args: argparse.Namespace) -> int:
     busy = {n: (busy_after[n] - busy_before[n]) / wait for n in busy_after if n in busy_before}
     found = await lags(stack, first, until)
     expected = int(args.schedules * args.minutes)
-    print(f"schedules: {args.schedules}, fires spread over each minute, jitter off")
+    print(
+        f"schedules: {args.schedules}, fires spread over each minute, jitter off, "
+        f"{args.passes} firing passes at once"
+    )
     print(f"created in {created:.1f} s ({args.schedules / created:.0f}/s, {CLIENTS} clients)")
     print(f"orchestrator CPU while nothing is due: {idle_share:.1%} of a core over {idle:.0f} s")
     print(f"fires measured: {len(found)} of {expected} due in {args.minutes:g} min")
@@ -171,6 +175,7 @@ async def run(args: argparse.Namespace) -> int:
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     settings = {f"ACCORD_{s.upper()}_LOG_LEVEL": args.log_level for s in SERVICES}
+    settings["ACCORD_ORCHESTRATOR_SCHEDULE_PASSES"] = str(args.passes)
     with workdir(args.workdir) as wd:
         phase(f"starting PostgreSQL, NATS and the four services under {wd}")
         async with running_stack(wd, settings) as stack:

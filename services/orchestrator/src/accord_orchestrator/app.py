@@ -66,7 +66,9 @@ class App:
             WorkerApi(self.queue),
         )
         self.schedules = ScheduleUseCases(b.engine, jobs, on_change=self._wake_firer)
-        self.firer = Firer(self.schedules, idle=s.schedule_idle_interval)
+        self.firer = Firer(
+            self.schedules, idle=s.schedule_idle_interval, parallel=s.schedule_passes
+        )
         self.server.add(
             SCHEDULE_SERVICE,
             schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server,

@@ -37,3 +37,5 @@ class Settings(ServiceSettings):
     # Longest sleep of the firing loop, in seconds. Schedule changes wake every replica at
     # once (NOTIFY); this bounds how late one is seen should a notification be lost.
     schedule_idle_interval: float = Field(default=5.0, gt=0, le=60)
+    # Firing passes one replica runs at once (each over the schedules it claimed).
+    schedule_passes: int = Field(default=4, ge=1, le=32)
