@@ -1,12 +1,13 @@
 """`accord`: the command line. `accord up` runs the whole suite; `accord auth` manages tokens;
-`accord policies` reads, changes and asks the tenant's policies."""
+`accord policies` reads, changes and asks the tenant's policies; `accord schedules` manages
+schedules."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from accord_cli import auth, policies, up
+from accord_cli import auth, policies, schedules, up
 
 
 def main() -> None:
@@ -15,6 +16,7 @@ def main() -> None:
     up.register(commands)
     auth.register(commands)
     policies.register(commands)
+    schedules.register(commands)
     args = parser.parse_args()
     sys.exit(args.run(args))
 

@@ -3,7 +3,7 @@ neither see nor touch tenant A's ("acme") jobs. Another tenant's job id is NOT_F
 indistinguishable from an id that never existed, and lists never include it.
 
 The `stack` fixture gives "acme" and "other" the same allow-policy (example.com).
-Schedules are not covered: ScheduleService answers UNIMPLEMENTED in this release.
+Schedules have their tenancy tests in test_schedules.py.
 """
 
 from __future__ import annotations

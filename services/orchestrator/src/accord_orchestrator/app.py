@@ -20,8 +20,11 @@ from accord_kit.server import Server
 from accord_orchestrator import tables
 from accord_orchestrator.api import JobApi, WorkerApi
 from accord_orchestrator.config import Settings
+from accord_orchestrator.firing import Firer
 from accord_orchestrator.history import PRODUCER
 from accord_orchestrator.queue import QueueUseCases
+from accord_orchestrator.schedule_api import ScheduleApi
+from accord_orchestrator.schedule_service import ScheduleUseCases
 from accord_orchestrator.service import JobUseCases
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -53,7 +56,7 @@ class App:
         )
         self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
         self.queue = QueueUseCases(b.engine, s.poll_interval)
-        jobs = JobUseCases(b.engine, self._policy, self.queue.notify)
+        self.jobs = jobs = JobUseCases(b.engine, self._policy, self.queue.notify)
         self.server.add(
             JOB_SERVICE, job_service_pb2_grpc.add_JobServiceServicer_to_server, JobApi(jobs)
         )
@@ -62,16 +65,20 @@ class App:
             worker_service_pb2_grpc.add_WorkerServiceServicer_to_server,
             WorkerApi(self.queue),
         )
-        # Published but not served yet: calls are authenticated, then answer UNIMPLEMENTED.
+        self.schedules = ScheduleUseCases(b.engine, jobs, on_change=self._wake_firer)
+        self.firer = Firer(
+            self.schedules, idle=s.schedule_idle_interval, parallel=s.schedule_passes
+        )
         self.server.add(
             SCHEDULE_SERVICE,
             schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server,
-            # The generated base answers every method UNIMPLEMENTED; stubs call it abstract.
-            schedule_service_pb2_grpc.ScheduleServiceServicer(),  # type: ignore[abstract]
+            ScheduleApi(self.schedules),
         )
         await self._backing.serve_with(self.server)
         self._relay = Relay(b.engine, tables.outbox, b.nc)
         self._relay.start()
+        if s.fire_schedules:
+            self.firer.start()
         self._housekeeping = [
             asyncio.create_task(self.queue.run_every(s.reaper_interval, self.queue.reap)),
         ]
@@ -85,8 +92,12 @@ class App:
             )
         await self.server.start()
 
+    def _wake_firer(self) -> None:
+        self.firer.wake()
+
     async def stop(self) -> None:
         await self.server.stop()
+        await self.firer.stop()
         for task in self._housekeeping:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -33,3 +33,10 @@ class Settings(ServiceSettings):
     # never holds up the queue).
     prune_interval: float = Field(default=60.0, gt=0)
     prune_batch: int = Field(default=500, ge=1, le=10000)
+    # Whether this replica runs the schedule firing loop (any number of replicas may).
+    fire_schedules: bool = True
+    # Longest sleep of the firing loop, in seconds. Schedule changes wake every replica at
+    # once (NOTIFY); this bounds how late one is seen should a notification be lost.
+    schedule_idle_interval: float = Field(default=5.0, gt=0, le=60)
+    # Firing passes one replica runs at once (each over the schedules it claimed).
+    schedule_passes: int = Field(default=4, ge=1, le=32)

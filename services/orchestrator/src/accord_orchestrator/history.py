@@ -35,8 +35,10 @@ async def record(
     s: AsyncConnection,
     changes: Sequence[rules.Change],
     admissions: Mapping[str, Admission] | None = None,
+    schedule_ids: Mapping[str, str] | None = None,
 ) -> None:
-    """Write the changes and one event each, in the caller's transaction."""
+    """Write the changes and one event each, in the caller's transaction. `schedule_ids`
+    names the schedule of jobs a schedule fired."""
     await store.insert_changes(s, changes)
     admitted = admissions or {}
     envelopes = []
@@ -55,6 +57,7 @@ async def record(
                     change=to_change(c),
                     decision=decision,
                     request_id=request_id,
+                    schedule_id=(schedule_ids or {}).get(c.job_id, ""),
                 ),
             )
         )

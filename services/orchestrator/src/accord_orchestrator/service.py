@@ -176,8 +176,39 @@ class JobUseCases:
             assert earlier is not None
             return earlier, False
 
+    async def create_scheduled(
+        self, tenant: str, fires: Sequence[tuple[str, job_spec_pb2.JobSpec, str]]
+    ) -> dict[str, job_pb2.Job]:
+        """Jobs of schedule fires, `(request_id, spec, schedule_id)`, admitted like CreateJob:
+        the job each request id already has, else a new one. A fire's request id names its
+        schedule and nominal time, so replicas firing the same fire get the same job."""
+        found: dict[str, job_pb2.Job] = {}
+        fresh = list(fires)  # usually none exists yet: store first, look up only on a clash
+        for _ in range(3):
+            try:
+                blobs = _encode([(r, spec) for r, spec, _ in fresh])
+                made = await self._store(
+                    tenant,
+                    [
+                        (r, spec, blob, _sha256(blob))
+                        for (r, spec, _), blob in zip(fresh, blobs, strict=True)
+                    ],
+                    [schedule_id for _, _, schedule_id in fresh],
+                )
+                return found | {j.request_id: j for j in made}
+            except IntegrityError:  # another replica stored some of them: take those
+                async with self._engine.connect() as s:
+                    rows = await store.find_by_requests(s, tenant, [r for r, _, _ in fires])
+                    earlier = await store.load_jobs(s, list(rows.values()))
+                found = {j.request_id: j for j in earlier}
+                fresh = [f for f in fires if f[0] not in found]
+        raise AccordError("schedule fires kept colliding with another replica's")
+
     async def _store(
-        self, tenant: str, items: list[tuple[str, job_spec_pb2.JobSpec, bytes, str]]
+        self,
+        tenant: str,
+        items: list[tuple[str, job_spec_pb2.JobSpec, bytes, str]],
+        schedule_ids: Sequence[str] = (),
     ) -> list[job_pb2.Job]:
         """Decide every spec in one policy call, then store every job in one transaction.
         Raises IntegrityError, storing nothing, when a request id is already taken."""
@@ -198,6 +229,8 @@ class JobUseCases:
                 admitted, items, decisions, strict=True
             )
         ]
+        for row, schedule_id in zip(rows, schedule_ids, strict=False):
+            row["schedule_id"] = schedule_id
         async with self._engine.begin() as s:
             await store.insert_jobs(s, rows)
             await history.record(
@@ -207,6 +240,7 @@ class JobUseCases:
                     tr.job.job_id: (decision, item[0])
                     for tr, decision, item in zip(admitted, decisions, items, strict=True)
                 },
+                {row["job_id"]: row["schedule_id"] for row in rows if row["schedule_id"]},
             )
         if any(tr.job.state == rules.QUEUED for tr in admitted):
             self._on_queued()

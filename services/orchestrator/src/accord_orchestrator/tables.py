@@ -2,8 +2,10 @@
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -13,6 +15,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from accord_kit.db import metadata
 from accord_kit.outbox import outbox_table
@@ -81,6 +84,47 @@ changes = Table(
     Column("attempt", Integer, nullable=False),
     Column("message", Text, nullable=False),
     PrimaryKeyConstraint("job_id", "version"),
+)
+
+# A schedule: its definition (`body`, an accord.orchestrator.v1.Schedule without server
+# fields) and the firing loop's state. `due_time` is when the loop next looks at it: the
+# next nominal fire plus jitter, or sooner while a buffered fire waits for its job.
+schedules = Table(
+    "schedules",
+    meta,
+    Column("schedule_id", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("body_hash", Text, nullable=False),
+    Column("labels", JSONB, nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("pause_note", Text, nullable=False),
+    Column("next_time", TZ),
+    Column("due_time", TZ),
+    Column("buffered_time", TZ),
+    Column("last_job_id", Text, nullable=False),
+    Column("etag", Text, nullable=False),
+    Column("create_time", TZ, nullable=False),
+    Column("update_time", TZ, nullable=False),
+    UniqueConstraint("tenant_id", "request_id"),
+    UniqueConstraint("tenant_id", "display_name"),
+)
+
+# What each fire of a schedule did, for GetSchedule's recent actions.
+schedule_actions = Table(
+    "schedule_actions",
+    meta,
+    Column("action_id", BigInteger, Identity(), primary_key=True),
+    Column("schedule_id", Text, nullable=False),
+    Column("schedule_time", TZ, nullable=False),
+    Column("fire_time", TZ, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("job_state", SmallInteger, nullable=False),
+    Column("skipped", Boolean, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("fire_count", Integer, nullable=False),
 )
 
 outbox = outbox_table(meta)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from accord.common.v1 import job_spec_pb2 as _job_spec_pb2
+from accord.orchestrator.v1 import job_pb2 as _job_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -122,6 +123,26 @@ class Schedule(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     TENANT_ID_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
@@ -136,6 +157,7 @@ class Schedule(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
     """Server-assigned id."""
     tenant_id: _builtins.str
@@ -178,6 +200,12 @@ class Schedule(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the schedule last changed."""
 
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form labels for ListSchedules to filter by; up to 64, keys up to 63 characters,
+        values up to 256.
+        """
+
     def __init__(
         self,
         *,
@@ -195,10 +223,11 @@ class Schedule(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "create_time", b"create_time", "job_template", b"job_template", "spec", b"spec", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "job_template", b"job_template", "next_fire_times", b"next_fire_times", "overlap_policy", b"overlap_policy", "pause_note", b"pause_note", "paused", b"paused", "recent_actions", b"recent_actions", "schedule_id", b"schedule_id", "spec", b"spec", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catchup_window", b"catchup_window", "create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "job_template", b"job_template", "labels", b"labels", "next_fire_times", b"next_fire_times", "overlap_policy", b"overlap_policy", "pause_note", b"pause_note", "paused", b"paused", "recent_actions", b"recent_actions", "schedule_id", b"schedule_id", "spec", b"spec", "tenant_id", b"tenant_id", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -215,12 +244,20 @@ class ScheduleAction(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     SKIPPED_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    JOB_STATE_FIELD_NUMBER: _builtins.int
+    FIRE_COUNT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job created, empty when the fire was skipped."""
     skipped: _builtins.bool
     """True when skipped by the overlap policy or the catch-up window."""
     note: _builtins.str
     """Why it was skipped or how it was started (trigger, backfill)."""
+    job_state: _job_pb2.JobState.ValueType
+    """The job's state when it was created: QUEUED, or REJECTED when the policy denied it."""
+    fire_count: _builtins.int
+    """How many consecutive fires this action stands for (fires skipped after a long outage
+    are recorded as one action); 1 for every other action.
+    """
     @_builtins.property
     def schedule_time(self) -> _timestamp_pb2.Timestamp:
         """The nominal fire time."""
@@ -237,10 +274,12 @@ class ScheduleAction(_message.Message):
         job_id: _builtins.str = ...,
         skipped: _builtins.bool = ...,
         note: _builtins.str = ...,
+        job_state: _job_pb2.JobState.ValueType = ...,
+        fire_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "schedule_time", b"schedule_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_time", b"fire_time", "job_id", b"job_id", "note", b"note", "schedule_time", b"schedule_time", "skipped", b"skipped"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_count", b"fire_count", "fire_time", b"fire_time", "job_id", b"job_id", "job_state", b"job_state", "note", b"note", "schedule_time", b"schedule_time", "skipped", b"skipped"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
