@@ -3,16 +3,40 @@
 from __future__ import annotations
 
 import errno
+import random
 import socket
 import time
+from pathlib import Path
+
+# Ports this process has handed out, so that no two of its picks are ever the same.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port the OS considers free right now; another process may still take it first."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """A port free right now, outside the kernel's ephemeral range and never handed out
+    before by this process. Outgoing connections take their source ports from the ephemeral
+    range, so a port picked there (as binding port 0 does) can be taken by one of them before
+    the server meant for it binds; another process may still take this one first."""
+    low, high = _ephemeral_range()
+    candidates = range(15000, low) if low > 16000 else range(high + 1, 65536)
+    for _ in range(200):
+        port = random.choice(candidates)  # noqa: S311 - spreading picks, not secrets
+        if port in _handed_out or port_in_use(port, host):
+            continue
+        _handed_out.add(port)
         return port
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:  # all taken: let the OS pick
+        sock.bind((host, 0))
+        picked: int = sock.getsockname()[1]
+        return picked
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
