@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from accord.events.v1 import envelope_pb2
+from accord_kit import metrics
 from accord_kit.backoff import Backoff
 from accord_kit.nats import Connection, Reconnected
 
@@ -136,13 +137,14 @@ class Relay:
         async with self._engine.begin() as conn:
             rows = (
                 await conn.execute(
-                    select(t.c.id, t.c.event_id, t.c.subject, t.c.envelope)
+                    select(t.c.id, t.c.event_id, t.c.subject, t.c.envelope, t.c.create_time)
                     .order_by(t.c.id)
                     .limit(self._window)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
             BACKLOG.set(len(rows))
+            metrics.OUTBOX_OLDEST_AGE.set(metrics.seconds_since(rows[0].create_time) if rows else 0)
             if not rows:
                 return 0
             acks = asyncio.gather(

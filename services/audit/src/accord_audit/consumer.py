@@ -14,9 +14,9 @@ from nats.js.client import JetStreamContext
 from prometheus_client import Counter
 
 from accord_audit.config import Settings
-from accord_audit.domain.records import Event, MalformedEvent, parse_event
+from accord_audit.domain.records import Event, MalformedEvent, Record, parse_event
 from accord_audit.service import AuditUseCases
-from accord_kit import events
+from accord_kit import events, metrics
 from accord_kit import nats as knats
 from accord_kit.backoff import Backoff
 
@@ -120,6 +120,7 @@ class Consumer:
                 log.warning("audit.append_failed", error=repr(exc), retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
                 continue
+            _observe_lag(appended)
             APPENDED.inc(len(appended))
             DUPLICATES.inc(len(batch) - len(appended))
             return True
@@ -127,6 +128,16 @@ class Consumer:
 
     def _backoff(self) -> Backoff:
         return Backoff(initial=self._settings.retry_initial, maximum=self._settings.retry_max)
+
+
+_producers = metrics.Bounded(16)
+
+
+def _observe_lag(appended: list[Record]) -> None:
+    """From each event's time to now, when its record is committed."""
+    for r in appended:
+        producer = _producers(r.event.event_type.split(".")[1])
+        metrics.AUDIT_LAG.labels(producer).observe(metrics.seconds_since(r.event.event_time))
 
 
 def _parse(msgs: list[Msg]) -> list[Event]:

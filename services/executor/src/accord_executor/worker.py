@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from prometheus_client import Counter
 
-from accord.common.v1 import job_result_pb2
+from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord.events.v1 import envelope_pb2, job_events_pb2
 from accord.orchestrator.v1 import worker_service_pb2 as w
 from accord.orchestrator.v1 import worker_service_pb2_grpc
@@ -31,6 +32,7 @@ from accord_executor.domain import results as r
 from accord_executor.engines.http import HttpEngine, Outcome
 from accord_executor.pools import Engine, Pools
 from accord_executor.reports import RPC_TIMEOUT_SECONDS, Reporter, describe
+from accord_kit import metrics
 from accord_kit.auth import DEFAULT_TENANT
 from accord_kit.backoff import Backoff
 from accord_kit.server import Check
@@ -194,8 +196,10 @@ class Worker:
                     started = await self._pools.take(held.task.spec.engine)
                 finally:
                     self._pools.buffered -= 1
+            begun = time.perf_counter()
             outcome = await self._run(held) if started or not counted else _not_started()
             TASKS.labels(_ended(outcome)).inc()
+            _observe_run(held.task.spec.engine, outcome, time.perf_counter() - begun)
             if outcome is None:
                 bound.info("worker.task_dropped")
             elif outcome.failure is None:
@@ -282,6 +286,11 @@ class Worker:
         held.dropped = True
         if held.run is not None:
             held.run.cancel()
+
+
+def _observe_run(engine: int, outcome: Outcome | None, seconds: float) -> None:
+    name = job_spec_pb2.Engine.Name(engine).removeprefix("ENGINE_").lower()  # type: ignore[arg-type]
+    metrics.RUN_SECONDS.labels(name, _ended(outcome)).observe(seconds)
 
 
 def _not_started() -> Outcome:

@@ -17,7 +17,7 @@ from accord_kit.backing import Backing
 from accord_kit.outbox import Relay
 from accord_kit.policy import PolicyClient
 from accord_kit.server import Server
-from accord_orchestrator import tables
+from accord_orchestrator import tables, telemetry
 from accord_orchestrator.api import JobApi, WorkerApi
 from accord_orchestrator.config import Settings
 from accord_orchestrator.firing import Firer
@@ -81,6 +81,7 @@ class App:
             self.firer.start()
         self._housekeeping = [
             asyncio.create_task(self.queue.run_every(s.reaper_interval, self.queue.reap)),
+            asyncio.create_task(self.queue.run_every(s.metrics_interval, self._count_depth)),
         ]
         if s.retention:
 
@@ -91,6 +92,9 @@ class App:
                 asyncio.create_task(self.queue.run_every(s.prune_interval, prune))
             )
         await self.server.start()
+
+    async def _count_depth(self) -> int:
+        return await telemetry.count_depth(self._backing.engine)
 
     def _wake_firer(self) -> None:
         self.firer.wake()

@@ -24,6 +24,8 @@ class Settings(ServiceSettings):
     policy_timeout: float = 5.0
     # Seconds between passes that expire lost leases and queue due retries.
     reaper_interval: float = 1.0
+    # Seconds between counts of the queue's depth for the metrics (one grouped query).
+    metrics_interval: float = Field(default=5.0, gt=0)
     # Seconds between queue checks during a long poll (work created here wakes it at once).
     poll_interval: float = 0.1
     # Finished jobs (and their attempts and history) are deleted this long after they

@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord.orchestrator.v1 import worker_service_pb2
+from accord_kit import metrics
 from accord_kit.errors import Aborted
-from accord_orchestrator import history, store
+from accord_orchestrator import history, store, telemetry
 from accord_orchestrator.domain import jobs as rules
 
 log = structlog.get_logger("accord.queue")
@@ -87,6 +88,7 @@ class QueueUseCases:
             transitions = [rules.lease(job, worker, now + length, now) for job in chosen]
             await history.commit(s, transitions)
             specs = await store.specs(s, [job.job_id for job in chosen])
+        telemetry.observe(transitions)
         return [_task(tr.job, specs[tr.job.job_id]) for tr in transitions]
 
     async def _release(self, worker: str, tasks: list[worker_service_pb2.Task]) -> None:
@@ -129,6 +131,7 @@ class QueueUseCases:
                 jobs[lease.job_id] = transition.job  # a lease repeated in the batch is stale
                 done.append(transition)
             await history.commit(s, done)
+        telemetry.observe(done)
         return stale
 
     async def fail(
@@ -160,6 +163,7 @@ class QueueUseCases:
                 result=partial.SerializeToString(),
             )
             await history.commit(s, [transition])
+        telemetry.observe([transition])
         after = transition.job
         return after.state, after.due_time if after.state == rules.FAILED else None
 
@@ -172,6 +176,8 @@ class QueueUseCases:
             expired = [rules.expire(job, now, specs[job.job_id].retry_policy) for job in lost]
             due = [rules.requeue(job, now) for job in await store.due_retries(s, now, limit)]
             await history.commit(s, expired + due)
+        telemetry.observe(expired)
+        metrics.RETRIES.labels("backoff").inc(len(due))
         if due:
             self.notify()
         return len(expired) + len(due)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2, schedule_service_pb2
-from accord_kit import outbox, pages
+from accord_kit import metrics, outbox, pages
 from accord_kit.errors import (
     Aborted,
     AlreadyExists,
@@ -305,6 +305,7 @@ class ScheduleUseCases:
                     )
                 )
             await self._execute(s, plans, now)
+        metrics.observe_fire_lag(now, [f.schedule_time for _, p in plans for f in p.fires])
         return len(due)
 
     async def next_due(self, besides: Sequence[str] = ()) -> datetime | None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
-from accord_kit import caller, pages
+from accord_kit import caller, metrics, pages
 from accord_kit.errors import AccordError, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
@@ -308,6 +308,7 @@ class JobUseCases:
             spec = (await store.specs(s, [job_id]))[job_id]
             await history.commit(s, [rules.retry(job, store.utcnow(), spec)])
             found = await _loaded(s, tenant, job_id)
+        metrics.RETRIES.labels("manual").inc()
         self._on_queued()
         return found
 

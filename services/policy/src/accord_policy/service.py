@@ -15,7 +15,7 @@ from accord.policy.v1 import policy_pb2
 from accord_kit import events, outbox, pages
 from accord_kit.boundary import validate
 from accord_kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
-from accord_policy import store
+from accord_policy import store, telemetry
 from accord_policy import tables as t
 from accord_policy.domain import rules
 
@@ -231,6 +231,7 @@ async def record_decisions(
     """Store binding decisions (job id, URL, decision) and publish each as an event."""
     if not made:
         return
+    telemetry.count_decisions(made, dry_run=dry_run)
     if not dry_run:
         await store.insert_decisions(s, tenant, [(job_id, d) for job_id, _, d in made])
     await outbox.enqueue(
