@@ -5,15 +5,26 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTHON_FILES := libs/accord-kit services cli tests scripts bench conftest.py
 PACKAGES := accord_kit accord_orchestrator accord_policy accord_executor accord_audit accord_cli
 
-.PHONY: up test install protos lint check-protos
+.PHONY: up test install protos lint check-protos check-alerts promtool
 
-install:
+install: promtool
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --all-packages --frozen
 	cd tests/e2e/node && npm ci --no-audit --no-fund --silent
 
 up: install
 	$(UV) run accord up
+
+# promtool checks the alert rules in ops/: Debian's `prometheus` package, installed as root.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& (apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+			|| (apt-get update -qq && apt-get install -y --no-install-recommends prometheus)) \
+		|| echo "promtool is missing: install Debian's prometheus package"; }
+
+check-alerts:
+	promtool check rules ops/prometheus/alerts.yml
+	promtool test rules ops/prometheus/alerts_test.yml
 
 protos:
 	$(UV) run python scripts/gen_protos.py
@@ -27,5 +38,5 @@ lint:
 	$(UV) run ruff format --check $(PYTHON_FILES)
 	$(UV) run mypy $(addprefix -p ,$(PACKAGES))
 
-test: install check-protos lint
+test: install check-protos lint check-alerts
 	$(UV) run pytest

@@ -26,7 +26,8 @@ def observe(transitions: Sequence[rules.Transition]) -> None:
             m.START_DELAY.observe(m.seconds_since(tr.job.due_time, tr.change.time))
         elif isinstance(tr.attempt, rules.AttemptEnd):
             code = tr.attempt.error_code
-            m.OUTCOMES.labels(rules.state_name(tr.change.state), _codes(code or "NONE")).inc()
+            state = label(rules.state_name(tr.change.state), "JOB_STATE_")
+            m.OUTCOMES.labels(state, _codes(code or "NONE")).inc()
             if code == rules.LEASE_EXPIRED:
                 m.LEASE_EXPIRATIONS.inc()
 
