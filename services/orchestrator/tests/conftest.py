@@ -39,6 +39,7 @@ async def stack(database_url: str, nats_url: str) -> AsyncIterator[Stack]:
         policy_target=f"127.0.0.1:{policy_app.port}",
         reaper_interval=0.2,
         policy_timeout=2,
+        metrics_interval=0.2,
     )
     await asyncio.to_thread(migrate, settings)
     app = App(settings)

@@ -17,6 +17,7 @@ import functools
 import os
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from accord_kit import tokens
 from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
@@ -284,3 +286,27 @@ def _act_as_default(metadata: grpc.aio.Metadata) -> None:
 
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(port: int, host: str = "127.0.0.1") -> Samples:
+    """Every sample a service's metrics endpoint serves, keyed by (name, labels)."""
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as reply:
+            return str(reply.read().decode())
+
+    text = await asyncio.to_thread(fetch)
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels` (0 when there is none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, got), v in samples.items() if n == name and wanted <= got)
