@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
-from accord_policy import store
+from accord_policy import store, telemetry
 from accord_policy.domain import addresses as a
 from accord_policy.domain import permits, rules
 from accord_policy.resolver import Resolve
@@ -118,6 +118,7 @@ class RequestUseCases:
                 await record_decisions(s, tenant, [(ask.job_id, ask.url, decision)], dry_run=False)
             return Permit(decision, granted=False)
         address = str(checked.addresses[0])
+        telemetry.count_decisions([(ask.job_id, ask.url, decision)], dry_run=False)  # unrecorded
         if not checked.limits.any:
             REQUESTS.labels(tenant, "allowed").inc()
             return Permit(decision, granted=True, address=address)
