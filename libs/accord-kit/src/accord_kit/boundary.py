@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from accord_kit import caller, validation
+from accord_kit import caller, tracing, validation
 from accord_kit.auth import Authenticator
 from accord_kit.errors import (
     AccordError,
@@ -153,6 +153,17 @@ def _wrap_stream(
     return handler
 
 
+def _traced(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """The behavior inside a SERVER span, child of the caller's `traceparent` if it sent one."""
+
+    async def handler(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        parent = tracing.from_metadata(context.invocation_metadata())
+        with tracing.span(method.lstrip("/"), parent=parent, kind="server"):
+            return await behavior(request, context)
+
+    return handler
+
+
 class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every unary-request handler; health and reflection pass through untouched."""
 
@@ -169,8 +180,11 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None or not method.startswith("/accord."):
             return handler
         if handler.unary_unary is not None:
+            behavior = handler.unary_unary
+            if tracing.enabled():  # off, not even a check per call: the handler is as it was
+                behavior = _traced(method, behavior)
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(self._auth, method, handler.unary_unary),
+                _wrap_unary(self._auth, method, behavior),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from accord.events.v1 import envelope_pb2
-from accord_kit import caller
+from accord_kit import caller, tracing
 
 
 def subject(producer: str, aggregate: str, event: str) -> str:
@@ -37,7 +37,10 @@ def envelope(
     tenant_id: str,
     payload: Message,
     event_time: datetime | None = None,
+    traceparent: str | None = None,
 ) -> envelope_pb2.EventEnvelope:
+    """An envelope for `payload`; its trace context is `traceparent` when given, else the
+    current span's (none while tracing is off)."""
     packed = any_pb2.Any()
     packed.Pack(payload)
     result = envelope_pb2.EventEnvelope(
@@ -50,6 +53,8 @@ def envelope(
         payload=packed,
     )
     result.event_time.FromDatetime(event_time or datetime.now(UTC))
+    if parent := tracing.traceparent() if traceparent is None else traceparent:
+        result.trace.traceparent = parent
     if (principal := caller.current()) is not None:
         result.actor = principal.subject
     return result

@@ -7,6 +7,8 @@ import sys
 
 import structlog
 
+from accord_kit import tracing
+
 
 def configure(level: str = "info", fmt: str = "json", service: str = "") -> None:
     renderer: structlog.typing.Processor = (
@@ -15,6 +17,7 @@ def configure(level: str = "info", fmt: str = "json", service: str = "") -> None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            tracing.add_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

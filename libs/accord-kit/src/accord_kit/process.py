@@ -10,7 +10,7 @@ from typing import Protocol, TypeVar
 
 import uvloop
 
-from accord_kit import logs
+from accord_kit import logs, tracing
 from accord_kit.auth import ConfigError
 from accord_kit.config import ServiceSettings
 from accord_kit.server import wait_for_shutdown_signal
@@ -41,6 +41,7 @@ def run_service(
     if args.command == "migrate" and migrate is not None:
         migrate(settings)
         return
+    tracing.configure(name)  # on when ACCORD_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
         # uvloop: a faster event loop under gRPC, asyncpg and NATS alike.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -48,6 +49,8 @@ def run_service(
     except ConfigError as exc:
         print(f"accord-{name}: {exc}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        tracing.shutdown()
 
 
 async def _serve(build: Callable[[], App]) -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from accord_kit import tracing
 from accord_kit.auth import ServiceToken
 from accord_kit.config import ServiceSettings
 
@@ -60,7 +61,7 @@ def open_channel(
         for key, value in token.metadata():
             metadata[key] = value
 
-    chain = metadata_interceptors(bear)
+    chain = [*tracing.client_interceptors(), *metadata_interceptors(bear)]
     options = [*MESSAGE_LIMITS, *options]
     if settings.tls_ca_file is None:
         return grpc.aio.insecure_channel(target, options=options, interceptors=chain)

@@ -13,10 +13,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from prometheus_client import Counter
 
+from accord.events.v1 import envelope_pb2
 from accord_audit.config import Settings
 from accord_audit.domain.records import Event, MalformedEvent, Record, parse_event
 from accord_audit.service import AuditUseCases
-from accord_kit import events, metrics
+from accord_kit import events, metrics, tracing
 from accord_kit import nats as knats
 from accord_kit.backoff import Backoff
 
@@ -120,7 +121,7 @@ class Consumer:
                 log.warning("audit.append_failed", error=repr(exc), retry_in=round(delay, 3))
                 await asyncio.sleep(delay)
                 continue
-            _observe_lag(appended)
+            _observe(appended)
             APPENDED.inc(len(appended))
             DUPLICATES.inc(len(batch) - len(appended))
             return True
@@ -133,11 +134,17 @@ class Consumer:
 _producers = metrics.Bounded(16)
 
 
-def _observe_lag(appended: list[Record]) -> None:
-    """From each event's time to now, when its record is committed."""
+def _observe(appended: list[Record]) -> None:
+    """Audit lag (event time to commit) per record; while tracing is on, each append is a
+    span in the trace its event carries."""
     for r in appended:
         producer = _producers(r.event.event_type.split(".")[1])
         metrics.AUDIT_LAG.labels(producer).observe(metrics.seconds_since(r.event.event_time))
+        if tracing.enabled():
+            parent = envelope_pb2.EventEnvelope.FromString(r.event.envelope).trace.traceparent
+            attributes = {"accord.event_type": r.event.event_type, "accord.index": r.index}
+            if parent:  # events of untraced work start no trace of their own
+                tracing.mark("audit.append", parent, attributes)
 
 
 def _parse(msgs: list[Msg]) -> list[Event]:

@@ -32,7 +32,7 @@ from accord_executor.domain import results as r
 from accord_executor.engines.http import HttpEngine, Outcome
 from accord_executor.pools import Engine, Pools
 from accord_executor.reports import RPC_TIMEOUT_SECONDS, Reporter, describe
-from accord_kit import metrics
+from accord_kit import metrics, tracing
 from accord_kit.auth import DEFAULT_TENANT
 from accord_kit.backoff import Backoff
 from accord_kit.server import Check
@@ -187,6 +187,11 @@ class Worker:
         job.add_done_callback(self._jobs.discard)
 
     async def _execute(self, held: _Held, counted: bool) -> None:
+        attrs = {"accord.job_id": held.task.lease.job_id, "accord.attempt": held.task.lease.attempt}
+        with tracing.span("job.execute", parent=held.task.traceparent, attributes=attrs):
+            await self._execute_traced(held, counted)
+
+    async def _execute_traced(self, held: _Held, counted: bool) -> None:
         lease = held.task.lease
         bound = log.bind(job_id=lease.job_id, attempt=lease.attempt, tenant=held.tenant)
         started = False

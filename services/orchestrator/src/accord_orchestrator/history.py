@@ -52,6 +52,7 @@ async def record(
                 aggregate_id=c.job_id,
                 tenant_id=c.tenant_id,
                 event_time=c.time,
+                traceparent=c.traceparent,
                 payload=job_events_pb2.JobStateChanged(
                     job_id=c.job_id,
                     change=to_change(c),

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord.orchestrator.v1 import worker_service_pb2
-from accord_kit import metrics
+from accord_kit import metrics, tracing
 from accord_kit.errors import Aborted
 from accord_orchestrator import history, store, telemetry
 from accord_orchestrator.domain import jobs as rules
@@ -211,6 +211,7 @@ def _task(job: rules.Job, spec: job_spec_pb2.JobSpec) -> worker_service_pb2.Task
         lease=worker_service_pb2.LeaseRef(job_id=job.job_id, attempt=job.attempt),
         tenant_id=job.tenant_id,
         spec=spec,
+        traceparent=tracing.mark("job.lease", job.traceparent, telemetry.attributes(job)),
     )
     assert job.lease_deadline is not None
     task.lease_deadline_time.FromDatetime(job.lease_deadline)

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
-from accord_kit import caller, metrics, pages
+from accord_kit import caller, metrics, pages, tracing
 from accord_kit.errors import AccordError, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
@@ -367,6 +367,7 @@ def _admission(
         message="; ".join(r.message for r in decision.reasons),
         due=due,
         now=now,
+        traceparent=tracing.mark("job.admit", attributes={"accord.job_id": job_id}),
     )
 
 
@@ -404,6 +405,7 @@ def _row(
         "finish_time": job.finish_time,
         "concurrency_key": job.concurrency_key,
         "concurrency_limit": job.concurrency_limit,
+        "traceparent": job.traceparent,
     }
 
 

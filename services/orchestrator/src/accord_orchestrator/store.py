@@ -37,6 +37,7 @@ QUEUE_COLUMNS = [
     J.finish_time,
     J.concurrency_key,
     J.concurrency_limit,
+    J.traceparent,
 ]
 
 
@@ -184,7 +185,7 @@ _CANDIDATES = text(
     """
     SELECT j.job_id, j.tenant_id, j.state, j.version, j.attempt, j.attempt_limit, j.priority,
            j.due_time, j.lease_worker, j.lease_deadline, j.status_message, j.update_time,
-           j.finish_time, j.concurrency_key, j.concurrency_limit,
+           j.finish_time, j.concurrency_key, j.concurrency_limit, j.traceparent,
            octet_length(j.spec) AS size
     FROM orchestrator.jobs AS j
     WHERE j.state = 3 AND j.due_time <= :now AND j.engine = ANY(CAST(:engines AS smallint[]))

@@ -54,6 +54,8 @@ jobs = Table(
     # JobSpec.concurrency: at most `concurrency_limit` RUNNING jobs per (tenant, key).
     Column("concurrency_key", Text, nullable=False, server_default=""),
     Column("concurrency_limit", Integer, nullable=False, server_default="0"),
+    # W3C traceparent of the job's admission span ("" when tracing is off).
+    Column("traceparent", Text, nullable=False, server_default=""),
     UniqueConstraint("tenant_id", "request_id"),
     Index("ix_jobs_tenant_created", "tenant_id", "create_time", "job_id"),
 )

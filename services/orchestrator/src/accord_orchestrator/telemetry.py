@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord.common.v1 import job_spec_pb2
 from accord_kit import metrics as m
+from accord_kit import tracing
 from accord_orchestrator import tables as t
 from accord_orchestrator.domain import jobs as rules
 
@@ -19,9 +20,18 @@ ENGINES = (job_spec_pb2.ENGINE_HTTP, job_spec_pb2.ENGINE_BROWSER)
 _codes = m.Bounded()
 
 
+def attributes(job: rules.Job) -> dict[str, str | int]:
+    """A job's span attributes (spans may name the job: they are not metric labels)."""
+    return {"accord.job_id": job.job_id, "accord.attempt": job.attempt}
+
+
 def observe(transitions: Sequence[rules.Transition]) -> None:
-    """Count what committed transitions did: starts (with their delay) and ended attempts."""
+    """Count what committed transitions did: starts (with their delay) and ended attempts;
+    while tracing is on, mark each end in its job's trace."""
     for tr in transitions:
+        if isinstance(tr.attempt, rules.AttemptEnd) and tracing.enabled():
+            name = f"job.{rules.event_name(tr.change.state)}"
+            tracing.mark(name, tr.job.traceparent, attributes(tr.job))
         if isinstance(tr.attempt, rules.AttemptStart):
             m.START_DELAY.observe(m.seconds_since(tr.job.due_time, tr.change.time))
         elif isinstance(tr.attempt, rules.AttemptEnd):

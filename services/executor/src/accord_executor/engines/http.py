@@ -25,6 +25,7 @@ from accord_executor.domain.page import Page
 from accord_executor.domain.templates import TemplateError, check_spec, render_text
 from accord_executor.engines.guard import Caller, Guard
 from accord_executor.engines.pools import TenantPools
+from accord_kit import tracing
 from accord_kit.pinning import pin
 
 OnStep = Callable[[job_result_pb2.StepResult], None]
@@ -113,7 +114,8 @@ class HttpEngine:
         steps: list[job_result_pb2.StepResult] = []
         for index, step in enumerate(spec.steps):
             if failure is None:
-                result, failure = await self._step(attempt, index, step)
+                with tracing.span(f"step.{step.WhichOneof('action')}", attributes={"index": index}):
+                    result, failure = await self._step(attempt, index, step)
             else:
                 result = r.step_result(index, step, r.SKIPPED)
             steps.append(result)
@@ -192,7 +194,8 @@ class HttpEngine:
         method, body = step.method or "GET", step.body or None
         headers = _headers(step, attempt)
         for _ in range(MAX_REDIRECTS + 1):
-            response, text = await self._send(attempt, method, url, headers, body)
+            with tracing.span("http.request", attributes={"http.request.method": method}):
+                response, text = await self._send(attempt, method, url, headers, body)
             location = response.headers.get("Location")
             if response.status not in REDIRECTS or not location:
                 attempt.page = Page(url, response.status, text)

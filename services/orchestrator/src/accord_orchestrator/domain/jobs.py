@@ -72,6 +72,8 @@ class Job:
     finish_time: datetime | None
     concurrency_key: str = ""
     concurrency_limit: int = 0
+    # W3C traceparent of the job's admission: its later spans and events join that trace.
+    traceparent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,7 @@ class Change:
     attempt: int
     message: str
     time: datetime
+    traceparent: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +183,15 @@ def _move(job: Job, target: int, now: datetime, message: str, **values: Any) -> 
         job, state=target, version=job.version + 1, update_time=now, **values
     )
     change = Change(
-        job.job_id, job.tenant_id, after.version, job.state, target, after.attempt, message, now
+        job.job_id,
+        job.tenant_id,
+        after.version,
+        job.state,
+        target,
+        after.attempt,
+        message,
+        now,
+        job.traceparent,
     )
     return Transition(after, change)
 
@@ -194,6 +205,7 @@ def admit(
     message: str,
     due: datetime,
     now: datetime,
+    traceparent: str = "",
 ) -> Transition:
     """A new job, QUEUED when the policy allowed it and REJECTED (terminal) otherwise."""
     limit = spec.concurrency if spec.HasField("concurrency") else None
@@ -213,6 +225,7 @@ def admit(
         finish_time=None,
         concurrency_key=limit.key if limit else "",
         concurrency_limit=limit.max_running if limit else 0,
+        traceparent=traceparent,
     )
     if allowed:
         return _move(born, QUEUED, now, "")

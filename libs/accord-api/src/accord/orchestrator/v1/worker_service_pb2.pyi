@@ -59,8 +59,13 @@ class Task(_message.Message):
     TENANT_ID_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
     LEASE_DEADLINE_TIME_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """The owning tenant; the executor acts on its behalf towards the policy service."""
+    traceparent: _builtins.str
+    """W3C `traceparent` of this lease's span in the job's trace, empty when tracing is off:
+    the executor's spans for the attempt join the trace its admission began.
+    """
     @_builtins.property
     def lease(self) -> Global___LeaseRef:
         """The lease."""
@@ -80,10 +85,11 @@ class Task(_message.Message):
         tenant_id: _builtins.str = ...,
         spec: _job_spec_pb2.JobSpec | None = ...,
         lease_deadline_time: _timestamp_pb2.Timestamp | None = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "lease_deadline_time", b"lease_deadline_time", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "lease_deadline_time", b"lease_deadline_time", "spec", b"spec", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lease", b"lease", "lease_deadline_time", b"lease_deadline_time", "spec", b"spec", "tenant_id", b"tenant_id", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,177 @@
+"""One trace per job: OpenTelemetry spans carried across gRPC (metadata) and NATS (the
+event envelope's trace context), exported with OTLP when an endpoint is configured.
+
+Off by default and free when off: until `configure` finds an endpoint (or a test calls
+`install`), `span` yields None without touching the SDK, `traceparent` is "", and channels
+and servers add no interceptor work. Like structlog's, the tracer is set once per process,
+in `main()`, before anything is started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+ENDPOINT_VARIABLES = ("ACCORD_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+_tracer: Tracer | None = None
+_provider: TracerProvider | None = None
+
+
+def endpoint_from(environ: Mapping[str, str]) -> str:
+    """The OTLP endpoint Accord's own variable or the standard one names; "" for none."""
+    return next((environ[v] for v in ENDPOINT_VARIABLES if environ.get(v)), "")
+
+
+def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Export this process's spans over OTLP/gRPC when an endpoint is set; True if so."""
+    endpoint = endpoint_from(os.environ if environ is None else environ)
+    if not endpoint:
+        return False
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415 - loaded only when tracing is on
+        OTLPSpanExporter,
+    )
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
+
+    provider = TracerProvider(resource=Resource.create({"service.name": f"accord-{service}"}))
+    insecure = endpoint.startswith("http://")
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure))
+    )
+    install(provider)
+    structlog.get_logger("accord.tracing").info("tracing.on", endpoint=endpoint)
+    return True
+
+
+def install(provider: TracerProvider) -> None:
+    """Trace through `provider` from now on (tests pass one with an in-memory exporter)."""
+    global _tracer, _provider  # noqa: PLW0603 - one tracer per process, set in main()
+    _provider = provider
+    _tracer = provider.get_tracer("accord")
+
+
+def shutdown() -> None:
+    """Flush what is buffered and stop tracing."""
+    global _tracer, _provider  # noqa: PLW0603
+    if _provider is not None:
+        _provider.shutdown()
+    _tracer = _provider = None
+
+
+def enabled() -> bool:
+    return _tracer is not None
+
+
+_OFF = contextlib.nullcontext()
+
+
+def span(
+    name: str,
+    *,
+    parent: str = "",
+    kind: str = "internal",
+    attributes: Mapping[str, Any] | None = None,
+) -> contextlib.AbstractContextManager[Span | None]:
+    """A span, current within the block, child of `parent` (a traceparent) when given and
+    of the current span otherwise. While tracing is off, a shared no-op that yields None."""
+    if _tracer is None:
+        return _OFF
+    context = _extract(parent, "") if parent else None
+    return _tracer.start_as_current_span(
+        name, context=context, kind=SpanKind[kind.upper()], attributes=attributes
+    )
+
+
+def traceparent() -> str:
+    """The current span's context as a W3C `traceparent`; "" when off or outside a span."""
+    if _tracer is None:
+        return ""
+    return inject().get(TRACEPARENT, "")
+
+
+def inject() -> dict[str, str]:
+    """The current trace context as W3C headers ({} when off)."""
+    carrier: dict[str, str] = {}
+    if _tracer is not None:
+        _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def from_metadata(metadata: Any) -> str:
+    """The traceparent a gRPC call carries in its metadata, or ""."""
+    for key, value in metadata or ():
+        if key == TRACEPARENT:
+            return str(value)
+    return ""
+
+
+def _extract(parent: str, state: str) -> Any:
+    carrier = {TRACEPARENT: parent, **({TRACESTATE: state} if state else {})}
+    return _PROPAGATOR.extract(carrier)
+
+
+def add_ids(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the current trace and span ids on every line logged in a span."""
+    if _tracer is None:
+        return event
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
+def client_interceptors() -> list[Any]:
+    """A CLIENT span around each outgoing unary call, its context sent as `traceparent`.
+
+    Empty while tracing is off, so channels opened then carry no tracing work at all.
+    """
+    if _tracer is None:
+        return []
+    import grpc  # noqa: PLC0415 - the kit's tracing stays importable without a channel
+
+    class Unary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            method = (
+                details.method.decode() if isinstance(details.method, bytes) else details.method
+            )
+            with span(method.lstrip("/"), kind="client"):
+                metadata = grpc.aio.Metadata(*(details.metadata or ()))
+                for key, value in inject().items():
+                    metadata[key] = value
+                amended = grpc.aio.ClientCallDetails(
+                    details.method,
+                    details.timeout,
+                    metadata,
+                    details.credentials,
+                    details.wait_for_ready,
+                )
+                call = await continuation(amended, request)
+                await call  # the span lasts until the response (or its error) arrives
+                return call
+
+    return [Unary()]
+
+
+def mark(name: str, parent: str = "", attributes: Mapping[str, Any] | None = None) -> str:
+    """A span for a moment in a job's life (admitted, leased, ended, audited), child of
+    `parent` or of the current span; returns its traceparent, or `parent` while off."""
+    if _tracer is None:
+        return parent
+    with span(name, parent=parent, attributes=attributes):
+        return traceparent()
