@@ -1,0 +1,101 @@
+"""Tracing is off and free by default, and when on nests a job's spans and carries their
+context in events and log lines."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import structlog
+from google.protobuf import empty_pb2
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from accord_kit import events, tracing
+
+PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def envelope(traceparent: str | None = None) -> object:
+    return events.envelope(
+        producer="orchestrator",
+        aggregate="job",
+        event="queued",
+        aggregate_id="j1",
+        tenant_id="t1",
+        payload=empty_pb2.Empty(),
+        traceparent=traceparent,
+    )
+
+
+def test_off_by_default_and_free() -> None:
+    assert not tracing.enabled()
+    assert not tracing.configure("policy", environ={})
+    assert not tracing.enabled()
+    # One shared no-op: nothing is built per call.
+    assert tracing.span("a") is tracing.span("b", parent=PARENT)
+    with tracing.span("a") as current:
+        assert current is None
+    assert tracing.traceparent() == ""
+    assert tracing.inject() == {}
+    assert tracing.client_interceptors() == []
+    assert tracing.mark("job.lease", PARENT) == PARENT
+    assert not envelope().HasField("trace")  # type: ignore[attr-defined]
+
+
+def test_endpoint_from_accord_or_standard_variable() -> None:
+    assert tracing.endpoint_from({}) == ""
+    assert tracing.endpoint_from({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://b:4317"}) == (
+        "http://b:4317"
+    )
+    both = {"ACCORD_OTLP_ENDPOINT": "http://a:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://b"}
+    assert tracing.endpoint_from(both) == "http://a:4317"
+
+
+@pytest.fixture
+def exported() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown()
+    assert not tracing.enabled()
+
+
+def test_marks_join_their_parent_trace_and_events_carry_it(
+    exported: InMemorySpanExporter,
+) -> None:
+    admitted = tracing.mark("job.admit", PARENT, {"accord.job_id": "j1"})
+    leased = tracing.mark("job.lease", admitted)
+    with tracing.span("job.execute", parent=leased, kind="consumer"):
+        with tracing.span("step.request"):
+            inner = tracing.traceparent()
+        assert envelope().trace.traceparent != ""  # type: ignore[attr-defined]
+    assert envelope(admitted).trace.traceparent == admitted  # type: ignore[attr-defined]
+    spans = {s.name: s for s in exported.get_finished_spans()}
+    assert set(spans) == {"job.admit", "job.lease", "job.execute", "step.request"}
+    assert {format(s.context.trace_id, "032x") for s in spans.values()} == {PARENT.split("-")[1]}
+    chain = ["job.admit", "job.lease", "job.execute", "step.request"]
+    for parent, child in itertools.pairwise(chain):
+        assert spans[child].parent is not None
+        assert spans[child].parent.span_id == spans[parent].context.span_id
+    assert inner.split("-")[2] == format(spans["step.request"].context.span_id, "016x")
+
+
+def test_log_lines_in_a_span_carry_its_trace_and_span_ids(
+    exported: InMemorySpanExporter,
+) -> None:
+    with structlog.testing.capture_logs(processors=[tracing.add_ids]) as logs:
+        structlog.get_logger().info("outside")
+        with tracing.span("job.execute", parent=PARENT):
+            structlog.get_logger().info("inside", job_id="j1")
+    outside, inside = logs
+    assert "trace_id" not in outside
+    assert inside["trace_id"] == PARENT.split("-")[1]
+    assert inside["job_id"] == "j1"
+    assert inside["span_id"] == format(exported.get_finished_spans()[0].context.span_id, "016x")
