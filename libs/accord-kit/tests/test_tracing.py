@@ -82,8 +82,9 @@ def test_marks_join_their_parent_trace_and_events_carry_it(
     assert {format(s.context.trace_id, "032x") for s in spans.values()} == {PARENT.split("-")[1]}
     chain = ["job.admit", "job.lease", "job.execute", "step.request"]
     for parent, child in itertools.pairwise(chain):
-        assert spans[child].parent is not None
-        assert spans[child].parent.span_id == spans[parent].context.span_id
+        above = spans[child].parent
+        assert above is not None
+        assert above.span_id == spans[parent].context.span_id
     assert inner.split("-")[2] == format(spans["step.request"].context.span_id, "016x")
 
 
