@@ -93,26 +93,42 @@ async def test_a_job_is_one_trace_across_the_four_services(
         await allow_local_site(suite.target("policy"))
         async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
             jobs = job_service_pb2_grpc.JobServiceStub(ch)
-            created = await jobs.CreateJob(
-                job_service_pb2.CreateJobRequest(request_id="traced", spec=scrape_spec(site)),
-                metadata=MD,
+            # Two calls at once: admitted together in one batch, each job in its own trace.
+            created, other = await asyncio.gather(
+                *(
+                    jobs.CreateJob(
+                        job_service_pb2.CreateJobRequest(request_id=r, spec=scrape_spec(site)),
+                        metadata=MD,
+                    )
+                    for r in ("traced", "traced-too")
+                )
             )
             job_id = created.job.job_id
-            watch = job_service_pb2.WatchJobRequest(job_id=job_id)
-            states = [r.change.state async for r in jobs.WatchJob(watch, metadata=MD, timeout=60)]
-        assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED, states
+            for made in (created, other):
+                watch = job_service_pb2.WatchJobRequest(job_id=made.job.job_id)
+                changes = jobs.WatchJob(watch, metadata=MD, timeout=60)
+                states = [r.change.state async for r in changes]
+                assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED, states
 
-        def mine(name: str) -> Span | None:
+        def mine(name: str, job: str = job_id) -> Span | None:
             return next(
                 (
                     s
                     for s in kept.spans
-                    if s.name == name and s.attributes.get("accord.job_id") == job_id
+                    if s.name == name and s.attributes.get("accord.job_id") == job
                 ),
                 None,
             )
 
         admit = await eventually(lambda: _now(mine("job.admit")), 30, "the admission span")
+        other_id = other.job.job_id
+        executed = await eventually(
+            lambda: _now(mine("job.execute", other_id)), 30, "the other job's run"
+        )
+        other_admit = mine("job.admit", other_id)
+        assert other_admit is not None
+        assert other_admit.trace_id != admit.trace_id
+        assert executed.trace_id == other_admit.trace_id
 
         def wanted() -> set[tuple[str, str]]:
             return {(s.service, s.name) for s in kept.spans if s.trace_id == admit.trace_id}

@@ -41,6 +41,8 @@ class _Ask:
     answer: asyncio.Future[tuple[job_pb2.Job, bool]] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    # The asking call's trace: its job joins it, whichever call's batch stores the job.
+    traceparent: str = field(default_factory=tracing.traceparent)
 
     @property
     def item(self) -> tuple[str, job_spec_pb2.JobSpec, bytes, str]:
@@ -121,7 +123,9 @@ class JobUseCases:
         }
         fresh = [a for r, a in first.items() if r not in rows]
         try:
-            made = await self._store(tenant, [a.item for a in fresh])
+            made = await self._store(
+                tenant, [a.item for a in fresh], parents=[a.traceparent for a in fresh]
+            )
             outcome |= {job.request_id: (job, True) for job in made}
         except IntegrityError:  # another replica stored one of these ids meanwhile: one by one
             for a in fresh:
@@ -209,6 +213,7 @@ class JobUseCases:
         tenant: str,
         items: list[tuple[str, job_spec_pb2.JobSpec, bytes, str]],
         schedule_ids: Sequence[str] = (),
+        parents: Sequence[str] = (),
     ) -> list[job_pb2.Job]:
         """Decide every spec in one policy call, then store every job in one transaction.
         Raises IntegrityError, storing nothing, when a request id is already taken."""
@@ -219,9 +224,12 @@ class JobUseCases:
             tenant, [(item[1], job_id) for item, job_id in zip(items, job_ids, strict=True)]
         )
         now = store.utcnow()
+        traces = parents or [""] * len(items)  # "": the current span's trace
         admitted = [
-            _admission(tenant, job_id, item[1], decision, now)
-            for item, job_id, decision in zip(items, job_ids, decisions, strict=True)
+            _admission(tenant, job_id, item[1], decision, now, parent)
+            for item, job_id, decision, parent in zip(
+                items, job_ids, decisions, traces, strict=True
+            )
         ]
         rows = [
             _row(tr.job, request_id, blob, digest, spec.engine, decision, now)
@@ -357,6 +365,7 @@ def _admission(
     spec: job_spec_pb2.JobSpec,
     decision: decision_pb2.PolicyDecision,
     now: datetime,
+    parent: str = "",
 ) -> rules.Transition:
     due = spec.not_before_time.ToDatetime(tzinfo=UTC) if spec.HasField("not_before_time") else now
     return rules.admit(
@@ -367,7 +376,7 @@ def _admission(
         message="; ".join(r.message for r in decision.reasons),
         due=due,
         now=now,
-        traceparent=tracing.mark("job.admit", attributes={"accord.job_id": job_id}),
+        traceparent=tracing.mark("job.admit", parent, {"accord.job_id": job_id}),
     )
 
 
