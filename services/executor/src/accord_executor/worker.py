@@ -187,8 +187,13 @@ class Worker:
         job.add_done_callback(self._jobs.discard)
 
     async def _execute(self, held: _Held, counted: bool) -> None:
-        attrs = {"accord.job_id": held.task.lease.job_id, "accord.attempt": held.task.lease.attempt}
-        with tracing.span("job.execute", parent=held.task.traceparent, attributes=attrs):
+        """The attempt in its job's trace; every line it logs names the job (its own task)."""
+        lease = held.task.lease
+        attrs = {"accord.job_id": lease.job_id, "accord.attempt": lease.attempt}
+        with (
+            structlog.contextvars.bound_contextvars(job_id=lease.job_id),
+            tracing.span("job.execute", parent=held.task.traceparent, attributes=attrs),
+        ):
             await self._execute_traced(held, counted)
 
     async def _execute_traced(self, held: _Held, counted: bool) -> None:
