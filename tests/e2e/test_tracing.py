@@ -171,6 +171,18 @@ async def test_a_job_is_one_trace_across_the_four_services(
             missing = (expected - wanted(), audited_events - appended())
             raise AssertionError(f"missing {missing}") from None
         trace = [s for s in kept.spans if s.trace_id == admit.trace_id]
+
+        async def streamed() -> bool | None:
+            # Server streams are spans too: the test's WatchJob calls, each a trace of its own.
+            watch_spans = [
+                s
+                for s in kept.spans
+                if s.name == "accord.orchestrator.v1.JobService/WatchJob"
+                and s.service == "accord-orchestrator"
+            ]
+            return True if len({s.trace_id for s in watch_spans}) == 2 else None
+
+        await eventually(streamed, 30, "a server span for each WatchJob stream")
     assert {s.service for s in trace} == {
         "accord-orchestrator",
         "accord-policy",

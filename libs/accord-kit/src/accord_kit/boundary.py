@@ -164,6 +164,20 @@ def _traced(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..
     return handler
 
 
+def _traced_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """A server stream inside one SERVER span, from the request to its last message."""
+
+    async def handler(
+        request: Message, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        parent = tracing.from_metadata(context.invocation_metadata())
+        with tracing.span(method.lstrip("/"), parent=parent, kind="server"):
+            async for item in behavior(request, context):
+                yield item
+
+    return handler
+
+
 class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every unary-request handler; health and reflection pass through untouched."""
 
@@ -189,8 +203,11 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
+            streamed = handler.unary_stream
+            if tracing.enabled():
+                streamed = _traced_stream(method, streamed)
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(self._auth, method, handler.unary_stream),
+                _wrap_stream(self._auth, method, streamed),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
