@@ -100,3 +100,22 @@ def test_log_lines_in_a_span_carry_its_trace_and_span_ids(
     assert inside["trace_id"] == PARENT.split("-")[1]
     assert inside["job_id"] == "j1"
     assert inside["span_id"] == format(exported.get_finished_spans()[0].context.span_id, "016x")
+
+
+def test_a_job_left_out_by_sampling_stays_out_in_every_later_span() -> None:
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased  # noqa: PLC0415
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        admitted = tracing.mark("job.admit")
+        leased = tracing.mark("job.lease", admitted)
+        with tracing.span("job.execute", parent=leased):
+            tracing.mark("job.succeeded", admitted)
+    finally:
+        tracing.shutdown()
+    assert int(admitted.split("-")[3], 16) & 1 == 0  # carried, its sampled flag clear
+    assert leased.split("-")[1] == admitted.split("-")[1]
+    assert exporter.get_finished_spans() == ()
