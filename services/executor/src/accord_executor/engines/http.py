@@ -9,13 +9,14 @@ checked, so pooled connections are keyed by checked address, never by a name.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from prometheus_client import Counter
 from yarl import URL
 
@@ -67,18 +68,29 @@ class _Attempt:
 
 
 class HttpEngine:
-    def __init__(self, *, concurrency: int, user_agent: str, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        user_agent: str,
+        guard: Guard | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        """`ca_file`: PEM certificates trusted besides the system's (a private CA)."""
         self._concurrency = concurrency
         self._user_agent = user_agent
         self._guard = guard
         self._pools: TenantPools | None = None
+        self._tls = ssl.create_default_context()
+        if ca_file:
+            self._tls.load_verify_locations(cafile=ca_file)
 
     async def start(self) -> None:
         self._pools = TenantPools(self._new_session)
 
     def _new_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            connector=aiohttp.TCPConnector(limit=self._concurrency, ssl=self._tls),
             headers={"User-Agent": self._user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),
             # Limits come from the step and attempt timeouts, not from the session.
@@ -237,6 +249,7 @@ class HttpEngine:
                 ) as response,
             ):
                 record.sent, record.http_status = True, response.status
+                _note_certificate(response, record)
                 text = await _read(response)
                 attempt.cookies.update_cookies(response.cookies, target)
         except aiohttp.InvalidURL as exc:
@@ -247,6 +260,20 @@ class HttpEngine:
             if admitted is not None and attempt.caller is not None and self._guard is not None:
                 self._guard.release(attempt.caller, admitted.permit_id)
         return response, text
+
+
+def _note_certificate(
+    response: aiohttp.ClientResponse, record: job_result_pb2.RequestRecord
+) -> None:
+    """Record when the (verified) server certificate expires, for uptime checks."""
+    connection = response.connection
+    transport = connection.transport if connection is not None else None
+    tls = transport.get_extra_info("ssl_object") if transport is not None else None
+    peer = tls.getpeercert() if isinstance(tls, ssl.SSLObject) else None
+    expires = peer.get("notAfter") if peer else None
+    if isinstance(expires, str):
+        seconds = ssl.cert_time_to_seconds(expires)
+        record.certificate_expire_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(seconds)))
 
 
 def _static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:
