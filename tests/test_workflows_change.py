@@ -74,9 +74,7 @@ async def test_changes_inside_the_selector_are_reported_once_and_exactly(
     assert len(c.receiver.received) == 3
     ids = {h["Accord-Webhook-Id"] for h, _ in c.receiver.received}
     assert ids == {delivery.delivery_id}
-    [accepted] = c.receiver.accepted
-    headers, body = accepted["headers"], accepted["body"]
-    assert isinstance(headers, dict) and isinstance(body, bytes)
+    [(headers, body)] = c.receiver.accepted
     sent = json.loads(body)
     assert sent["kind"] == "NOTIFICATION_KIND_CHANGED"
     assert sent["result"]["page_change"]["added_lines"] == ["Second story"]

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from accord.common.v1 import job_spec_pb2 as js
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as wsp
 from accord.orchestrator.v1 import workflow_service_pb2_grpc
@@ -63,7 +64,7 @@ class Receiver:
     url: str
     fail_first: int = 0
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    accepted: list[dict[str, object]] = field(default_factory=list)
+    accepted: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -150,7 +151,7 @@ def _receiver_app(receiver: Receiver) -> web.Application:
             return web.Response(status=500)
         if verify(headers, body, time.time()) is not None:
             return web.Response(status=401)
-        receiver.accepted.append({"headers": headers, "body": body})
+        receiver.accepted.append((headers, body))
         return web.Response(status=204)
 
     app = web.Application()
@@ -214,7 +215,16 @@ async def workflow_cluster(
                         policy=policy_pb2.Policy(
                             display_name="local site",
                             rules=policy_pb2.PolicyRules(
-                                allowed_domains=["127.0.0.1"], allow_private_networks=True
+                                allowed_domains=["127.0.0.1"],
+                                allow_private_networks=True,
+                                max_authorization_mode=js.AUTHORIZATION_MODE_INTERNAL,
+                                # For internal checks of the TLS site, whose private CA
+                                # only the executor trusts.
+                                domain_rules=[
+                                    policy_pb2.DomainRule(
+                                        domain="127.0.0.1", ignore_robots_txt=True
+                                    )
+                                ],
                             ),
                         ),
                     ),
