@@ -73,6 +73,7 @@ class Cluster:
     site: Site
     receiver: Receiver
     tls_site: str
+    port: int  # the orchestrator's
 
 
 def verify(headers: dict[str, str], body: bytes, now: float) -> str | None:
@@ -235,6 +236,7 @@ async def workflow_cluster(
                 site,
                 receiver,
                 f"https://127.0.0.1:{tls_port}",
+                orchestrator.port,
             )
     finally:
         await executor.stop()
