@@ -74,6 +74,7 @@ class Cluster:
     receiver: Receiver
     tls_site: str
     port: int  # the orchestrator's
+    settings: OrchestratorSettings  # the orchestrator's, for replicas
 
 
 def verify(headers: dict[str, str], body: bytes, now: float) -> str | None:
@@ -237,6 +238,7 @@ async def workflow_cluster(
                 receiver,
                 f"https://127.0.0.1:{tls_port}",
                 orchestrator.port,
+                settings,
             )
     finally:
         await executor.stop()

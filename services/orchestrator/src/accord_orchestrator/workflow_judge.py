@@ -83,7 +83,10 @@ class Judge:
             grouped.setdefault(workflow_id, []).append(job_id)
         judged = 0
         for workflow_id, job_ids in grouped.items():
-            judged += await self._judge_workflow(workflow_id, job_ids)
+            try:
+                judged += await self._judge_workflow(workflow_id, job_ids)
+            except Exception as exc:  # nothing of it committed: the next pass tries again
+                log.warning("workflows.judge_failed", workflow_id=workflow_id, error=repr(exc))
         if judged:
             self._deliverer.wake()
         return judged
