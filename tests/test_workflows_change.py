@@ -3,11 +3,18 @@ through the executor, judged by the orchestrator, notified to a signed webhook."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
+import nats
+import pytest
+from nats.js.api import DeliverPolicy
+
+from accord.events.v1 import envelope_pb2, workflow_events_pb2
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as wsp
+from accord_kit.testing import eventually
 from tests.workflow_fixtures import (
     MD,
     SECRET,
@@ -118,3 +125,58 @@ async def test_a_selector_that_stops_matching_is_one_check_failing_not_a_change(
     [delivery] = await deliveries(c, created, settled=1)
     assert delivery.kind == wf.NOTIFICATION_KIND_CHECK_FAILING
     assert delivery.state == wsp.DELIVERY_STATE_DELIVERED
+
+
+async def test_notifications_are_events_and_secrets_stay_out_of_events_and_logs(
+    workflow_cluster: Cluster, nats_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    c = workflow_cluster
+    c.site.set("/news", page("First story"))
+    workflow = hourly()
+    workflow.change_detection.url = f"{c.site.base}/news"
+    created = await create(c, workflow)
+    await results(c, created.workflow_id, 1)
+    c.site.set("/news", page("Second story"))
+    changed = await run(c, created.workflow_id, 2)
+    await c.workflows.TestWebhook(
+        wsp.TestWebhookRequest(
+            workflow_id=created.workflow_id,
+            webhook_id=created.webhooks[0].webhook_id,
+            request_id="t",
+        ),
+        metadata=MD,
+    )
+    await deliveries(c, created, settled=2)
+
+    async def published() -> dict[str, list[envelope_pb2.EventEnvelope]] | None:
+        nc = await nats.connect(nats_url)
+        try:
+            js = nc.jetstream()
+            sub = await js.subscribe(
+                "accord.orchestrator.v1.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+            by_type: dict[str, list[envelope_pb2.EventEnvelope]] = {}
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    msg = await sub.next_msg(timeout=1)
+                    assert SECRET.encode() not in msg.data
+                    event = envelope_pb2.EventEnvelope.FromString(msg.data)
+                    if event.aggregate_id in {created.workflow_id, *hook_ids}:
+                        by_type.setdefault(event.event_type, []).append(event)
+        finally:
+            await nc.close()
+        done = "accord.orchestrator.v1.webhook.delivered"
+        return by_type if len(by_type.get(done, [])) == 2 else None
+
+    hook_ids = {h.webhook_id for h in created.webhooks}
+    seen = await eventually(published, 30, what="the workflow's events")
+    [notified] = seen["accord.orchestrator.v1.workflow.notified"]
+    payload = workflow_events_pb2.WorkflowChecked()
+    assert notified.payload.Unpack(payload)
+    assert payload.result.result_id == changed.result_id
+    assert list(payload.webhook_ids) == [created.webhooks[0].webhook_id]
+    assert len(seen["accord.orchestrator.v1.workflow.checked"]) == 2
+    assert len(seen["accord.orchestrator.v1.workflow.created"]) == 1
+    logged = capsys.readouterr().out
+    assert "webhooks.attempt" in logged  # the services' logs are what was read
+    assert SECRET not in logged
