@@ -96,7 +96,13 @@ class App:
             ),
         )
         self.workflows = WorkflowUseCases(b.engine, self.schedules, box, self.deliverer)
-        self.judge = Judge(b.engine, jobs, self.deliverer, idle=s.workflow_interval)
+        self.judge = Judge(
+            b.engine,
+            jobs,
+            self.deliverer,
+            idle=s.workflow_interval,
+            lookback=s.workflow_lookback,
+        )
         self.server.add(
             WORKFLOW_SERVICE,
             workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server,

@@ -45,6 +45,10 @@ class Settings(ServiceSettings):
     run_workflows: bool = True
     # Longest sleep, in seconds, of the judging loop between looks for ended jobs.
     workflow_interval: float = Field(default=0.5, gt=0, le=60)
+    # How long after a workflow's job ended it may still be judged. Each pass looks only
+    # this far back, so it stays cheap however long the job history; a job that ended
+    # while no replica judged for longer than this is never judged. Default 1 day.
+    workflow_lookback: timedelta = Field(default=timedelta(days=1), gt=timedelta(0))
     # Key that seals webhook secrets at rest: base64 of 32 random bytes (e.g.
     # `openssl rand -base64 32`), the same on every replica. Unset means workflows cannot
     # have webhooks.

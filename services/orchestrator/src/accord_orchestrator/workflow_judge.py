@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -45,8 +45,12 @@ class Judge:
         deliverer: Deliverer,
         idle: float = 0.5,
         batch: int = 200,
+        lookback: timedelta = timedelta(days=1),
     ) -> None:
+        """`lookback`: how long after a job ended it may still be judged (the bound on
+        each pass's scan; only matters when no replica judged for that long)."""
         self._engine = engine
+        self._lookback = lookback
         self._jobs = jobs
         self._deliverer = deliverer
         self._idle = idle
@@ -77,7 +81,7 @@ class Judge:
     async def judge_pending(self) -> int:
         """One pass; returns how many jobs it judged."""
         async with self._engine.connect() as s:
-            pending = await ws.unjudged(s, self._batch)
+            pending = await ws.unjudged(s, store.utcnow() - self._lookback, self._batch)
         grouped: dict[str, list[str]] = {}
         for workflow_id, job_id in pending:
             grouped.setdefault(workflow_id, []).append(job_id)

@@ -161,14 +161,21 @@ async def save_state(s: AsyncConnection, workflow_id: str, state: State, now: da
     )
 
 
-async def unjudged(s: AsyncConnection, limit: int) -> list[tuple[str, str]]:
-    """(workflow id, job id) of ended jobs of workflows not judged yet, oldest first."""
+async def unjudged(s: AsyncConnection, since: datetime, limit: int) -> list[tuple[str, str]]:
+    """(workflow id, job id) of jobs of workflows that ended after `since` and are not
+    judged yet, oldest first."""
     jobs = t.jobs.c
     stmt = (
         select(W.workflow_id, jobs.job_id)
-        .select_from(t.jobs.join(t.workflows, W.schedule_id == jobs.schedule_id))
+        .select_from(
+            t.jobs.join(
+                t.workflows,
+                and_(W.tenant_id == jobs.tenant_id, W.schedule_id == jobs.schedule_id),
+            )
+        )
         .where(
             jobs.schedule_id != "",
+            jobs.finish_time >= since,
             jobs.state.in_(sorted(job_rules.TERMINAL)),
             ~exists().where(J.job_id == jobs.job_id, J.judged),
         )

@@ -113,8 +113,18 @@ def upgrade() -> None:
         postgresql_where=sa.text("state = 1"),
     )
 
+    # The judging loop's scan: jobs of schedules that ended recently.
+    op.create_index(
+        "ix_jobs_schedule_finished",
+        "jobs",
+        ["finish_time"],
+        schema=S,
+        postgresql_where=sa.text("schedule_id <> '' AND finish_time IS NOT NULL"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_schedule_finished", "jobs", schema=S)
     for table in (
         "webhook_deliveries",
         "workflow_results",
