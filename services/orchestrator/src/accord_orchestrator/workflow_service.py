@@ -63,7 +63,7 @@ class WorkflowUseCases:
         digest = _digest(body, secrets)
         now = store.utcnow()
         schedule = schedule_pb2.Schedule(
-            display_name=f"workflow {request_id}",
+            display_name="workflow",  # named after the workflow's id once it has one
             spec=body.calendar,
             job_template=rules.job_spec(body),
             overlap_policy=schedule_pb2.OVERLAP_POLICY_SKIP,
@@ -83,31 +83,16 @@ class WorkflowUseCases:
                 raise AlreadyExists(f"a workflow named {body.display_name!r} exists")
             workflow_id = str(uuid.uuid4())
             schedule.display_name = f"workflow {workflow_id}"
-            blob = schedule.SerializeToString(deterministic=True)
             made = await self._schedules.insert(
                 s,
                 tenant,
                 f"workflow:{workflow_id}",
                 schedule,
-                hashlib.sha256(blob).hexdigest(),
+                hashlib.sha256(schedule.SerializeToString(deterministic=True)).hexdigest(),
                 calendar,
                 now,
             )
-            hooks = []
-            for i, (hook, secret) in enumerate(zip(body.webhooks, secrets, strict=True)):
-                hook_id = str(uuid.uuid4())
-                assert self._box is not None
-                hooks.append(
-                    {
-                        "webhook_id": hook_id,
-                        "workflow_id": workflow_id,
-                        "tenant_id": tenant,
-                        "position": i,
-                        "url": hook.url,
-                        "kinds": sorted(set(hook.kinds)),
-                        "secret": self._box.seal(secret, hook_id),
-                    }
-                )
+            hooks = self._hook_rows(workflow_id, tenant, body, secrets)
             body.ClearField("webhooks")
             row = {
                 "workflow_id": workflow_id,
@@ -130,6 +115,27 @@ class WorkflowUseCases:
             await _changed(s, stored, found, "created")
         self._schedules.changed()
         return found
+
+    def _hook_rows(
+        self, workflow_id: str, tenant: str, body: wf.Workflow, secrets: list[str]
+    ) -> list[dict[str, Any]]:
+        """The `webhooks` rows, each secret sealed under its webhook's id."""
+        rows = []
+        for i, (hook, secret) in enumerate(zip(body.webhooks, secrets, strict=True)):
+            hook_id = str(uuid.uuid4())
+            assert self._box is not None  # checked before: webhooks need a key
+            rows.append(
+                {
+                    "webhook_id": hook_id,
+                    "workflow_id": workflow_id,
+                    "tenant_id": tenant,
+                    "position": i,
+                    "url": hook.url,
+                    "kinds": sorted(set(hook.kinds)),
+                    "secret": self._box.seal(secret, hook_id),
+                }
+            )
+        return rows
 
     async def get(self, tenant: str, workflow_id: str) -> wf.Workflow:
         async with self._engine.connect() as s:
