@@ -82,8 +82,10 @@ class HttpEngine:
         self._user_agent = user_agent
         self._guard = guard
         self._pools: TenantPools | None = None
-        self._tls = ssl.create_default_context()
+        # aiohttp's own default context unless a private CA is added to it.
+        self._tls: ssl.SSLContext | bool = True
         if ca_file:
+            self._tls = ssl.create_default_context()
             self._tls.load_verify_locations(cafile=ca_file)
 
     async def start(self) -> None:
