@@ -267,8 +267,12 @@ class Deliverer:
             self._wake.clear()
 
     async def _sleep(self) -> float:
-        async with self._engine.connect() as s:
-            due = await ws.earliest_delivery(s)
+        try:
+            async with self._engine.connect() as s:
+                due = await ws.earliest_delivery(s)
+        except Exception as exc:  # the database is away: look again after the idle time
+            log.warning("webhooks.look_failed", error_type=type(exc).__name__)
+            return self._idle
         if due is None:
             return self._idle
         return min(max((due - store.utcnow()).total_seconds(), 0.01), self._idle)
