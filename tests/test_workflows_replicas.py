@@ -4,8 +4,10 @@ job is judged once and each notification delivered once."""
 from __future__ import annotations
 
 from accord.orchestrator.v1 import workflow_pb2 as wf
+from accord.orchestrator.v1 import workflow_service_pb2 as wsp
 from accord_orchestrator.app import App
 from tests.workflow_fixtures import (
+    MD,
     Cluster,
     create,
     deliveries,
@@ -36,6 +38,19 @@ async def test_each_job_is_judged_once_across_replicas(workflow_cluster: Cluster
             assert list(changed.page_change.added_lines) == [f"version {n}"]
         found = await results(c, created.workflow_id, 5)
         assert len({r.job_id for r in found}) == 5
+        paged, token = [], ""
+        for _ in range(5):  # the history, two at a time, newest first
+            page = await c.workflows.ListWorkflowResults(
+                wsp.ListWorkflowResultsRequest(
+                    workflow_id=created.workflow_id, page_size=2, page_token=token
+                ),
+                metadata=MD,
+            )
+            paged += list(page.results)
+            token = page.next_page_token
+            if not token:
+                break
+        assert [r.result_id for r in paged] == [r.result_id for r in reversed(found)]
         sent = await deliveries(c, created, settled=4)
         assert len(sent) == 4
         assert len(c.receiver.received) == 4  # none sent twice
