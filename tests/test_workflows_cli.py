@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+from accord_cli.up import webhook_key
 from accord_kit.testing import token
 from tests.workflow_fixtures import SECRET, Cluster, results, workflow_cluster
 
@@ -102,3 +105,10 @@ async def test_every_workflows_and_webhooks_command(workflow_cluster: Cluster) -
     missing = await accord(c, "workflows", "get", wid)
     assert missing.returncode == 1
     assert "NOT_FOUND" in missing.stderr
+
+
+def test_accord_up_makes_the_webhook_key_once(tmp_path: Path) -> None:
+    first = webhook_key(tmp_path)
+    assert len(base64.b64decode(first)) == 32
+    assert (tmp_path / "auth" / "webhook.key").stat().st_mode & 0o777 == 0o600
+    assert webhook_key(tmp_path) == first  # kept: secrets sealed before still open
