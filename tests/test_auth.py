@@ -45,6 +45,7 @@ HOSTS = {
     "accord.orchestrator.v1.JobService": "orchestrator",
     "accord.orchestrator.v1.ScheduleService": "orchestrator",
     "accord.orchestrator.v1.WorkerService": "orchestrator",
+    "accord.orchestrator.v1.WorkflowService": "orchestrator",
     "accord.policy.v1.PolicyService": "policy",
     "accord.policy.v1.TokenService": "policy",
     "accord.executor.v1.ExecutorService": "executor",

@@ -375,3 +375,9 @@ def _action(a: schedule_pb2.ScheduleAction, zone: str) -> str:
     what = f"job {a.job_id}" if a.job_id else "skipped"
     count = f" x{a.fire_count}" if a.fire_count > 1 else ""
     return f"{at}  {what}{count}  {a.note}"
+
+
+# What the other resource commands share with this one: credentials, errors, calendars.
+metadata = _md
+refused = _refused
+calendar_text = _calendar

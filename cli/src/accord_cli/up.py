@@ -13,6 +13,7 @@ ACCORD_AUTH_DISABLED=true runs the stack without authentication instead.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import signal
 import sys
@@ -59,6 +60,18 @@ def register(commands: Any) -> None:
     cmd.set_defaults(run=run)
 
 
+def webhook_key(data_dir: Path) -> str:
+    """The key that seals webhook secrets, made once and kept (0600) with the data, so
+    secrets stored by one run open in the next."""
+    path = data_dir / "auth" / "webhook.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(base64.b64encode(os.urandom(32)).decode())
+    return path.read_text().strip()
+
+
 def fail(message: str) -> int:
     print(f"accord up: {message}", file=sys.stderr)
     return 1
@@ -78,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         dev = dev_credentials(args.data_dir.resolve())
         env |= dev.env
         admin = dev.admin_token
+    if "ACCORD_ORCHESTRATOR_WEBHOOK_KEY" not in env:
+        env["ACCORD_ORCHESTRATOR_WEBHOOK_KEY"] = webhook_key(args.data_dir.resolve())
     stack = Stack(
         args.data_dir,
         env=env,

@@ -38,6 +38,8 @@ ALL_SCOPES = (
     "jobs:write",
     "schedules:read",
     "schedules:write",
+    "workflows:read",
+    "workflows:write",
     "worker",
     "policies:read",
     "policies:admin",

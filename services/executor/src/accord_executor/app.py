@@ -50,7 +50,10 @@ class App:
         probe = await find_browser(s.browser_executable)
         self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
         self._http = HttpEngine(
-            concurrency=s.concurrency, user_agent=s.user_agent, guard=Guard(self._policy)
+            concurrency=s.concurrency,
+            user_agent=s.user_agent,
+            guard=Guard(self._policy),
+            ca_file=s.ca_file,
         )
         await self._http.start()
         engines = {HTTP: self._http}

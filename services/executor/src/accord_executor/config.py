@@ -41,5 +41,8 @@ class Settings(ServiceSettings):
     lease_seconds: float = Field(default=30.0, ge=1, le=600)
     # Engines identify themselves honestly: Accord ships no user-agent spoofing.
     user_agent: str = "Accord/0.1 (+https://accord.dev/bot)"
+    # PEM file of certificate authorities the HTTP engine trusts besides the system's
+    # (a private CA of the tenant's own systems). Unset means the system's only.
+    ca_file: str | None = None
     # Chromium to use; unset means Playwright's own install, then /usr/bin/chromium.
     browser_executable: str | None = None

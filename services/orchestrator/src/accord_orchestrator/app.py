@@ -10,6 +10,7 @@ from accord.orchestrator.v1 import (
     job_service_pb2_grpc,
     schedule_service_pb2_grpc,
     worker_service_pb2_grpc,
+    workflow_service_pb2_grpc,
 )
 from accord_kit import db, events
 from accord_kit import nats as knats
@@ -25,12 +26,18 @@ from accord_orchestrator.history import PRODUCER
 from accord_orchestrator.queue import QueueUseCases
 from accord_orchestrator.schedule_api import ScheduleApi
 from accord_orchestrator.schedule_service import ScheduleUseCases
+from accord_orchestrator.secrets import SecretBox
 from accord_orchestrator.service import JobUseCases
+from accord_orchestrator.webhooks import Deliverer, DeliveryPolicy, Sender
+from accord_orchestrator.workflow_api import WorkflowApi
+from accord_orchestrator.workflow_judge import Judge
+from accord_orchestrator.workflow_service import WorkflowUseCases
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 JOB_SERVICE = "accord.orchestrator.v1.JobService"
 WORKER_SERVICE = "accord.orchestrator.v1.WorkerService"
 SCHEDULE_SERVICE = "accord.orchestrator.v1.ScheduleService"
+WORKFLOW_SERVICE = "accord.orchestrator.v1.WorkflowService"
 
 
 def migrate(settings: Settings) -> None:
@@ -74,11 +81,41 @@ class App:
             schedule_service_pb2_grpc.add_ScheduleServiceServicer_to_server,
             ScheduleApi(self.schedules),
         )
+        key = s.webhook_key.get_secret_value() if s.webhook_key is not None else ""
+        box = SecretBox.from_setting(key) if key else None
+        self._sender = Sender(self._policy, s.webhook_timeout)
+        self.deliverer = Deliverer(
+            b.engine,
+            self._sender,
+            box,
+            DeliveryPolicy(
+                max_attempts=s.webhook_max_attempts,
+                initial_backoff=s.webhook_initial_backoff,
+                max_backoff=s.webhook_max_backoff,
+                timeout=s.webhook_timeout,
+            ),
+        )
+        self.workflows = WorkflowUseCases(b.engine, self.schedules, box, self.deliverer)
+        self.judge = Judge(
+            b.engine,
+            jobs,
+            self.deliverer,
+            idle=s.workflow_interval,
+            lookback=s.workflow_lookback,
+        )
+        self.server.add(
+            WORKFLOW_SERVICE,
+            workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server,
+            WorkflowApi(self.workflows),
+        )
         await self._backing.serve_with(self.server)
         self._relay = Relay(b.engine, tables.outbox, b.nc)
         self._relay.start()
         if s.fire_schedules:
             self.firer.start()
+        if s.run_workflows:
+            self.judge.start()
+            self.deliverer.start()
         self._housekeeping = [
             asyncio.create_task(self.queue.run_every(s.reaper_interval, self.queue.reap)),
             asyncio.create_task(self.queue.run_every(s.metrics_interval, self._count_depth)),
@@ -102,6 +139,9 @@ class App:
     async def stop(self) -> None:
         await self.server.stop()
         await self.firer.stop()
+        await self.judge.stop()
+        await self.deliverer.stop()
+        await self._sender.close()
         for task in self._housekeeping:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from accord_kit.config import DEFAULT_DATABASE_URL, DEFAULT_NATS_URL, ServiceSettings, shared
@@ -42,3 +42,22 @@ class Settings(ServiceSettings):
     schedule_idle_interval: float = Field(default=5.0, gt=0, le=60)
     # Firing passes one replica runs at once (each over the schedules it claimed).
     schedule_passes: int = Field(default=4, ge=1, le=32)
+    # Whether this replica runs the loops that judge workflow jobs and deliver webhooks
+    # (any number of replicas may; each job is judged once, each delivery sent by one).
+    run_workflows: bool = True
+    # Longest sleep, in seconds, of the judging loop between looks for ended jobs.
+    workflow_interval: float = Field(default=0.5, gt=0, le=60)
+    # How long after a workflow's job ended it may still be judged. Each pass looks only
+    # this far back, so it stays cheap however long the job history; a job that ended
+    # while no replica judged for longer than this is never judged. Default 1 day.
+    workflow_lookback: timedelta = Field(default=timedelta(days=1), gt=timedelta(0))
+    # Key that seals webhook secrets at rest: base64 of 32 random bytes (e.g.
+    # `openssl rand -base64 32`), the same on every replica. Unset means workflows cannot
+    # have webhooks.
+    webhook_key: SecretStr | None = None
+    # Attempts per delivery, and the backoff between them (full jitter), in seconds.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_initial_backoff: float = Field(default=1.0, gt=0, le=3600)
+    webhook_max_backoff: float = Field(default=300.0, gt=0, le=86400)
+    # Seconds one attempt may take, the policy decision included.
+    webhook_timeout: float = Field(default=10.0, gt=0, le=120)

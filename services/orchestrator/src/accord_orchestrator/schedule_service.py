@@ -82,20 +82,39 @@ class ScheduleUseCases:
                         metadata={"schedule_id": earlier.schedule_id},
                     )
                 return await self._view(s, earlier)
-            if await ss.name_taken(s, tenant, body.display_name):
-                raise AlreadyExists(f"a schedule named {body.display_name!r} exists")
-            schedule_id = str(uuid.uuid4())
-            next_time = calendars.next_after(calendar, now - timedelta(microseconds=1))
-            row = views.new_row(schedule_id, tenant, request_id, body, digest, next_time, now)
-            try:
-                await ss.insert_schedule(s, row)
-            except IntegrityError:  # a concurrent create with this request id or name won
-                raise AlreadyExists("a schedule with this request_id or name exists") from None
-            stored = await _existing(s, tenant, schedule_id)
-            await views.changed(s, stored, "created")
+            stored = await self.insert(s, tenant, request_id, body, digest, calendar, now)
             found = await self._view(s, stored)
         self._on_change()
         return found
+
+    async def insert(
+        self,
+        s: AsyncConnection,
+        tenant: str,
+        request_id: str,
+        body: schedule_pb2.Schedule,
+        digest: str,
+        calendar: calendars.Calendar,
+        now: datetime,
+    ) -> ss.Stored:
+        """Store a new, checked schedule in the caller's transaction (a workflow creates its
+        schedule with itself); the caller calls `changed` once it commits."""
+        if await ss.name_taken(s, tenant, body.display_name):
+            raise AlreadyExists(f"a schedule named {body.display_name!r} exists")
+        schedule_id = str(uuid.uuid4())
+        next_time = calendars.next_after(calendar, now - timedelta(microseconds=1))
+        row = views.new_row(schedule_id, tenant, request_id, body, digest, next_time, now)
+        try:
+            await ss.insert_schedule(s, row)
+        except IntegrityError:  # a concurrent create with this request id or name won
+            raise AlreadyExists("a schedule with this request_id or name exists") from None
+        stored = await _existing(s, tenant, schedule_id)
+        await views.changed(s, stored, "created")
+        return stored
+
+    def changed(self) -> None:
+        """Wake the firing loops: a schedule was stored or removed by another use case."""
+        self._on_change()
 
     async def get(self, tenant: str, schedule_id: str) -> schedule_pb2.Schedule:
         async with self._engine.connect() as s:

@@ -129,4 +129,88 @@ schedule_actions = Table(
     Column("fire_count", Integer, nullable=False),
 )
 
+# A workflow: its definition (`body`, an accord.orchestrator.v1.Workflow without server
+# fields and webhook secrets), the schedule that runs it, and what its judgements carry
+# forward (`state`, see domain/workflows.State).
+workflows = Table(
+    "workflows",
+    meta,
+    Column("workflow_id", Text, primary_key=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("body_hash", Text, nullable=False),
+    Column("schedule_id", Text, nullable=False, unique=True),
+    Column("state", JSONB, nullable=False),
+    Column("create_time", TZ, nullable=False),
+    Column("update_time", TZ, nullable=False),
+    UniqueConstraint("tenant_id", "request_id"),
+    UniqueConstraint("tenant_id", "display_name"),
+    Index("ix_workflows_tenant_created", "tenant_id", "create_time", "workflow_id"),
+)
+
+# A workflow's webhooks; `secret` is sealed (see secrets.SecretBox), never stored in clear.
+webhooks = Table(
+    "webhooks",
+    meta,
+    Column("webhook_id", Text, primary_key=True),
+    Column("workflow_id", Text, nullable=False, index=True),
+    Column("tenant_id", Text, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("kinds", JSONB, nullable=False),
+    Column("secret", LargeBinary, nullable=False),
+)
+
+# The jobs a workflow ran and whether each was judged: the judging loop's exactly-once
+# record. A listing's further pages name the run's first job.
+workflow_jobs = Table(
+    "workflow_jobs",
+    meta,
+    Column("job_id", Text, primary_key=True),
+    Column("workflow_id", Text, nullable=False),
+    Column("first_job_id", Text, nullable=False),
+    Column("page", Integer, nullable=False),
+    Column("judged", Boolean, nullable=False),
+    Index("ix_workflow_jobs_run", "first_job_id", "page"),
+)
+
+# Every judged check, newest last (`result_id` grows).
+workflow_results = Table(
+    "workflow_results",
+    meta,
+    Column("result_id", BigInteger, Identity(), primary_key=True),
+    Column("workflow_id", Text, nullable=False),
+    Column("job_id", Text, nullable=False, unique=True),
+    Column("outcome", SmallInteger, nullable=False),
+    Column("notification", SmallInteger, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("check_time", TZ, nullable=False),
+    Index("ix_workflow_results_workflow", "workflow_id", "result_id"),
+)
+
+# Notifications to webhooks and every attempt to deliver them (the delivery log).
+deliveries = Table(
+    "webhook_deliveries",
+    meta,
+    Column("delivery_id", Text, primary_key=True),
+    Column("webhook_id", Text, nullable=False),
+    Column("workflow_id", Text, nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    # A test delivery's request id, else the delivery's id.
+    Column("request_id", Text, nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("result_id", Text, nullable=False),
+    # The JSON body, as sent on every attempt.
+    Column("payload", LargeBinary, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("attempts", JSONB, nullable=False),
+    Column("next_time", TZ),
+    Column("create_time", TZ, nullable=False),
+    Column("update_time", TZ, nullable=False),
+    UniqueConstraint("webhook_id", "request_id"),
+    Index("ix_webhook_deliveries_log", "webhook_id", "create_time", "delivery_id"),
+)
+
 outbox = outbox_table(meta)

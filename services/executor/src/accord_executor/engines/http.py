@@ -9,13 +9,15 @@ checked, so pooled connections are keyed by checked address, never by a name.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from prometheus_client import Counter
 from yarl import URL
 
@@ -68,18 +70,31 @@ class _Attempt:
 
 
 class HttpEngine:
-    def __init__(self, *, concurrency: int, user_agent: str, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        user_agent: str,
+        guard: Guard | None = None,
+        ca_file: str | None = None,
+    ) -> None:
+        """`ca_file`: PEM certificates trusted besides the system's (a private CA)."""
         self._concurrency = concurrency
         self._user_agent = user_agent
         self._guard = guard
         self._pools: TenantPools | None = None
+        # aiohttp's own default context unless a private CA is added to it.
+        self._tls: ssl.SSLContext | bool = True
+        if ca_file:
+            self._tls = ssl.create_default_context()
+            self._tls.load_verify_locations(cafile=ca_file)
 
     async def start(self) -> None:
         self._pools = TenantPools(self._new_session)
 
     def _new_session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._concurrency),
+            connector=_PeerNotingConnector(limit=self._concurrency, ssl=self._tls),
             headers={"User-Agent": self._user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),
             # Limits come from the step and attempt timeouts, not from the session.
@@ -227,6 +242,8 @@ class HttpEngine:
             hop["Host"] = pinned.host_header
             record.address = admitted.address
         tenant = attempt.caller.tenant if attempt.caller is not None else ""
+        peers: list[dict[str, Any]] = []
+        noted = _PEER.set(peers)
         try:
             async with (
                 self._pools.session(tenant) as session,
@@ -240,6 +257,7 @@ class HttpEngine:
                 ) as response,
             ):
                 record.sent, record.http_status = True, response.status
+                _note_certificate(peers, record)
                 text = await _read(response)
                 attempt.cookies.update_cookies(response.cookies, target)
         except aiohttp.InvalidURL as exc:
@@ -247,9 +265,37 @@ class HttpEngine:
         except (aiohttp.ClientError, OSError) as exc:
             raise r.StepFailed(r.HTTP_ERROR, f"{method} {url} failed: {exc!r}") from None
         finally:
+            _PEER.reset(noted)
             if admitted is not None and attempt.caller is not None and self._guard is not None:
                 self._guard.release(attempt.caller, admitted.permit_id)
         return response, text
+
+
+# The certificate of the connection the current request went out on: set by the connector
+# as it hands the connection over (the response may release it before its headers are read).
+_PEER: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
+    "accord_executor_peer", default=None
+)
+
+
+class _PeerNotingConnector(aiohttp.TCPConnector):
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        connection = await super().connect(req, traces, timeout)
+        holder = _PEER.get()
+        transport = connection.transport
+        if holder is not None and transport is not None:
+            tls = transport.get_extra_info("ssl_object")
+            if isinstance(tls, ssl.SSLObject):
+                holder.append(tls.getpeercert() or {})
+        return connection
+
+
+def _note_certificate(peers: list[dict[str, Any]], record: job_result_pb2.RequestRecord) -> None:
+    """Record when the (verified) server certificate expires, for uptime checks."""
+    expires = peers[-1].get("notAfter") if peers else None
+    if isinstance(expires, str):
+        seconds = ssl.cert_time_to_seconds(expires)
+        record.certificate_expire_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(seconds)))
 
 
 def _static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:

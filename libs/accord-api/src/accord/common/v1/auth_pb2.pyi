@@ -15,8 +15,8 @@ required_scope: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.Method
 """The scope a caller's bearer token must carry to call this method. Every Accord RPC
 declares one; the server refuses calls whose token lacks it with PERMISSION_DENIED.
 
-Scopes: `jobs:read`, `jobs:write`, `schedules:read`, `schedules:write`, `worker`
-(executors leasing work), `policies:read`, `policies:admin`, `policies:evaluate`
-(services asking for decisions and permits), `tokens:admin`, `executor:run`,
-`executor:read` and `audit:read`.
+Scopes: `jobs:read`, `jobs:write`, `schedules:read`, `schedules:write`,
+`workflows:read`, `workflows:write`, `worker` (executors leasing work),
+`policies:read`, `policies:admin`, `policies:evaluate` (services asking for decisions
+and permits), `tokens:admin`, `executor:run`, `executor:read` and `audit:read`.
 """

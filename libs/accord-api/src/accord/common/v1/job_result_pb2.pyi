@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -204,6 +205,7 @@ class RequestRecord(_message.Message):
     DECISION_ID_FIELD_NUMBER: _builtins.int
     POLICY_REVISION_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     step_index: _builtins.int
     """Index of the step that made the request."""
     url: _builtins.str
@@ -224,6 +226,12 @@ class RequestRecord(_message.Message):
     def reasons(self) -> _containers.RepeatedCompositeFieldContainer[_decision_pb2.DecisionReason]:
         """Why the request was refused; empty when it was sent."""
 
+    @_builtins.property
+    def certificate_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """For an https request that was answered: when the server's certificate stops being
+        valid (its notAfter); unset for plain http, or when no certificate was seen.
+        """
+
     def __init__(
         self,
         *,
@@ -235,10 +243,11 @@ class RequestRecord(_message.Message):
         decision_id: _builtins.str = ...,
         policy_revision: _builtins.int = ...,
         reasons: _abc.Iterable[_decision_pb2.DecisionReason] | None = ...,
+        certificate_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate_expire_time", b"certificate_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "decision_id", b"decision_id", "http_status", b"http_status", "policy_revision", b"policy_revision", "reasons", b"reasons", "sent", b"sent", "step_index", b"step_index", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "certificate_expire_time", b"certificate_expire_time", "decision_id", b"decision_id", "http_status", b"http_status", "policy_revision", b"policy_revision", "reasons", b"reasons", "sent", b"sent", "step_index", b"step_index", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

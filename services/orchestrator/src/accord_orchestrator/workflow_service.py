@@ -1,0 +1,351 @@
+"""Workflow use cases: create (with its schedule, in one transaction), read, list, delete,
+pause, resume, run now, results, the delivery log, and a test delivery."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from accord.events.v1 import workflow_events_pb2
+from accord.orchestrator.v1 import schedule_pb2
+from accord.orchestrator.v1 import workflow_pb2 as wf
+from accord.orchestrator.v1 import workflow_service_pb2 as wsp
+from accord_kit import events, outbox, pages
+from accord_kit.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+from accord_orchestrator import schedule_store as ss
+from accord_orchestrator import schedule_views as sviews
+from accord_orchestrator import store
+from accord_orchestrator import tables as t
+from accord_orchestrator import workflow_store as ws
+from accord_orchestrator.domain import workflows as rules
+from accord_orchestrator.history import PRODUCER
+from accord_orchestrator.schedule_service import ScheduleUseCases
+from accord_orchestrator.secrets import SecretBox
+from accord_orchestrator.webhooks import Deliverer, new_id, new_row, payload, to_delivery
+
+SERVER_FIELDS = ("workflow_id", "tenant_id", "schedule_id", "paused", "status")
+
+
+class WorkflowUseCases:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        schedules: ScheduleUseCases,
+        box: SecretBox | None,
+        deliverer: Deliverer,
+    ) -> None:
+        self._engine = engine
+        self._schedules = schedules
+        self._box = box
+        self._deliverer = deliverer
+
+    async def create(self, tenant: str, request_id: str, workflow: wf.Workflow) -> wf.Workflow:
+        body, secrets = _definition(workflow)
+        problems = rules.check_definition(workflow)
+        if problems:
+            raise InvalidArgument(
+                "workflow is invalid", [FieldViolation(f, d) for f, d in problems]
+            )
+        if secrets and self._box is None:
+            raise FailedPrecondition(
+                "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
+            )
+        digest = _digest(body, secrets)
+        now = store.utcnow()
+        schedule = schedule_pb2.Schedule(
+            display_name="workflow",  # named after the workflow's id once it has one
+            spec=body.calendar,
+            job_template=rules.job_spec(body),
+            overlap_policy=schedule_pb2.OVERLAP_POLICY_SKIP,
+        )
+        schedule.labels["workflow"] = body.WhichOneof("kind") or ""
+        calendar = _calendar(schedule, now)
+        async with self._engine.begin() as s:
+            earlier = await ws.by_request(s, tenant, request_id)
+            if earlier is not None:
+                if earlier.body_hash != digest:
+                    raise AlreadyExists(
+                        "request_id was already used with a different workflow",
+                        metadata={"workflow_id": earlier.workflow_id},
+                    )
+                return await self._view(s, earlier)
+            if await ws.name_taken(s, tenant, body.display_name):
+                raise AlreadyExists(f"a workflow named {body.display_name!r} exists")
+            workflow_id = str(uuid.uuid4())
+            schedule.display_name = f"workflow {workflow_id}"
+            made = await self._schedules.insert(
+                s,
+                tenant,
+                f"workflow:{workflow_id}",
+                schedule,
+                hashlib.sha256(schedule.SerializeToString(deterministic=True)).hexdigest(),
+                calendar,
+                now,
+            )
+            hooks = self._hook_rows(workflow_id, tenant, body, secrets)
+            body.ClearField("webhooks")
+            row = {
+                "workflow_id": workflow_id,
+                "tenant_id": tenant,
+                "request_id": request_id,
+                "display_name": body.display_name,
+                "body": body.SerializeToString(deterministic=True),
+                "body_hash": digest,
+                "schedule_id": made.schedule_id,
+                "state": rules.State().to_json(),
+                "create_time": now,
+                "update_time": now,
+            }
+            try:
+                await ws.insert_workflow(s, row, hooks)
+            except IntegrityError:  # a concurrent create with this request id or name won
+                raise AlreadyExists("a workflow with this request_id or name exists") from None
+            stored = await _existing(s, tenant, workflow_id)
+            found = await self._view(s, stored)
+            await _changed(s, stored, found, "created")
+        self._schedules.changed()
+        return found
+
+    def _hook_rows(
+        self, workflow_id: str, tenant: str, body: wf.Workflow, secrets: list[str]
+    ) -> list[dict[str, Any]]:
+        """The `webhooks` rows, each secret sealed under its webhook's id."""
+        rows = []
+        for i, (hook, secret) in enumerate(zip(body.webhooks, secrets, strict=True)):
+            hook_id = str(uuid.uuid4())
+            assert self._box is not None  # checked before: webhooks need a key
+            rows.append(
+                {
+                    "webhook_id": hook_id,
+                    "workflow_id": workflow_id,
+                    "tenant_id": tenant,
+                    "position": i,
+                    "url": hook.url,
+                    "kinds": sorted(set(hook.kinds)),
+                    "secret": self._box.seal(secret, hook_id),
+                }
+            )
+        return rows
+
+    async def get(self, tenant: str, workflow_id: str) -> wf.Workflow:
+        async with self._engine.connect() as s:
+            return await self._view(s, await _existing(s, tenant, workflow_id))
+
+    async def list_workflows(
+        self, tenant: str, request: wsp.ListWorkflowsRequest
+    ) -> tuple[list[wf.Workflow], str]:
+        limit = pages.page_size(request.page_size)
+        position = pages.decode(request.page_token, [tenant])
+        async with self._engine.connect() as s:
+            found = await ws.list_workflows(s, tenant, position, limit + 1)
+            views = [await self._view(s, d) for d in found[:limit]]
+        if len(found) <= limit:
+            return views, ""
+        last = found[limit - 1]
+        return views, pages.encode([last.create_time.isoformat(), last.workflow_id], [tenant])
+
+    async def delete(self, tenant: str, workflow_id: str) -> None:
+        async with self._engine.begin() as s:
+            stored = await _existing(s, tenant, workflow_id, lock=True)
+            found = await self._view(s, stored)
+            schedule = await ss.get(s, tenant, stored.schedule_id, lock=True)
+            if schedule is not None:
+                await ss.delete_schedule(s, stored.schedule_id)
+                await sviews.changed(s, schedule, "deleted")
+            await ws.delete_workflow(s, workflow_id)
+            await _changed(s, stored, found, "deleted")
+        self._schedules.changed()
+
+    async def pause(self, tenant: str, workflow_id: str, note: str) -> wf.Workflow:
+        return await self._set_paused(tenant, workflow_id, note, paused=True)
+
+    async def resume(self, tenant: str, workflow_id: str) -> wf.Workflow:
+        return await self._set_paused(tenant, workflow_id, "", paused=False)
+
+    async def _set_paused(
+        self, tenant: str, workflow_id: str, note: str, *, paused: bool
+    ) -> wf.Workflow:
+        async with self._engine.connect() as s:
+            stored = await _existing(s, tenant, workflow_id)
+        if paused:
+            await self._schedules.pause(tenant, stored.schedule_id, note)
+        else:
+            await self._schedules.resume(tenant, stored.schedule_id)
+        async with self._engine.begin() as s:
+            stored = await _existing(s, tenant, workflow_id)
+            found = await self._view(s, stored)
+            await _changed(s, stored, found, "paused" if paused else "resumed")
+        return found
+
+    async def run(self, tenant: str, workflow_id: str, request_id: str) -> str:
+        async with self._engine.connect() as s:
+            stored = await _existing(s, tenant, workflow_id)
+        job_id, _ = await self._schedules.trigger(
+            tenant, stored.schedule_id, request_id, schedule_pb2.OVERLAP_POLICY_SKIP
+        )
+        return job_id
+
+    async def results(
+        self, tenant: str, request: wsp.ListWorkflowResultsRequest
+    ) -> tuple[list[wf.WorkflowResult], str]:
+        limit = pages.page_size(request.page_size)
+        filters = [tenant, request.workflow_id]
+        position = pages.decode(request.page_token, filters)
+        async with self._engine.connect() as s:
+            await _existing(s, tenant, request.workflow_id)
+            before = int(position[0]) if position else None
+            found = await ws.list_results(s, request.workflow_id, before, limit + 1)
+        if len(found) <= limit:
+            return found, ""
+        return found[:limit], pages.encode([found[limit - 1].result_id], filters)
+
+    async def deliveries(
+        self, tenant: str, request: wsp.ListWebhookDeliveriesRequest
+    ) -> tuple[list[wsp.WebhookDelivery], str]:
+        limit = pages.page_size(request.page_size)
+        filters = [tenant, request.workflow_id, request.webhook_id]
+        position = pages.decode(request.page_token, filters)
+        async with self._engine.connect() as s:
+            _hook_of(await _existing(s, tenant, request.workflow_id), request.webhook_id)
+            found = await ws.list_deliveries(s, request.webhook_id, position, limit + 1)
+        views = [to_delivery(r) for r in found[:limit]]
+        if len(found) <= limit:
+            return views, ""
+        last = found[limit - 1]
+        return views, pages.encode([last.create_time.isoformat(), last.delivery_id], filters)
+
+    async def test_webhook(
+        self, tenant: str, workflow_id: str, webhook_id: str, request_id: str
+    ) -> wsp.WebhookDelivery:
+        """Queue a test delivery and make its one attempt now; the same request id returns
+        the delivery it made."""
+        now = store.utcnow()
+        async with self._engine.begin() as s:
+            stored = await _existing(s, tenant, workflow_id)
+            hook = _hook_of(stored, webhook_id)
+            earlier = await ws.delivery_by_request(s, webhook_id, request_id)
+            if earlier is not None:
+                return to_delivery(earlier)
+            delivery_id = new_id()
+            kind = wf.NOTIFICATION_KIND_TEST
+            body = payload(delivery_id, kind, workflow_id, stored.body.display_name, None, now)
+            row = new_row(hook, kind, "", body, delivery_id, request_id, now)
+            row["next_time"] = None  # sent here, never by the loop
+            try:
+                await ws.insert_deliveries(s, [row])
+            except IntegrityError:
+                raise AlreadyExists("a concurrent call used this request_id") from None
+        async with self._engine.connect() as s:
+            claimed = await ws.delivery(s, delivery_id)
+        assert claimed is not None
+        await self._deliverer.attempt(claimed, max_attempts=1)
+        async with self._engine.connect() as s:
+            done = await ws.delivery(s, delivery_id)
+        assert done is not None
+        return to_delivery(done)
+
+    async def _view(self, s: AsyncConnection, d: ws.Stored) -> wf.Workflow:
+        schedule = await ss.get(s, d.tenant_id, d.schedule_id)
+        return to_workflow(d, paused=schedule.paused if schedule is not None else True)
+
+
+def to_workflow(d: ws.Stored, *, paused: bool) -> wf.Workflow:
+    view = wf.Workflow()
+    view.CopyFrom(d.body)
+    view.workflow_id = d.workflow_id
+    view.tenant_id = d.tenant_id
+    view.schedule_id = d.schedule_id
+    view.paused = paused
+    view.webhooks.extend(h.view() for h in d.hooks)
+    st = view.status
+    st.state = wf.TargetState.ValueType(d.state.target)
+    st.consecutive_failures = d.state.failures
+    st.results_count = d.state.count
+    if d.state.last_check is not None:
+        st.last_check_time.FromDatetime(d.state.last_check)
+    view.create_time.FromDatetime(d.create_time)
+    view.update_time.FromDatetime(d.update_time)
+    return view
+
+
+def _definition(workflow: wf.Workflow) -> tuple[wf.Workflow, list[str]]:
+    """The stored definition (server fields cleared, webhook ids and secrets removed) and
+    the secrets, in webhook order."""
+    body = wf.Workflow()
+    body.CopyFrom(workflow)
+    for name in (*SERVER_FIELDS, "create_time", "update_time"):
+        body.ClearField(name)  # type: ignore[arg-type]
+    secrets = [h.secret for h in body.webhooks]
+    for h in body.webhooks:
+        h.ClearField("secret")
+        h.ClearField("webhook_id")
+    return body, secrets
+
+
+def _digest(body: wf.Workflow, secrets: list[str]) -> str:
+    """Identifies a create request for idempotency; secrets enter only as their hashes."""
+    h = hashlib.sha256(body.SerializeToString(deterministic=True))
+    for secret in secrets:
+        h.update(hashlib.sha256(secret.encode()).digest())
+    return h.hexdigest()
+
+
+def _calendar(schedule: schedule_pb2.Schedule, now: Any) -> Any:
+    """The calendar, checked as a schedule's is; problems named as the workflow's fields."""
+    try:
+        return sviews.checked(schedule, now)
+    except InvalidArgument as exc:
+        raise InvalidArgument(
+            "workflow is invalid",
+            [
+                FieldViolation(
+                    v.field.replace("schedule.spec", "workflow.calendar", 1).replace(
+                        "schedule.job_template", "workflow", 1
+                    ),
+                    v.description,
+                    v.reason,
+                )
+                for v in exc.violations
+            ],
+        ) from None
+
+
+def _hook_of(stored: ws.Stored, webhook_id: str) -> ws.Hook:
+    for hook in stored.hooks:
+        if hook.webhook_id == webhook_id:
+            return hook
+    raise NotFound(f"webhook {webhook_id} not found")
+
+
+async def _existing(
+    s: AsyncConnection, tenant: str, workflow_id: str, *, lock: bool = False
+) -> ws.Stored:
+    found = await ws.get(s, tenant, workflow_id, lock=lock)
+    if found is None:
+        raise NotFound(f"workflow {workflow_id} not found")
+    return found
+
+
+async def _changed(s: AsyncConnection, d: ws.Stored, view: wf.Workflow, event: str) -> None:
+    await outbox.enqueue(
+        s,
+        t.outbox,
+        events.envelope(
+            producer=PRODUCER,
+            aggregate="workflow",
+            event=event,
+            aggregate_id=d.workflow_id,
+            tenant_id=d.tenant_id,
+            payload=workflow_events_pb2.WorkflowChanged(workflow_id=d.workflow_id, workflow=view),
+        ),
+    )
