@@ -83,6 +83,15 @@ def test_real_requests_validate() -> None:
         (job_service_pb2.WatchJobRequest, {"after_version": "7a"}),
         (audit_service_pb2.GetRecordRequest, {"index": 1, "event_id": "e"}),  # a oneof, twice
         (job_service_pb2.GetJobRequest, {"jobId": "camel case is not the schema's name"}),
+        # The protovalidate rules the schema carries over.
+        (job_service_pb2.GetJobRequest, {"job_id": "not-a-uuid"}),
+        (job_service_pb2.ListJobsRequest, {"page_size": 1001}),
+        (job_service_pb2.ListJobsRequest, {"states": ["JOB_STATE_UNSPECIFIED"]}),
+        (job_service_pb2.CreateJobRequest, {"request_id": "spaces are not allowed"}),
+        (job_service_pb2.CreateJobRequest, {"request_id": "r"}),  # spec is required
+        (job_service_pb2.CreateJobRequest, {"spec": {"engine": "ENGINE_HTTP", "steps": []}}),
+        (job_service_pb2.CreateJobRequest, {"spec": {"labels": {"k": "v" * 256}}}),
+        (audit_service_pb2.GetRecordRequest, {}),  # a oneof the rules require
     ],
 )
 def test_what_the_schema_refuses(message: type[Message], document: dict[str, Any]) -> None:

@@ -134,7 +134,9 @@ def tools() -> dict[str, Tool]:
     found = {}
     for spec in TOOLS:
         method = pool.FindMethodByName(spec.method)
-        schema = message_schema(method.input_type, omit=frozenset(spec.fixed))
+        schema = message_schema(
+            method.input_type, omit=frozenset(spec.fixed), optional=frozenset(spec.generated)
+        )
         if spec.name == "watch_job":
             schema["properties"]["timeout_seconds"] = {
                 "type": "number",

@@ -4,7 +4,8 @@ comments as descriptions: the MCP tools' inputs can never drift from the contrac
 The schema describes the proto3 JSON mapping that `json_format.ParseDict` accepts, with
 the proto field names: 64-bit integers as numbers or strings, enums by name, Timestamp as
 RFC 3339, Duration as `"1.5s"`, Struct/Value as any JSON, maps as objects. Messages are in
-`$defs` (by full name) so recursive types stay finite.
+`$defs` (by full name) so recursive types stay finite. The protovalidate rules that JSON
+Schema can say (see `accord_cli.rules`) are carried over; the server still checks them all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from accord_cli.rules import constrain, oneof_required, required_fields
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": ["number", "string"]},
@@ -99,10 +102,22 @@ def _note(
         found[name] = " ".join(by_path[path].split())
 
 
-def message_schema(descriptor: Descriptor, omit: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The JSON Schema of `descriptor` as a tool input: an object, its messages in `$defs`."""
+def message_schema(
+    descriptor: Descriptor,
+    omit: frozenset[str] = frozenset(),
+    optional: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The JSON Schema of `descriptor` as a tool input: an object, its messages in `$defs`.
+
+    `omit` fields are left out; `optional` ones are not required even if the rules say so
+    (the caller fills them in).
+    """
     defs: dict[str, dict[str, Any]] = {}
     root = _object(descriptor, defs, omit)
+    if "required" in root:
+        root["required"] = [n for n in root["required"] if n not in optional]
+        if not root["required"]:
+            del root["required"]
     if defs:
         root["$defs"] = defs
     return root
@@ -113,7 +128,7 @@ def _object(descriptor: Descriptor, defs: dict[str, Any], omit: frozenset[str]) 
     for field in descriptor.fields:
         if field.name in omit:
             continue
-        schema = _field(field, defs)
+        schema = constrain(field, _field(field, defs))
         if note := comments().get(field.full_name):
             schema = {**schema, "description": note}
         properties[field.name] = schema
@@ -122,15 +137,23 @@ def _object(descriptor: Descriptor, defs: dict[str, Any], omit: frozenset[str]) 
         "properties": properties,
         "additionalProperties": False,
     }
+    if required := [n for n in required_fields(descriptor) if n not in omit]:
+        found["required"] = required
     if note := comments().get(descriptor.full_name):
         found["description"] = note
     # At most one member of each oneof; the server says when one is required.
-    exclusive = [
+    exclusive: list[dict[str, Any]] = [
         {"not": {"required": [a.name, b.name]}}
         for o in descriptor.oneofs
         for i, a in enumerate(o.fields)
         for b in o.fields[i + 1 :]
         if a.name not in omit and b.name not in omit
+    ]
+    # And at least one member of a oneof the rules require.
+    exclusive += [
+        {"anyOf": [{"required": [name]} for name in names]}
+        for names in oneof_required(descriptor)
+        if not omit & set(names)
     ]
     if exclusive:
         found["allOf"] = exclusive
