@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.types import CallToolResult
 
 from accord_kit.testing import token
 from tests.e2e.suite import Suite
@@ -42,6 +43,13 @@ def connect(suite: Suite) -> Connect:
             yield client
 
     return started
+
+
+def ok(result: CallToolResult) -> dict[str, Any]:
+    """A tool's result that must not be an error."""
+    assert not result.is_error, result.content
+    assert isinstance(result.structured_content, dict)
+    return result.structured_content
 
 
 def scrape(site: str) -> dict[str, Any]:
@@ -101,6 +109,34 @@ async def test_tools_run_a_job_and_refuse_what_the_token_may_not(
             await asyncio.sleep(0.3)
         assert wanted <= seen_types, seen_types
 
+        # A job not due for decades: watch gives up at its timeout; cancel ends it; a
+        # cancelled job cannot be retried, and the refusal says why.
+        later = {**scrape(site), "not_before_time": "2099-01-01T00:00:00Z"}
+        queued = ok(await client.call_tool("create_job", {"spec": later}))["job"]["job_id"]
+        waited = ok(await client.call_tool("watch_job", {"job_id": queued, "timeout_seconds": 1}))
+        assert (waited["finished"], waited["job"]["state"]) == (False, "JOB_STATE_QUEUED")
+        cancelled = ok(await client.call_tool("cancel_job", {"job_id": queued, "reason": "mcp"}))
+        assert cancelled["job"]["state"] == "JOB_STATE_CANCELLED"
+        again = await client.call_tool("retry_job", {"job_id": queued})
+        assert again.is_error
+        assert again.structured_content["code"] == "FAILED_PRECONDITION"
+
+        schedule = {
+            "display_name": "hourly",
+            "spec": {"cron": "0 * * * *", "time_zone": "Europe/Berlin"},
+            "job_template": scrape(site),
+        }
+        made_schedule = ok(await client.call_tool("create_schedule", {"schedule": schedule}))
+        schedule_id = made_schedule["schedule"]["schedule_id"]
+        paused = ok(await client.call_tool("pause_schedule", {"schedule_id": schedule_id}))
+        assert paused["schedule"]["paused"] is True
+        resumed = ok(await client.call_tool("resume_schedule", {"schedule_id": schedule_id}))
+        assert resumed["schedule"].get("paused", False) is False
+        fired = ok(await client.call_tool("trigger_schedule", {"schedule_id": schedule_id}))
+        assert fired["job_id"]
+        listed_schedules = ok(await client.call_tool("list_schedules", {}))
+        assert [s["schedule_id"] for s in listed_schedules["schedules"]] == [schedule_id]
+
         bad = await client.call_tool("get_job", {"job_id": "not-a-uuid"})
         assert bad.is_error
         assert bad.structured_content["code"] == "INVALID_ARGUMENT"
@@ -119,5 +155,5 @@ async def test_tools_run_a_job_and_refuse_what_the_token_may_not(
         schedules = await reader.call_tool("list_schedules", {})
         assert schedules.is_error
         assert schedules.structured_content["code"] == "PERMISSION_DENIED"
-        listed_jobs = await reader.call_tool("list_jobs", {})
-        assert [j["job_id"] for j in listed_jobs.structured_content["jobs"]] == [job_id]
+        listed_jobs = ok(await reader.call_tool("list_jobs", {"states": ["JOB_STATE_SUCCEEDED"]}))
+        assert job_id in [j["job_id"] for j in listed_jobs["jobs"]]
