@@ -35,12 +35,13 @@ class Accord:
         )
 
     async def __call__(
-        self, *argv: str, env: dict[str, str] | None = None
+        self, *argv: str, env: dict[str, str] | None = None, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "accord_cli", *argv],
             env={**self.env, **(env or {})},
+            input=stdin,
             capture_output=True,
             text=True,
             check=False,
@@ -193,3 +194,39 @@ async def test_failures_exit_codes_cancel_and_retry(
     not_a_spec = tmp_path / "list.yaml"
     not_a_spec.write_text("- 1\n- 2\n")
     assert (await accord("jobs", "create", "--spec", str(not_a_spec))).returncode == USAGE
+
+
+async def test_watch_resumes_across_an_orchestrator_restart(suite: Suite, site: str) -> None:
+    await allow_local_site(suite.target("policy"))
+    accord = Accord(suite)
+    spec = {"engine": "ENGINE_HTTP", "steps": [{"request": {"url": site}}]}
+    later = {**spec, "notBeforeTime": "2099-01-01T00:00:00Z"}
+    made = await accord("jobs", "create", "--spec", "-", "--json", stdin=json.dumps(later))
+    assert made.returncode == OK, made.stderr
+    job_id = json.loads(made.stdout)["job"]["jobId"]
+
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "accord_cli", "jobs", "watch", job_id],
+        env=accord.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        first = await asyncio.wait_for(asyncio.to_thread(watch.stdout.readline), timeout=60)
+        assert "QUEUED" in first, first
+        # The orchestrator goes away under the open stream and comes back on its port.
+        await asyncio.to_thread(suite.stop_service, "orchestrator")
+        await asyncio.to_thread(suite.start_service, "orchestrator")
+        cancelled = await accord("jobs", "cancel", job_id, "--reason", "after the restart")
+        assert cancelled.returncode == OK, cancelled.stderr
+        out, err = await asyncio.wait_for(asyncio.to_thread(watch.communicate), timeout=120)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == FAILED, out + err
+    assert "resuming after version" in err
+    assert f"job {job_id} ended CANCELLED: after the restart" in out
+    assert "-> CANCELLED" in out

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -32,12 +35,15 @@ from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord_cli.connect import Connection, add_connection_options, resolve
 from accord_cli.output import FAILED, OK, Exit, Printer, add_output_options, command, table
 from accord_cli.specs import ENGINES, extract, read_spec, read_specs, url_spec
+from accord_kit.backoff import Backoff
 
 STATES = {
     s.removeprefix("JOB_STATE_").lower().replace("_", "-"): v
     for s, v in job_pb2.JobState.items()
     if v
 }
+# A watch follows a job for up to a day; a dropped stream is resumed up to 30 times in a row.
+WATCH_FOR, RESUMES = 24 * 3600.0, 30
 TERMINAL = frozenset(
     {
         job_pb2.JOB_STATE_SUCCEEDED,
@@ -163,24 +169,45 @@ def run_watch(args: argparse.Namespace, out: Printer) -> int:
 
 
 def _follow(args: argparse.Namespace, out: Printer, job_id: str) -> int:
-    """Print each state change until the job is terminal, then its steps; exit by outcome."""
+    """Print each state change until the job is terminal, then its steps; exit by outcome.
+
+    A stream the server drops (a restart, a lost connection) is resumed after the last
+    version seen, after a backoff, up to RESUMES times in a row.
+    """
     conn = resolve(args)
-    request = pb.WatchJobRequest(job_id=job_id, after_version=args.after_version)
-    last: job_pb2.Job | None = None
+    after, last, lost = args.after_version, None, 0
+    backoff = Backoff(initial=0.2, maximum=3.0)
     with _stub(conn) as stub:
-        # The stream ends when the job is terminal; the deadline only bounds a stuck job.
-        stream = stub.WatchJob(request, metadata=conn.metadata(), timeout=max(conn.timeout, 3600))
-        for item in stream:
-            last = item.job
-            if out.json:
-                out.line(json_format.MessageToJson(item, indent=None))
-            else:
-                out.line(_change_line(item.change))
-    if last is None:
-        last = _call(args, "GetJob", pb.GetJobRequest(job_id=job_id)).job
+        while True:
+            request = pb.WatchJobRequest(job_id=job_id, after_version=after)
+            try:
+                for item in stub.WatchJob(request, metadata=conn.metadata(), timeout=WATCH_FOR):
+                    after, last, lost = item.change.version, item.job, 0
+                    backoff.reset()
+                    out.line(_watch_line(item, out.json))
+                if last is None:  # nothing after `after`: the job may have ended before it
+                    last = stub.GetJob(
+                        pb.GetJobRequest(job_id=job_id), metadata=conn.metadata(), timeout=30
+                    ).job
+                if last.state in TERMINAL:
+                    break
+                why = "the stream ended early"
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or lost >= RESUMES:
+                    raise
+                why = f"{exc.code().name}: {exc.details()}"
+            lost += 1
+            print(f"accord jobs: {why}; resuming after version {after}", file=sys.stderr)
+            time.sleep(backoff.next())
     if not out.json:
         out.line(_outcome_text(last))
     return OK if last.state == job_pb2.JOB_STATE_SUCCEEDED else FAILED
+
+
+def _watch_line(item: pb.WatchJobResponse, as_json: bool) -> str:
+    if as_json:
+        return json_format.MessageToJson(item, indent=None)
+    return _change_line(item.change)
 
 
 @command("jobs")
