@@ -41,6 +41,11 @@ async def test_tools_over_streamable_http(mcp_url: str) -> None:
         assert "watch_job" in tools
         assert tools["watch_job"].input_schema["properties"]["timeout_seconds"]["maximum"] == 600
         refused = await client.call_tool("get_job", {"job": "x"})
+        # A schema cannot check a time's calendar; the message parser can.
+        bad_time = await client.call_tool("list_jobs", {"create_time_after": "2026-13-45T99:00Z"})
+    assert bad_time.is_error
+    assert bad_time.structured_content["code"] == "INVALID_ARGUMENT"
+    assert bad_time.structured_content["message"].endswith("the request message")
     assert refused.is_error
     assert refused.structured_content["code"] == "INVALID_ARGUMENT"
     assert "'job' was unexpected" in refused.structured_content["field_violations"]["(arguments)"]

@@ -182,7 +182,11 @@ class AccordTools:
             bad = CallFailure("INVALID_ARGUMENT", "arguments do not match the input schema")
             return _error(bad, {where: exc.message})
         timeout = float(arguments.pop("timeout_seconds", WATCH_DEFAULT_SECONDS))
-        request = json_format.ParseDict({**arguments, **tool.spec.fixed}, tool.request())
+        try:
+            request = json_format.ParseDict({**arguments, **tool.spec.fixed}, tool.request())
+        except json_format.ParseError as exc:  # what a schema cannot say, e.g. a bad time
+            bad = CallFailure("INVALID_ARGUMENT", "arguments do not match the request message")
+            return _error(bad, {"(arguments)": str(exc)})
         for name in tool.spec.generated:
             if not getattr(request, name):
                 setattr(request, name, uuid.uuid4().hex)

@@ -27,6 +27,7 @@ from accord_cli.connect import ConfigError
 from accord_cli.status import read_failure
 
 OK, FAILED, USAGE, MISSING, UNAVAILABLE = 0, 1, 2, 3, 4
+INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 STATUS_EXITS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: USAGE,
     grpc.StatusCode.ALREADY_EXISTS: USAGE,
@@ -120,6 +121,8 @@ def command(
             except (ConfigError, OSError, ValueError, json_format.ParseError) as exc:
                 _say(group, [str(exc)])
                 return USAGE
+            except KeyboardInterrupt:
+                return INTERRUPTED
             finally:
                 printer.close()
 
