@@ -122,3 +122,13 @@ def test_a_bad_profile_exits_2_with_the_reason(
 def test_a_named_token_file_must_exist(tmp_path: Path) -> None:
     args = parser().parse_args(["jobs", "list", "--token-file", str(tmp_path / "absent")])
     assert args.run(args) == 2
+
+
+def test_profile_and_config_may_follow_the_command(tmp_path: Path) -> None:
+    path = config(
+        tmp_path, {"profiles": {"a": {"orchestrator": "a:1"}, "b": {"orchestrator": "b:1"}}}
+    )
+    after = parser().parse_args(["jobs", "get", "x", "--config", str(path), "--profile", "a"])
+    assert resolve(after).targets["orchestrator"] == "a:1"
+    before = parser().parse_args(["--config", str(path), "--profile", "b", "jobs", "get", "x"])
+    assert resolve(before).targets["orchestrator"] == "b:1"

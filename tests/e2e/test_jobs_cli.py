@@ -151,6 +151,13 @@ async def test_failures_exit_codes_cancel_and_retry(
     assert ran.returncode == FAILED, ran.stdout + ran.stderr
     assert "ended DEAD_LETTER" in ran.stdout
     failed_id = ran.stdout.split()[1]
+    # The same with --json: the created job, then each change, one JSON object a line.
+    lines = await accord("jobs", "create", "--spec", str(failing), "--wait", "--json")
+    assert lines.returncode == FAILED, lines.stderr
+    created, *changes = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert created["job"]["state"] == "JOB_STATE_QUEUED"
+    assert changes[-1]["change"]["state"] == "JOB_STATE_DEAD_LETTER"
+    assert changes[-1]["job"]["attempts"][0]["errorMessage"]
     retried = await accord("jobs", "retry", failed_id, "--json")
     assert retried.returncode == OK, retried.stderr
     assert json.loads(retried.stdout)["state"] == "JOB_STATE_QUEUED"

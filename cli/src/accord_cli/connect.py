@@ -112,6 +112,9 @@ def add_connection_options(
     parser.add_argument("--tls-cert", type=Path, default=None, help="client certificate (mTLS)")
     parser.add_argument("--tls-key", type=Path, default=None, help="client key (mTLS)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per call (60)")
+    # Also after the command; SUPPRESS keeps a value given before it when not repeated here.
+    parser.add_argument("--profile", default=argparse.SUPPRESS, help="as before the command")
+    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="likewise")
 
 
 def load_profile(config: Path | None, name: str | None) -> tuple[str | None, dict[str, Any]]:

@@ -33,7 +33,7 @@ from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2_grpc
 from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord_cli.connect import Connection, add_connection_options, resolve
-from accord_cli.output import FAILED, OK, Exit, Printer, add_output_options, command, table
+from accord_cli.output import FAILED, OK, USAGE, Exit, Printer, add_output_options, command, table
 from accord_cli.specs import ENGINES, extract, read_spec, read_specs, url_spec
 from accord_kit.backoff import Backoff
 
@@ -44,6 +44,7 @@ STATES = {
 }
 # A watch follows a job for up to a day; a dropped stream is resumed up to 30 times in a row.
 WATCH_FOR, RESUMES = 24 * 3600.0, 30
+# The states a job stays in (until RetryJob, for DEAD_LETTER): WatchJob ends there.
 TERMINAL = frozenset(
     {
         job_pb2.JOB_STATE_SUCCEEDED,
@@ -114,13 +115,16 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
 @command("jobs")
 def run_create(args: argparse.Namespace, out: Printer) -> int:
     if args.extract and not args.url:
-        raise Exit(2, "--extract goes with --url; put extract steps in the --spec file")
+        raise Exit(USAGE, "--extract goes with --url; put extract steps in the --spec file")
     spec = read_spec(args.spec) if args.spec else url_spec(args.url, args.engine, args.extract)
     request = pb.CreateJobRequest(request_id=args.request_id or uuid.uuid4().hex, spec=spec)
     response = _call(args, "CreateJob", request)
-    out.emit(response, lambda: _job_block(response.job))
     if not args.wait:
+        out.emit(response, lambda: _job_block(response.job))
         return OK
+    # Then one JSON object per line, like watch's, so a script reads the lot line by line.
+    created = json_format.MessageToJson(response, indent=None)
+    out.line(created if out.json else _job_block(response.job))
     args.after_version = response.job.version
     return _follow(args, out, response.job.job_id)
 

@@ -40,6 +40,7 @@ from accord.orchestrator.v1 import (
 )
 from accord.policy.v1 import policy_service_pb2_grpc
 from accord_cli.connect import Connection, add_connection_options, resolve
+from accord_cli.jobs import TERMINAL
 from accord_cli.schema import comments, message_schema
 from accord_cli.status import CallFailure, read_failure
 
@@ -54,14 +55,6 @@ STUBS: Mapping[str, tuple[str, Callable[[grpc.aio.Channel], Any]]] = {
     "accord.audit.v1.AuditService": ("audit", audit_service_pb2_grpc.AuditServiceStub),
 }
 WATCH_DEFAULT_SECONDS, WATCH_MAX_SECONDS = 60, 600
-TERMINAL = frozenset(
-    {
-        job_pb2.JOB_STATE_SUCCEEDED,
-        job_pb2.JOB_STATE_REJECTED,
-        job_pb2.JOB_STATE_DEAD_LETTER,
-        job_pb2.JOB_STATE_CANCELLED,
-    }
-)
 
 
 @dataclass(frozen=True)
