@@ -150,7 +150,7 @@ def run_revoke(args: argparse.Namespace, out: Printer) -> int:
         raise Exit(USAGE, "no admin token: give --token-file or $ACCORD_TOKEN")
     with conn.channel("policy") as channel:
         stub = token_service_pb2_grpc.TokenServiceStub(channel)
-        stub.RevokeToken(request, metadata=conn.metadata(), timeout=10)
+        stub.RevokeToken(request, metadata=conn.metadata(), timeout=conn.timeout)
     out.line(f"revoked {request.token_id}")
     return OK
 

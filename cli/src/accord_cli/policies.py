@@ -118,7 +118,7 @@ def _call(args: argparse.Namespace, method: str, request: Message) -> Any:
     conn = resolve(args)
     with conn.channel("policy") as channel:
         stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
-        return getattr(stub, method)(request, metadata=conn.metadata(), timeout=15)
+        return getattr(stub, method)(request, metadata=conn.metadata(), timeout=conn.timeout)
 
 
 _run = output.command("policies")
