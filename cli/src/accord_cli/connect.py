@@ -113,8 +113,12 @@ def add_connection_options(
     parser.add_argument("--tls-key", type=Path, default=None, help="client key (mTLS)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per call (60)")
     # Also after the command; SUPPRESS keeps a value given before it when not repeated here.
-    parser.add_argument("--profile", default=argparse.SUPPRESS, help="as before the command")
-    parser.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="likewise")
+    parser.add_argument(
+        "--profile", default=argparse.SUPPRESS, help="profile of the config file ($ACCORD_PROFILE)"
+    )
+    parser.add_argument(
+        "--config", type=Path, default=argparse.SUPPRESS, help=f"config file ({DEFAULT_CONFIG})"
+    )
 
 
 def load_profile(config: Path | None, name: str | None) -> tuple[str | None, dict[str, Any]]:
