@@ -213,7 +213,9 @@ class AccordTools:
             stream.cancel()
         if last is None:
             get = job_service_pb2.GetJobRequest(job_id=request.job_id)  # type: ignore[attr-defined]
-            last = (await self.stub(tool.method).GetJob(get, metadata=self.conn.metadata())).job
+            stub = self.stub(tool.method)
+            got = await stub.GetJob(get, metadata=self.conn.metadata(), timeout=self.conn.timeout)
+            last = got.job
         job = json_format.MessageToDict(last, preserving_proto_field_name=True)
         return {"finished": last.state in TERMINAL, "changes": changes, "job": job}
 
