@@ -24,11 +24,12 @@ async def mcp_url() -> AsyncIterator[str]:
         stderr=subprocess.PIPE,
     )
     try:
-        for _ in range(200):  # up to 20 s for the interpreter and the imports
-            if accepts_connections("127.0.0.1", port) or process.poll() is not None:
-                break
+        # Up to 60 s for the interpreter and the imports, on a machine that may be busy.
+        deadline = asyncio.get_running_loop().time() + 60
+        while not accepts_connections("127.0.0.1", port):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert asyncio.get_running_loop().time() < deadline, "accord mcp never listened"
             await asyncio.sleep(0.1)
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()
