@@ -94,7 +94,7 @@ async def test_every_workflows_and_webhooks_command(workflow_cluster: Cluster) -
     assert "test" in log.stdout
 
     bad = await accord(c, "workflows", "create", "x", "--uptime", "ftp://nowhere/")
-    assert bad.returncode == 1
+    assert bad.returncode == 2
     assert "workflow.uptime.url" in bad.stderr
     no_secret = await accord(
         c, "workflows", "create", "y", "--uptime", c.site.base, "--webhook", c.receiver.url
@@ -103,7 +103,7 @@ async def test_every_workflows_and_webhooks_command(workflow_cluster: Cluster) -
     gone = await accord(c, "workflows", "delete", wid)
     assert gone.returncode == 0
     missing = await accord(c, "workflows", "get", wid)
-    assert missing.returncode == 1
+    assert missing.returncode == 3
     assert "NOT_FOUND" in missing.stderr
 
 

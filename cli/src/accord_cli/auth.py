@@ -19,11 +19,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from accord.policy.v1 import token_service_pb2, token_service_pb2_grpc
-from accord_kit import auth, tokens
-from accord_kit.ports import default_target
+from accord_cli.connect import add_connection_options, resolve
+from accord_cli.output import OK, USAGE, Exit, Printer, command
+from accord_kit import tokens
 
 DEFAULT_KEY = Path(".accord/auth/signing.jwk")
 _TTL = re.compile(r"^(\d+)([smhd])$")
@@ -87,16 +86,8 @@ def register(commands: Any) -> None:
     which.add_argument("token", nargs="?", help="the token itself (its id and expiry are read)")
     which.add_argument("--id", dest="token_id", help="the token id (jti) alone")
     revoke.add_argument("--reason", default="", help="recorded in the audit log")
-    revoke.add_argument("--policy", default=default_target("policy"), help="policy service address")
-    revoke.add_argument(
-        "--token-file",
-        type=Path,
-        default=None,
-        help="your tokens:admin token (default: $ACCORD_TOKEN, then .accord/auth/admin.token)",
-    )
-    revoke.add_argument("--tls-ca", type=Path, help="CA of a policy service that serves TLS")
-    revoke.add_argument("--tls-cert", type=Path, help="client certificate, for mTLS")
-    revoke.add_argument("--tls-key", type=Path, help="client key, for mTLS")
+    # The caller's token must carry tokens:admin.
+    add_connection_options(revoke, ("policy",))
     revoke.set_defaults(run=run_revoke)
 
 
@@ -140,51 +131,28 @@ def run_issue(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_revoke(args: argparse.Namespace) -> int:
+# Every refusal of revoke has exited 2, like the rest of this group; scripts rely on it.
+@command("auth", exits=lambda _: USAGE)
+def run_revoke(args: argparse.Namespace, out: Printer) -> int:
     request = token_service_pb2.RevokeTokenRequest(reason=args.reason)
     if args.token:
         try:
             claims = tokens.unverified_claims(args.token)
         except Exception:
-            return fail("that is not a token; pass --id TOKEN_ID to revoke by id")
+            raise Exit(USAGE, "that is not a token; pass --id TOKEN_ID to revoke by id") from None
         request.token_id = str(claims.get("jti", ""))
         if "exp" in claims:
             request.expire_time.FromSeconds(int(claims["exp"]))
     else:
         request.token_id = args.token_id
-    try:
-        token = admin_token(args.token_file)
-    except OSError as exc:
-        return fail(f"no admin token: {exc}")
-    try:
-        channel = _channel(args)
-    except OSError as exc:
-        return fail(f"cannot read a TLS file: {exc}")
-    with channel:
+    conn = resolve(args)
+    if conn.token is None:
+        raise Exit(USAGE, "no admin token: give --token-file or $ACCORD_TOKEN")
+    with conn.channel("policy") as channel:
         stub = token_service_pb2_grpc.TokenServiceStub(channel)
-        try:
-            stub.RevokeToken(request, metadata=auth.bearer(token), timeout=10)
-        except grpc.RpcError as exc:
-            return fail(f"{exc.code().name}: {exc.details()}")
-    print(f"revoked {request.token_id}")
-    return 0
-
-
-def _channel(args: argparse.Namespace) -> grpc.Channel:
-    if args.tls_ca is None:
-        return grpc.insecure_channel(args.policy)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=args.tls_ca.read_bytes(),
-        private_key=args.tls_key.read_bytes() if args.tls_key else None,
-        certificate_chain=args.tls_cert.read_bytes() if args.tls_cert else None,
-    )
-    return grpc.secure_channel(args.policy, credentials)
-
-
-def admin_token(path: Path | None) -> str:
-    if path is None and (env := os.environ.get("ACCORD_TOKEN")):
-        return env.strip()
-    return (path or DEFAULT_KEY.with_name("admin.token")).read_text().strip()
+        stub.RevokeToken(request, metadata=conn.metadata(), timeout=conn.timeout)
+    out.line(f"revoked {request.token_id}")
+    return OK
 
 
 @dataclass(frozen=True)

@@ -5,41 +5,41 @@
     accord policies create web --allow example.com --allow '*.example.com' --network 10.0.0.0/8
     accord policies update POLICY_ID --allow example.org     (replaces that field only)
     accord policies delete POLICY_ID
-    accord policies evaluate spec.json                       a JobSpec as JSON; a dry run
+    accord policies evaluate spec.yaml                       a JobSpec, JSON or YAML; a dry run
     accord policies check-url https://example.com/ --mode public
 
-Exit codes: 0 done (or allowed), 1 denied by policy, 2 bad usage or input, 3 not found or
-stale etag, 4 the service failed or could not be reached.
+Address, token, TLS and profile options and the exit codes are every group's (see
+`accord_cli.connect` and `accord_cli.output`): 0 done (or allowed), 1 denied by policy,
+2 bad usage or input, 3 not found or stale etag, 4 the service failed or was unreachable.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf import field_mask_pb2, json_format
 from google.protobuf.message import Message
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_pb2, policy_service_pb2_grpc
 from accord.policy.v1 import policy_service_pb2 as pb
-from accord_cli.auth import admin_token
-from accord_kit import auth
+from accord_cli import output
+from accord_cli.connect import add_connection_options, resolve
+from accord_cli.output import Exit, Printer, add_output_options, table
+from accord_cli.specs import read_spec
 
-OK, DENIED, USAGE, MISSING, FAILED = 0, 1, 2, 3, 4
-_CODES = {
-    grpc.StatusCode.INVALID_ARGUMENT: USAGE,
-    grpc.StatusCode.ALREADY_EXISTS: USAGE,
-    grpc.StatusCode.NOT_FOUND: MISSING,
-    grpc.StatusCode.ABORTED: MISSING,
-    grpc.StatusCode.FAILED_PRECONDITION: MISSING,
-}
+# The shared exit codes (accord_cli.output), by the names this group has always used.
+OK, DENIED, USAGE, MISSING, FAILED = (
+    output.OK,
+    output.FAILED,
+    output.USAGE,
+    output.MISSING,
+    output.UNAVAILABLE,
+)
 MODES = {
     m.removeprefix("AUTHORIZATION_MODE_").lower().replace("_", "-"): v
     for m, v in job_spec_pb2.AuthorizationMode.items()
@@ -54,18 +54,8 @@ def register(commands: Any) -> None:
 
     def command(name: str, help_: str, run: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, help=help_)
-        parser.add_argument(
-            "--policy",
-            default=os.environ.get("ACCORD_POLICY_TARGET", "127.0.0.1:50052"),
-            help="policy service address",
-        )
-        parser.add_argument(
-            "--token-file",
-            type=Path,
-            default=None,
-            help="token (default: $ACCORD_TOKEN, then .accord/auth/admin.token)",
-        )
-        parser.add_argument("--json", action="store_true", help="print the API's JSON")
+        add_connection_options(parser, ("policy",))
+        add_output_options(parser)
         parser.set_defaults(run=run)
         return parser
 
@@ -84,8 +74,8 @@ def register(commands: Any) -> None:
     delete = command("delete", "delete a policy", run_delete)
     delete.add_argument("policy_id")
     delete.add_argument("--etag", default="", help="expected etag (default: any)")
-    evaluate = command("evaluate", "decide a job spec (JSON file, - for stdin)", run_evaluate)
-    evaluate.add_argument("spec", help="JobSpec as JSON")
+    evaluate = command("evaluate", "decide a job spec (JSON/YAML file, - for stdin)", run_evaluate)
+    evaluate.add_argument("spec", help="JobSpec as JSON or YAML")
     evaluate.add_argument("--binding", action="store_true", help="record it (not a dry run)")
     check = command("check-url", "decide one URL as a request of a job", run_check_url)
     check.add_argument("url")
@@ -124,43 +114,14 @@ def _rules(args: argparse.Namespace) -> tuple[policy_pb2.PolicyRules, list[str]]
     return rules, paths
 
 
-class _Failed(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 def _call(args: argparse.Namespace, method: str, request: Message) -> Any:
-    try:
-        token = admin_token(args.token_file)
-        metadata: tuple[tuple[str, str], ...] = auth.bearer(token)
-    except OSError:
-        metadata = ()  # a server with auth off needs none
-    with grpc.insecure_channel(args.policy) as channel:
+    conn = resolve(args)
+    with conn.channel("policy") as channel:
         stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
-        try:
-            return getattr(stub, method)(request, metadata=metadata, timeout=15)
-        except grpc.RpcError as exc:
-            code = exc.code()
-            raise _Failed(_CODES.get(code, FAILED), f"{code.name}: {exc.details()}") from None
+        return getattr(stub, method)(request, metadata=conn.metadata(), timeout=conn.timeout)
 
 
-def _run(body: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(body(args))
-        except _Failed as exc:
-            print(f"accord policies: {exc}", file=sys.stderr)
-            return exc.code
-        except (OSError, ValueError, json_format.ParseError) as exc:
-            print(f"accord policies: {exc}", file=sys.stderr)
-            return USAGE
-
-    return run
-
-
-def _print(args: argparse.Namespace, message: Message, text: str) -> None:
-    print(json_format.MessageToJson(message) if args.json else text)
+_run = output.command("policies")
 
 
 def _policy_text(p: policy_pb2.Policy) -> str:
@@ -189,54 +150,51 @@ def _outcome(d: decision_pb2.PolicyDecision) -> int:
 
 
 @_run
-def run_list(args: argparse.Namespace) -> int:
+def run_list(args: argparse.Namespace, out: Printer) -> int:
     response = _call(args, "ListPolicies", pb.ListPoliciesRequest(page_size=args.page_size))
-    rows = [("ID", "NAME", "REVISION", "ALLOWED DOMAINS", "NETWORKS")]
-    for p in response.policies:
-        rows.append(
-            (
-                p.policy_id,
-                p.display_name,
-                str(p.revision),
-                ",".join(p.rules.allowed_domains) or "-",
-                ",".join(p.rules.allowed_networks) or "-",
-            )
+    rows = [
+        (
+            p.policy_id,
+            p.display_name,
+            str(p.revision),
+            ",".join(p.rules.allowed_domains) or "-",
+            ",".join(p.rules.allowed_networks) or "-",
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    table = "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
-    _print(args, response, table)
+        for p in response.policies
+    ]
+    header = ("ID", "NAME", "REVISION", "ALLOWED DOMAINS", "NETWORKS")
+    out.emit(response, lambda: table(header, rows))
     return OK
 
 
 @_run
-def run_get(args: argparse.Namespace) -> int:
+def run_get(args: argparse.Namespace, out: Printer) -> int:
     policy = _call(args, "GetPolicy", pb.GetPolicyRequest(policy_id=args.policy_id)).policy
-    _print(args, policy, _policy_text(policy))
+    out.emit(policy, _policy_text(policy))
     return OK
 
 
 @_run
-def run_create(args: argparse.Namespace) -> int:
+def run_create(args: argparse.Namespace, out: Printer) -> int:
     rules, _ = _rules(args)
     request = pb.CreatePolicyRequest(
         request_id=args.request_id or uuid.uuid4().hex,
         policy=policy_pb2.Policy(display_name=args.name, rules=rules),
     )
     policy = _call(args, "CreatePolicy", request).policy
-    _print(args, policy, _policy_text(policy))
+    out.emit(policy, _policy_text(policy))
     return OK
 
 
 @_run
-def run_update(args: argparse.Namespace) -> int:
+def run_update(args: argparse.Namespace, out: Printer) -> int:
     rules, paths = _rules(args)
     if args.name is not None:
         paths.append("display_name")
     if not paths:
-        raise ValueError(
-            "nothing to change: give --name, --allow, --deny, --network, --max-mode or --rules"
+        raise Exit(
+            USAGE,
+            "nothing to change: give --name, --allow, --deny, --network, --max-mode or --rules",
         )
     etag = args.etag
     if etag is None:
@@ -248,35 +206,33 @@ def run_update(args: argparse.Namespace) -> int:
         policy=policy, update_mask=field_mask_pb2.FieldMask(paths=paths)
     )
     updated = _call(args, "UpdatePolicy", request).policy
-    _print(args, updated, _policy_text(updated))
+    out.emit(updated, _policy_text(updated))
     return OK
 
 
 @_run
-def run_delete(args: argparse.Namespace) -> int:
+def run_delete(args: argparse.Namespace, out: Printer) -> int:
     response = _call(
         args, "DeletePolicy", pb.DeletePolicyRequest(policy_id=args.policy_id, etag=args.etag)
     )
-    _print(args, response, f"deleted {args.policy_id}")
+    out.emit(response, f"deleted {args.policy_id}")
     return OK
 
 
 @_run
-def run_evaluate(args: argparse.Namespace) -> int:
-    text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text()
-    spec = json_format.Parse(text, job_spec_pb2.JobSpec())
-    request = pb.EvaluateJobRequest(spec=spec, dry_run=not args.binding)
+def run_evaluate(args: argparse.Namespace, out: Printer) -> int:
+    request = pb.EvaluateJobRequest(spec=read_spec(args.spec), dry_run=not args.binding)
     decision = _call(args, "EvaluateJob", request).decision
-    _print(args, decision, _decision_text(decision))
+    out.emit(decision, _decision_text(decision))
     return _outcome(decision)
 
 
 @_run
-def run_check_url(args: argparse.Namespace) -> int:
+def run_check_url(args: argparse.Namespace, out: Printer) -> int:
     request = pb.CheckUrlRequest(
         url=args.url, engine=ENGINES[args.engine], authorization_mode=MODES[args.mode]
     )
     response = _call(args, "CheckUrl", request)
     where = f", addresses {', '.join(response.addresses)}" if response.addresses else ""
-    _print(args, response, _decision_text(response.decision, where))
+    out.emit(response, _decision_text(response.decision, where))
     return _outcome(response.decision)

@@ -5,15 +5,15 @@
     accord schedules get ID --json
     accord schedules backfill ID --start 2026-01-01T00:00Z --end 2026-01-02T00:00Z
 
-Next fire times print in the schedule's zone. Exit codes: 0 done, 1 the service refused
-(its status and field violations on stderr), 2 bad usage.
+Next fire times print in the schedule's zone. Address, token, TLS, profile and output
+options are every group's (`accord_cli.connect`, `accord_cli.output`). Exit codes: 0 done,
+1 the service refused (its status and field violations on stderr), 2 bad usage: this group
+has always answered 1 for every refusal, and scripts rely on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,16 +21,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import grpc
-from google.protobuf import field_mask_pb2, json_format
+from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import schedule_pb2, schedule_service_pb2, schedule_service_pb2_grpc
-from accord_cli.auth import DEFAULT_KEY, ttl
-from accord_kit import auth
+from accord_cli.auth import ttl
+from accord_cli.connect import add_connection_options, resolve
+from accord_cli.output import Printer, add_output_options, command
+from accord_cli.specs import read_spec, url_spec
 
 pb = schedule_service_pb2
 OVERLAP = {
@@ -60,30 +59,22 @@ def register(commands: Any) -> None:
     top = commands.add_parser("schedules", help="schedules that fire jobs")
     sub = top.add_subparsers(dest="schedules_command", required=True)
 
-    def command(name: str, run: Callable[[argparse.Namespace, Any], Message], help: str) -> Any:
+    def cmd(name: str, run: Callable[[argparse.Namespace, Any], Message], help: str) -> Any:
         p = sub.add_parser(name, help=help)
-        p.add_argument(
-            "--orchestrator", default=os.environ.get("ACCORD_ORCHESTRATOR", "127.0.0.1:50051")
-        )
-        p.add_argument(
-            "--token-file",
-            type=Path,
-            default=None,
-            help="default: $ACCORD_TOKEN, then .accord/auth/admin.token",
-        )
-        p.add_argument("--json", action="store_true", help="print the response as JSON")
-        p.set_defaults(run=lambda args: _call(args, run))
+        add_connection_options(p, ("orchestrator",))
+        add_output_options(p)
+        p.set_defaults(run=_runner(run))
         return p
 
-    create = command("create", _create, "create a schedule")
+    create = cmd("create", _create, "create a schedule")
     create.add_argument("name")
     _calendar_args(create)
     create.add_argument("--url", help="the job: one HTTP request to this URL")
-    create.add_argument("--template", type=Path, help="the job: a JobSpec as JSON")
+    create.add_argument("--template", type=Path, help="the job: a JobSpec, JSON or YAML")
     create.add_argument("--request-id", default=None)
     _policy_args(create)
 
-    listing = command("list", _list, "list schedules")
+    listing = cmd("list", _list, "list schedules")
     state = listing.add_mutually_exclusive_group()
     state.add_argument("--paused", dest="paused", action="store_const", const=True)
     state.add_argument("--active", dest="paused", action="store_const", const=False)
@@ -96,13 +87,13 @@ def register(commands: Any) -> None:
         ("delete", _delete, "delete a schedule (its jobs are kept)"),
         ("resume", _resume, "resume a paused schedule"),
     ):
-        command(name, run, help).add_argument("schedule_id")
+        cmd(name, run, help).add_argument("schedule_id")
 
-    pause = command("pause", _pause, "stop a schedule firing")
+    pause = cmd("pause", _pause, "stop a schedule firing")
     pause.add_argument("schedule_id")
     pause.add_argument("--note", default="")
 
-    update = command("update", _update, "change a schedule (only the options given)")
+    update = cmd("update", _update, "change a schedule (only the options given)")
     update.add_argument("schedule_id")
     update.add_argument("--name")
     _calendar_args(update)
@@ -110,12 +101,12 @@ def register(commands: Any) -> None:
     update.add_argument("--etag", help="default: the current one, read first")
     _policy_args(update)
 
-    trigger = command("trigger", _trigger, "fire now")
+    trigger = cmd("trigger", _trigger, "fire now")
     trigger.add_argument("schedule_id")
     trigger.add_argument("--request-id", default=None)
     trigger.add_argument("--overlap", choices=sorted(OVERLAP))
 
-    backfill = command("backfill", _backfill, "fire every fire time of a past range")
+    backfill = cmd("backfill", _backfill, "fire every fire time of a past range")
     backfill.add_argument("schedule_id")
     backfill.add_argument("--start", type=when, required=True)
     backfill.add_argument("--end", type=when, required=True)
@@ -168,13 +159,8 @@ def _spec(args: argparse.Namespace) -> tuple[schedule_pb2.ScheduleSpec, list[str
 
 def _template(args: argparse.Namespace) -> job_spec_pb2.JobSpec | None:
     if getattr(args, "template", None):
-        return json_format.Parse(args.template.read_text(), job_spec_pb2.JobSpec())
-    if args.url:
-        return job_spec_pb2.JobSpec(
-            engine=job_spec_pb2.ENGINE_HTTP,
-            steps=[job_spec_pb2.Step(name="page", request=job_spec_pb2.RequestStep(url=args.url))],
-        )
-    return None
+        return read_spec(args.template)
+    return url_spec(args.url) if args.url else None
 
 
 def _policies(args: argparse.Namespace, s: schedule_pb2.Schedule) -> list[str]:
@@ -265,37 +251,21 @@ def _backfill(args: argparse.Namespace, stub: Any) -> Any:
 
 
 def _md(args: argparse.Namespace) -> dict[str, Any]:
-    token = os.environ.get("ACCORD_TOKEN", "").strip()
-    path = args.token_file or DEFAULT_KEY.with_name("admin.token")
-    if args.token_file or (not token and path.exists()):
-        token = path.read_text().strip()
-    return {"metadata": auth.bearer(token) if token else None, "timeout": 60}
+    conn = resolve(args)
+    return {"metadata": conn.metadata() or None, "timeout": conn.timeout}
 
 
-def _call(args: argparse.Namespace, run: Callable[[argparse.Namespace, Any], Message]) -> int:
-    with grpc.insecure_channel(args.orchestrator) as channel:
-        stub = schedule_service_pb2_grpc.ScheduleServiceStub(channel)
-        try:
-            response = run(args, stub)
-        except grpc.RpcError as exc:
-            return _refused(exc)
-    if args.json:
-        print(json_format.MessageToJson(response, indent=2))
-    else:
-        print(_render(response))
-    return 0
+def _runner(
+    run: Callable[[argparse.Namespace, Any], Message],
+) -> Callable[[argparse.Namespace], int]:
+    @command("schedules", exits=lambda _: 1)
+    def call(args: argparse.Namespace, out: Printer) -> int:
+        with resolve(args).channel("orchestrator") as channel:
+            response = run(args, schedule_service_pb2_grpc.ScheduleServiceStub(channel))
+        out.emit(response, lambda: _render(response))
+        return 0
 
-
-def _refused(exc: grpc.RpcError) -> int:
-    code = exc.code()
-    print(f"error: {code.name}: {exc.details()}", file=sys.stderr)
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    for detail in status.details if status is not None else ():
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            for v in bad.field_violations:
-                print(f"  {v.field}: {v.description}", file=sys.stderr)
-    return 1
+    return call
 
 
 def _render(response: Message) -> str:
@@ -377,7 +347,5 @@ def _action(a: schedule_pb2.ScheduleAction, zone: str) -> str:
     return f"{at}  {what}{count}  {a.note}"
 
 
-# What the other resource commands share with this one: credentials, errors, calendars.
-metadata = _md
-refused = _refused
+# What the workflow commands share with this one: how a calendar reads.
 calendar_text = _calendar

@@ -11,23 +11,21 @@
     accord webhooks test WORKFLOW_ID WEBHOOK_ID
 
 A webhook's signing secret is read from $ACCORD_WEBHOOK_SECRET or --webhook-secret-file,
-never from the command line (where other users of the machine could read it). Exit codes:
-0 done, 1 the service refused (its status and field violations on stderr), 2 bad usage.
+never from the command line (where other users of the machine could read it). Address, token,
+TLS, profile, output options and exit codes are every group's (`accord_cli.connect`,
+`accord_cli.output`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
-import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from accord.common.v1 import job_spec_pb2 as js
@@ -36,6 +34,8 @@ from accord.orchestrator.v1 import workflow_service_pb2 as pb
 from accord.orchestrator.v1 import workflow_service_pb2_grpc
 from accord_cli import schedules
 from accord_cli.auth import ttl
+from accord_cli.connect import add_connection_options, resolve
+from accord_cli.output import USAGE, Exit, Printer, add_output_options, command
 
 ENGINES = {"http": js.ENGINE_HTTP, "browser": js.ENGINE_BROWSER}
 MODES = {
@@ -56,17 +56,9 @@ def register(commands: Any) -> None:
 
 def _command(sub: Any, name: str, run: Run, help: str) -> Any:
     p = sub.add_parser(name, help=help)
-    p.add_argument(
-        "--orchestrator", default=os.environ.get("ACCORD_ORCHESTRATOR", "127.0.0.1:50051")
-    )
-    p.add_argument(
-        "--token-file",
-        type=Path,
-        default=None,
-        help="default: $ACCORD_TOKEN, then .accord/auth/admin.token",
-    )
-    p.add_argument("--json", action="store_true", help="print the response as JSON")
-    p.set_defaults(run=lambda args: _call(args, run))
+    add_connection_options(p, ("orchestrator",))
+    add_output_options(p)
+    p.set_defaults(run=_runner(run))
     return p
 
 
@@ -142,11 +134,7 @@ def _secret(args: argparse.Namespace) -> str:
         return str(args.webhook_secret_file.read_text().strip())
     secret = os.environ.get("ACCORD_WEBHOOK_SECRET", "")
     if not secret:
-        print(
-            "error: webhooks need $ACCORD_WEBHOOK_SECRET or --webhook-secret-file",
-            file=sys.stderr,
-        )
-        sys.exit(2)
+        raise Exit(USAGE, "webhooks need $ACCORD_WEBHOOK_SECRET or --webhook-secret-file")
     return secret
 
 
@@ -243,21 +231,19 @@ def _deliveries(args: argparse.Namespace, stub: Any) -> Any:
 
 
 def _md(args: argparse.Namespace) -> dict[str, Any]:
-    return schedules.metadata(args)
+    conn = resolve(args)
+    return {"metadata": conn.metadata() or None, "timeout": conn.timeout}
 
 
-def _call(args: argparse.Namespace, run: Run) -> int:
-    with grpc.insecure_channel(args.orchestrator) as channel:
-        stub = workflow_service_pb2_grpc.WorkflowServiceStub(channel)
-        try:
-            response = run(args, stub)
-        except grpc.RpcError as exc:
-            return schedules.refused(exc)
-    if args.json:
-        print(json_format.MessageToJson(response, indent=2))
-    else:
-        print(_render(response))
-    return 0
+def _runner(run: Run) -> Callable[[argparse.Namespace], int]:
+    @command("workflows")
+    def call(args: argparse.Namespace, out: Printer) -> int:
+        with resolve(args).channel("orchestrator") as channel:
+            response = run(args, workflow_service_pb2_grpc.WorkflowServiceStub(channel))
+        out.emit(response, lambda: _render(response))
+        return 0
+
+    return call
 
 
 def _table(rows: Sequence[tuple[str, ...]], token: str) -> str:
