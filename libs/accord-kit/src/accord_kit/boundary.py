@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from accord_kit import caller, strings, validation
+from accord_kit import caller, pages, strings, validation
 from accord_kit.auth import Authenticator
 from accord_kit.errors import (
     AccordError,
@@ -117,16 +117,18 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: 
 
 
 def _wrap_unary(
-    auth: Authenticator, method: str, behavior: Callable[..., Awaitable[Any]]
+    auth: Authenticator, page_key: bytes, method: str, behavior: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Any]:
     async def handler(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         try:
             bound = caller.bind(auth.admit(method, context.invocation_metadata()))
+            key = pages.bind(page_key)
             try:
                 validate(request)
                 response = await behavior(request, context)
             finally:
+                pages.unbind(key)
                 caller.unbind(bound)
         except Exception as exc:
             await _abort(context, method, exc)
@@ -138,7 +140,7 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    auth: Authenticator, method: str, behavior: Callable[..., Any]
+    auth: Authenticator, page_key: bytes, method: str, behavior: Callable[..., Any]
 ) -> Callable[..., Any]:
     async def handler(
         request: Message, context: grpc.aio.ServicerContext[Any, Any]
@@ -146,6 +148,7 @@ def _wrap_stream(
         try:
             # Bound for the whole stream: the generator runs in this call's own task.
             caller.bind(auth.admit(method, context.invocation_metadata()))
+            pages.bind(page_key)
             validate(request)
             async for item in behavior(request, context):
                 yield item
@@ -159,8 +162,9 @@ def _wrap_stream(
 class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every unary-request handler; health and reflection pass through untouched."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, page_key: bytes) -> None:
         self._auth = auth
+        self._page_key = page_key
 
     async def intercept_service(
         self,
@@ -173,13 +177,13 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(self._auth, method, handler.unary_unary),
+                _wrap_unary(self._auth, self._page_key, method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(self._auth, method, handler.unary_stream),
+                _wrap_stream(self._auth, self._page_key, method, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -108,7 +108,7 @@ class ScheduleUseCases:
         labels = dict(request.labels)
         filters = [tenant, paused, sorted(labels.items())]
         limit = pages.page_size(request.page_size)
-        position = pages.decode(request.page_token, filters)
+        position = pages.decode(request.page_token, filters, shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
             found = await ss.list_schedules(s, tenant, paused, labels, position, limit + 1)
             views = await self._views(s, found[:limit])

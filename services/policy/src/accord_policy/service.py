@@ -74,8 +74,9 @@ class PolicyUseCases:
         self, tenant: str, size: int, token: str
     ) -> tuple[list[policy_pb2.Policy], str]:
         limit = pages.page_size(size)
+        position = pages.decode(token, tenant, shape=(pages.TIME, pages.UUID))
         async with self._sessions() as s:
-            found = await store.list_policies(s, tenant, pages.decode(token, tenant), limit + 1)
+            found = await store.list_policies(s, tenant, position, limit + 1)
         if len(found) <= limit:
             return found, ""
         last = found[limit - 1]
