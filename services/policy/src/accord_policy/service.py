@@ -199,10 +199,16 @@ def _etag() -> str:
 
 
 def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[str]:
-    if not p.policy_id:
-        raise InvalidArgument(
-            "policy is required", [FieldViolation("policy.policy_id", "required")]
-        )
+    # The policy itself is validated after the mask is applied; its id and etag say which
+    # version of which policy is changed, so both are required up front.
+    missing: list[FieldViolation] = []
+    if not _is_uuid(p):
+        missing.append(FieldViolation("policy.policy_id", "required, the policy's id (a UUID)"))
+    if not p.etag:
+        missing.append(FieldViolation("policy.etag", "required: read the policy, send its etag"))
+    if missing:
+        raise InvalidArgument("policy.policy_id and policy.etag are required", missing)
+    p.policy_id = p.policy_id.lower()
     bad = [
         p
         for p in mask.paths
@@ -220,6 +226,13 @@ def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[
             ],
         )
     return set(mask.paths)
+
+
+def _is_uuid(p: policy_pb2.Policy) -> bool:
+    try:
+        return str(uuid.UUID(p.policy_id)) == p.policy_id.lower()
+    except ValueError:
+        return False
 
 
 async def record_decisions(

@@ -81,7 +81,7 @@ class GetScheduleRequest(_message.Message):
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     def __init__(
         self,
         *,
@@ -269,7 +269,7 @@ class DeleteScheduleRequest(_message.Message):
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     def __init__(
         self,
         *,
@@ -309,7 +309,7 @@ class PauseScheduleRequest(_message.Message):
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     note: _builtins.str
     """Why, shown on the schedule; up to 1024 characters."""
     def __init__(
@@ -358,7 +358,7 @@ class ResumeScheduleRequest(_message.Message):
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     def __init__(
         self,
         *,
@@ -406,7 +406,7 @@ class TriggerScheduleRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     request_id: _builtins.str
     """Idempotency key, as in CreateJobRequest."""
     overlap_policy: _schedule_pb2.OverlapPolicy.ValueType
@@ -465,7 +465,7 @@ class BackfillScheduleRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     overlap_policy: _schedule_pb2.OverlapPolicy.ValueType
     """Overrides the schedule's overlap policy for these fires; unset means the schedule's.
     Each fire of the range overlaps the one before it while that one's job is unfinished.
