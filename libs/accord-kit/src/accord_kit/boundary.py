@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from accord_kit import caller, pages, strings, validation
+from accord_kit import caller, pages, validation, wellformed
 from accord_kit.auth import Authenticator
 from accord_kit.errors import (
     AccordError,
@@ -47,22 +47,24 @@ _validator = validation.validator()
 
 
 def validate(message: Message, prefix: str = "") -> None:
-    """Raise InvalidArgument with one field violation per broken rule: the rules every
-    string obeys (`accord_kit.strings`, which also lowercases UUID ids), then protovalidate's.
+    """Raise InvalidArgument with one field violation per broken rule: first the rules
+    every request obeys (`accord_kit.wellformed`, which also lowercases UUID ids), then
+    protovalidate's.
 
     `prefix` names where the message sits in the request, for messages checked after a
     field mask was applied.
     """
-    violations = strings.check(message, prefix)
+    violations = wellformed.check(message, prefix)
+    if violations:  # protovalidate cannot even convert an ill-formed time to CEL
+        raise InvalidArgument("request is invalid", violations)
     try:
         _validator.validate(message)
     except protovalidate.ValidationError as exc:
-        violations += [
+        violations = [
             FieldViolation(prefix + _path(v.proto.field), v.proto.message, v.proto.rule_id)
             for v in exc.violations
         ]
-    if violations:
-        raise InvalidArgument("request is invalid", violations)
+        raise InvalidArgument("request is invalid", violations) from None
 
 
 def _path(field: Any) -> str:
