@@ -34,7 +34,15 @@ from accord_kit.errors import (
     Unauthenticated,
 )
 from accord_kit.revocations import Revocations
-from accord_kit.tokens import ALL_SCOPES, Claims, KeySet, TokenError, WatchedFile, verify
+from accord_kit.tokens import (
+    ALL_SCOPES,
+    DEFAULT_LEEWAY,
+    Claims,
+    KeySet,
+    TokenError,
+    WatchedFile,
+    verify,
+)
 
 AUTHORIZATION = "authorization"
 TENANT_METADATA = "accord-tenant"
@@ -135,8 +143,10 @@ class Authenticator:
         revocations: Revocations,
         limiter: RateLimiter,
         service_limiter: RateLimiter,
+        leeway: float = DEFAULT_LEEWAY,
     ) -> None:
         self.keys = keys
+        self.leeway = leeway
         self.revocations = revocations
         self._limiter = limiter
         self._service_limiter = service_limiter
@@ -160,6 +170,7 @@ class Authenticator:
             Revocations(),
             RateLimiter(settings.rate_limit, settings.rate_limit_burst),
             RateLimiter(settings.service_rate_limit, settings.service_rate_limit * 2),
+            settings.token_leeway_seconds,
         )
 
     @property
@@ -222,7 +233,7 @@ class Authenticator:
     def _claims(self, token: str) -> Claims:
         claims = self._verified.get(token)
         if claims is not None:
-            if claims.expires_at + 30 < time.time():
+            if claims.expires_at + self.leeway < time.time():
                 del self._verified[token]
                 raise Unauthenticated(
                     "bearer token has expired", metadata={"cause": "TOKEN_EXPIRED"}
@@ -230,7 +241,7 @@ class Authenticator:
             return claims
         assert self.keys is not None
         try:
-            claims = verify(token, self.keys)
+            claims = verify(token, self.keys, leeway=self.leeway)
         except TokenError as exc:
             raise Unauthenticated(str(exc), metadata={"cause": exc.reason}) from None
         if len(self._verified) >= _CACHE_LIMIT:

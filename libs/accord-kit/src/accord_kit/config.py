@@ -54,6 +54,14 @@ class ServiceSettings(BaseSettings):
     page_token_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("page_token_key", "ACCORD_PAGE_TOKEN_KEY")
     )
+    # Seconds a token is still accepted after it expires (suite-wide): the clock skew
+    # allowed between whoever issues tokens and the services, 0 to 300. Default 5.
+    token_leeway_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        validation_alias=AliasChoices("token_leeway_seconds", "ACCORD_TOKEN_LEEWAY_SECONDS"),
+    )
     # This service's own token, for the calls it makes to other services.
     token_file: Path | None = None
     # Calls per second each principal may make on average, and its burst.

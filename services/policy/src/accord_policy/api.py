@@ -117,4 +117,4 @@ class TokenApi(token_service_pb2_grpc.TokenServiceServicer):
     async def ListRevokedTokens(
         self, request: tpb.ListRevokedTokensRequest, context: Ctx
     ) -> tpb.ListRevokedTokensResponse:
-        return tpb.ListRevokedTokensResponse(revoked=await self._cases.listed())
+        return tpb.ListRevokedTokensResponse(revoked=await self._cases.listed(caller.principal()))
