@@ -12,8 +12,8 @@ import jwt
 import pytest
 
 from accord.policy.v1 import policy_service_pb2  # noqa: F401 - registers the descriptors
-from accord_kit import tokens
-from accord_kit.auth import Authenticator, RateLimiter
+from accord_kit import caller, tokens
+from accord_kit.auth import ACTOR_METADATA, Authenticator, Principal, RateLimiter, acting_for
 from accord_kit.config import ServiceSettings
 from accord_kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from accord_kit.revocations import Revocations
@@ -195,3 +195,30 @@ def test_a_token_id_names_its_tenant_and_a_service_tokens_none(tmp_path: Path) -
     assert tokens.tenant_of(service.token_id) is None
     for other in ("acme", "acme_", "_" + "0" * 32, "Acme_" + "0" * 32, "acme_" + "0" * 31):
         assert tokens.tenant_of(other) is None
+
+
+def test_a_service_names_who_it_calls_for_and_only_a_service_can(tmp_path: Path) -> None:
+    key = tokens.generate_key()
+    auth = authenticator(key_set(tmp_path, key))
+    service = bearer(issue(key, tenant=tokens.SERVICE_TENANT, subject="service:orchestrator"))
+    forwarded = auth.admit(LIST, (*service, *acting_for("acme", "alice@acme")))
+    assert (forwarded.subject, forwarded.actor, forwarded.tenant) == (
+        "service:orchestrator",
+        "alice@acme",
+        "acme",
+    )
+    assert auth.admit(LIST, (*service, *acting_for("acme"))).actor == "service:orchestrator"
+    tenant = bearer(issue(key, subject="mallory"))
+    assert auth.admit(LIST, (*tenant, (ACTOR_METADATA, "alice@acme"))).actor == "mallory"
+    with pytest.raises(InvalidArgument):
+        auth.admit(LIST, (*service, *acting_for("acme", "x" * 257)))
+
+
+def test_a_service_forwards_the_actor_of_the_call_it_serves() -> None:
+    user = Principal("alice@acme", "acme", frozenset(), is_service=False)
+    bound = caller.bind(user)
+    try:
+        assert dict(caller.acting_for("acme"))[ACTOR_METADATA] == "alice@acme"
+    finally:
+        caller.unbind(bound)
+    assert ACTOR_METADATA not in dict(caller.acting_for("acme"))

@@ -46,6 +46,10 @@ from accord_kit.tokens import (
 
 AUTHORIZATION = "authorization"
 TENANT_METADATA = "accord-tenant"
+# Who a service's call is on behalf of: the subject of the call it is serving, so events
+# name the user who caused them through every hop. Read from service tokens only.
+ACTOR_METADATA = "accord-actor"
+_ACTOR = re.compile(r"^[\x20-\x7e]{1,256}$")
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CACHE_LIMIT = 10_000
@@ -64,6 +68,13 @@ class Principal:
     scopes: frozenset[str]
     is_service: bool
     token_id: str = ""
+    # For a service token: the subject it calls on behalf of (ACTOR_METADATA), if any.
+    on_behalf_of: str = ""
+
+    @property
+    def actor(self) -> str:
+        """Who caused the call: the user a service acts for, else the caller itself."""
+        return self.on_behalf_of or self.subject
 
     @property
     def rate_key(self) -> str:
@@ -221,13 +232,20 @@ class Authenticator:
             raise Unauthenticated("bearer token has been revoked", metadata={"cause": "REVOKED"})
         if claims.is_service:
             tenant = _tenant(acting) if acting else None
-        else:
-            tenant = claims.tenant
-            if acting is not None and acting != tenant:
-                raise PermissionDenied(
-                    "a tenant's token cannot act for another tenant",
-                    metadata={"cause": "TENANT_MISMATCH"},
-                )
+            return Principal(
+                claims.subject,
+                tenant,
+                claims.scopes,
+                True,
+                claims.token_id,
+                _actor(_metadata(metadata, ACTOR_METADATA)),
+            )
+        tenant = claims.tenant
+        if acting is not None and acting != tenant:
+            raise PermissionDenied(
+                "a tenant's token cannot act for another tenant",
+                metadata={"cause": "TENANT_MISMATCH"},
+            )
         return Principal(claims.subject, tenant, claims.scopes, claims.is_service, claims.token_id)
 
     def _claims(self, token: str) -> Claims:
@@ -255,9 +273,20 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return ((AUTHORIZATION, f"Bearer {token}"),)
 
 
-def acting_for(tenant: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata naming the tenant a service token acts for."""
-    return ((TENANT_METADATA, tenant),)
+def acting_for(tenant: str, actor: str = "") -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the tenant a service token acts for, and for whom."""
+    return ((TENANT_METADATA, tenant), *(((ACTOR_METADATA, actor),) if actor else ()))
+
+
+def _actor(value: str | None) -> str:
+    if value is None:
+        return ""
+    if not _ACTOR.match(value):
+        raise InvalidArgument(
+            "request is invalid",
+            [FieldViolation(ACTOR_METADATA, "must be 1 to 256 printable ASCII characters")],
+        )
+    return value
 
 
 class ServiceToken:

@@ -51,5 +51,5 @@ def envelope(
     )
     result.event_time.FromDatetime(event_time or datetime.now(UTC))
     if (principal := caller.current()) is not None:
-        result.actor = principal.subject
+        result.actor = principal.actor
     return result
