@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.events.v1 import policy_events_pb2
 from accord.policy.v1 import policy_pb2
-from accord_kit import events, outbox, pages
+from accord_kit import events, idempotency, outbox, pages
 from accord_kit.boundary import validate
 from accord_kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_policy import store
@@ -41,6 +41,7 @@ class PolicyUseCases:
 
     async def create(self, tenant: str, request_id: str, p: policy_pb2.Policy) -> policy_pb2.Policy:
         async with self._sessions.begin() as s:
+            await idempotency.claim(s, "policy.create", tenant, request_id)
             existing = await store.find_by_request(s, tenant, request_id)
             if existing is not None:
                 if (
