@@ -132,3 +132,25 @@ def test_lease_duration_is_what_its_comment_says(seconds: int | None, refused: b
     if seconds is not None:
         request.lease_duration.CopyFrom(duration_pb2.Duration(seconds=seconds))
     assert _refused(request) == (["lease_duration"] if refused else [])
+
+
+def test_every_list_rpc_pages() -> None:
+    """A list can grow: page_size and page_token in, next_page_token out."""
+    unpaged = []
+    for service in _services():
+        for method in service.methods:
+            if not method.name.startswith("List"):
+                continue
+            request, response = method.input_type.fields_by_name, method.output_type.fields_by_name
+            size, token = request.get("page_size"), request.get("page_token")
+            following = response.get("next_page_token")
+            if not (
+                size is not None
+                and size.type == FieldDescriptor.TYPE_INT32
+                and rules(size).int32.lte > 0
+                and token is not None
+                and rules(token).string.max_len > 0
+                and following is not None
+            ):
+                unpaged.append(method.full_name)
+    assert unpaged == []

@@ -144,6 +144,42 @@ async def test_a_tenant_admin_revokes_and_sees_only_its_own_tenants_tokens(
     assert {mine_id, theirs_id} <= operator_sees
 
 
+async def test_the_revocation_list_pages(policy_app: App) -> None:
+    operator = bearer(token(tokens.SERVICE_TENANT, ["tokens:admin"], subject="test:operator"))
+    async with channel(policy_app.port) as ch:
+        stub = token_service_pb2_grpc.TokenServiceStub(ch)
+        for n in range(3):
+            jti = tokens.unverified_claims(token("acme", subject=f"test:paged-{n}"))["jti"]
+            request = token_service_pb2.RevokeTokenRequest(token_id=jti, reason="paging")
+            await stub.RevokeToken(request, metadata=ADMIN)
+        whole = await stub.ListRevokedTokens(
+            token_service_pb2.ListRevokedTokensRequest(page_size=1000), metadata=operator
+        )
+        assert len(whole.revoked) >= 3
+        assert not whole.next_page_token
+        paged: list[str] = []
+        page_token = ""
+        for _ in range(len(whole.revoked) + 1):
+            page = await stub.ListRevokedTokens(
+                token_service_pb2.ListRevokedTokensRequest(page_size=2, page_token=page_token),
+                metadata=operator,
+            )
+            assert len(page.revoked) <= 2
+            paged += [r.token_id for r in page.revoked]
+            if not (page_token := page.next_page_token):
+                break
+        assert paged == [r.token_id for r in whole.revoked]
+        first = await stub.ListRevokedTokens(
+            token_service_pb2.ListRevokedTokensRequest(page_size=1), metadata=operator
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # the operator's token, for acme
+            await stub.ListRevokedTokens(
+                token_service_pb2.ListRevokedTokensRequest(page_token=first.next_page_token),
+                metadata=ADMIN,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_bad_revocation_requests_are_invalid(policy_app: App) -> None:
     async with channel(policy_app.port) as ch:
         stub = token_service_pb2_grpc.TokenServiceStub(ch)

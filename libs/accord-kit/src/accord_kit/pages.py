@@ -53,6 +53,10 @@ def _is_uuid(value: Any) -> bool:
         return False
 
 
+def _is_key(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 256 and "\x00" not in value
+
+
 def _is_index(value: Any) -> bool:
     return type(value) is int and 0 <= value <= _MAX_INDEX
 
@@ -63,6 +67,8 @@ UUID: Kind = _is_uuid
 """A UUID in its canonical lower-case spelling."""
 INDEX: Kind = _is_index
 """A non-negative 64-bit integer."""
+KEY: Kind = _is_key
+"""A non-empty string of up to 256 characters: a name or an id that is not a UUID."""
 
 # The key tokens are sealed with, bound by the boundary for each call. Outside a call (a
 # service's own tests of its use cases), a key of this process seals and opens them.

@@ -167,7 +167,7 @@ async def listed(nc: Client, tenant: str | None = None) -> list[Revocation]:
                     entries.append(found)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
-    return sorted(entries, key=lambda e: e.revoked_at)
+    return sorted(entries, key=lambda e: (e.revoked_at, e.token_id))
 
 
 async def _get(kv: KeyValue, token_id: str) -> Revocation | None:

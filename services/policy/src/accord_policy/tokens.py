@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord.events.v1 import policy_events_pb2
 from accord.policy.v1 import token_service_pb2 as pb
-from accord_kit import events, outbox, revocations, tokens
+from accord_kit import events, outbox, pages, revocations, tokens
 from accord_kit.auth import Principal
 from accord_kit.errors import PermissionDenied
 from accord_policy import tables as t
@@ -69,9 +69,27 @@ class TokenUseCases:
             pass  # a retried revocation: its event is already on its way
         return _message(entry)
 
-    async def listed(self, by: Principal) -> list[pb.RevokedToken]:
+    async def listed(
+        self, by: Principal, request: pb.ListRevokedTokensRequest
+    ) -> tuple[list[pb.RevokedToken], str]:
+        """One page of the list, oldest revocation first, and the next page's token."""
         tenant = None if by.is_service else by.tenant or ""
-        return [_message(e) for e in await revocations.listed(self._nc, tenant)]
+        filters = ["revocations", tenant]
+        position = pages.decode(request.page_token, filters, shape=(pages.TIME, pages.KEY))
+        entries = sorted(await revocations.listed(self._nc, tenant), key=_key)
+        if position is not None:
+            after = (datetime.fromisoformat(position[0]), position[1])
+            entries = [e for e in entries if _key(e) > after]
+        limit = pages.page_size(request.page_size)
+        page = entries[:limit]
+        if len(entries) <= limit:
+            return [_message(e) for e in page], ""
+        last = _key(page[-1])
+        return [_message(e) for e in page], pages.encode([last[0].isoformat(), last[1]], filters)
+
+
+def _key(entry: revocations.Revocation) -> tuple[datetime, str]:
+    return datetime.fromtimestamp(entry.revoked_at, UTC), entry.token_id
 
 
 def _message(entry: revocations.Revocation) -> pb.RevokedToken:
