@@ -7,6 +7,7 @@ every service, is held to the rules, so an RPC added later is held to them too.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterator
 from importlib import resources
 
@@ -154,3 +155,32 @@ def test_every_list_rpc_pages() -> None:
             ):
                 unpaged.append(method.full_name)
     assert unpaged == []
+
+
+def _bounded(string: validate_pb2.StringRules) -> bool:
+    if string.max_len or string.len or list(getattr(string, "in")) or string.uuid:
+        return True
+    if string.ip_prefix:
+        return True
+    # A pattern bounds the length when nothing in it (outside a [class]) repeats unbounded.
+    outside = re.sub(r"\[(?:\\.|[^\]])*\]", "c", string.pattern)
+    return bool(string.pattern) and not re.search(r"[*+]|\{\d+,\}", outside)
+
+
+def test_every_string_has_a_length_limit() -> None:
+    """Strings reachable from any request, map keys and values included."""
+    unlimited = []
+    for where, field in FIELDS:
+        found = rules(field)
+        target = field.message_type
+        if target is not None and target.GetOptions().map_entry:
+            key, value = target.fields_by_name["key"], target.fields_by_name["value"]
+            if key.type == FieldDescriptor.TYPE_STRING and not _bounded(found.map.keys.string):
+                unlimited.append(f"{where} (keys)")
+            if value.type == FieldDescriptor.TYPE_STRING and not _bounded(found.map.values.string):
+                unlimited.append(f"{where} (values)")
+        elif field.type == FieldDescriptor.TYPE_STRING:
+            string = found.repeated.items.string if field.is_repeated else found.string
+            if not _bounded(string):
+                unlimited.append(where)
+    assert unlimited == []

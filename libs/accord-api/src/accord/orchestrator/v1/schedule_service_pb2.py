@@ -29,7 +29,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-accord/orchestrator/v1/schedule_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x15\x43reateScheduleRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12:\n\x08schedule\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16\x43reateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"3\n\x12GetScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"I\n\x13GetScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\xf6\x01\n\x14ListSchedulesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x13\n\x06paused\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12R\n\x06labels\x18\x04 \x03(\x0b\x32\x38.accord.orchestrator.v1.ListSchedulesRequest.LabelsEntryB\x08\xbaH\x05\x9a\x01\x02\x10@\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_paused\"e\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x15UpdateScheduleRequest\x12:\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16UpdateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"6\n\x15\x44\x65leteScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"\x18\n\x16\x44\x65leteScheduleResponse\"M\n\x14PauseScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"K\n\x15PauseScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"6\n\x15ResumeScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"L\n\x16ResumeScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\xb5\x01\n\x16TriggerScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x33\n\nrequest_id\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12G\n\x0eoverlap_policy\x18\x03 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\"a\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x36\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32&.accord.orchestrator.v1.ScheduleAction\"\xef\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x36\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12G\n\x0eoverlap_policy\x18\x04 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\"d\n\x18\x42\x61\x63kfillScheduleResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x37\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32&.accord.orchestrator.v1.ScheduleAction2\xc7\t\n\x0fScheduleService\x12\x84\x01\n\x0e\x43reateSchedule\x12-.accord.orchestrator.v1.CreateScheduleRequest\x1a..accord.orchestrator.v1.CreateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12z\n\x0bGetSchedule\x12*.accord.orchestrator.v1.GetScheduleRequest\x1a+.accord.orchestrator.v1.GetScheduleResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x80\x01\n\rListSchedules\x12,.accord.orchestrator.v1.ListSchedulesRequest\x1a-.accord.orchestrator.v1.ListSchedulesResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x84\x01\n\x0eUpdateSchedule\x12-.accord.orchestrator.v1.UpdateScheduleRequest\x1a..accord.orchestrator.v1.UpdateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0e\x44\x65leteSchedule\x12-.accord.orchestrator.v1.DeleteScheduleRequest\x1a..accord.orchestrator.v1.DeleteScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x81\x01\n\rPauseSchedule\x12,.accord.orchestrator.v1.PauseScheduleRequest\x1a-.accord.orchestrator.v1.PauseScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0eResumeSchedule\x12-.accord.orchestrator.v1.ResumeScheduleRequest\x1a..accord.orchestrator.v1.ResumeScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x87\x01\n\x0fTriggerSchedule\x12..accord.orchestrator.v1.TriggerScheduleRequest\x1a/.accord.orchestrator.v1.TriggerScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x8a\x01\n\x10\x42\x61\x63kfillSchedule\x12/.accord.orchestrator.v1.BackfillScheduleRequest\x1a\x30.accord.orchestrator.v1.BackfillScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:writeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-accord/orchestrator/v1/schedule_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x15\x43reateScheduleRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12:\n\x08schedule\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16\x43reateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"3\n\x12GetScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"I\n\x13GetScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\x85\x02\n\x14ListSchedulesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x13\n\x06paused\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x61\n\x06labels\x18\x04 \x03(\x0b\x32\x38.accord.orchestrator.v1.ListSchedulesRequest.LabelsEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\x80\x02\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_paused\"e\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x15UpdateScheduleRequest\x12:\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16UpdateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"6\n\x15\x44\x65leteScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"\x18\n\x16\x44\x65leteScheduleResponse\"M\n\x14PauseScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"K\n\x15PauseScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"6\n\x15ResumeScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"L\n\x16ResumeScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\xb5\x01\n\x16TriggerScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x33\n\nrequest_id\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12G\n\x0eoverlap_policy\x18\x03 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\"a\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x36\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32&.accord.orchestrator.v1.ScheduleAction\"\xef\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x36\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12G\n\x0eoverlap_policy\x18\x04 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\"d\n\x18\x42\x61\x63kfillScheduleResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x37\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32&.accord.orchestrator.v1.ScheduleAction2\xc7\t\n\x0fScheduleService\x12\x84\x01\n\x0e\x43reateSchedule\x12-.accord.orchestrator.v1.CreateScheduleRequest\x1a..accord.orchestrator.v1.CreateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12z\n\x0bGetSchedule\x12*.accord.orchestrator.v1.GetScheduleRequest\x1a+.accord.orchestrator.v1.GetScheduleResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x80\x01\n\rListSchedules\x12,.accord.orchestrator.v1.ListSchedulesRequest\x1a-.accord.orchestrator.v1.ListSchedulesResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x84\x01\n\x0eUpdateSchedule\x12-.accord.orchestrator.v1.UpdateScheduleRequest\x1a..accord.orchestrator.v1.UpdateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0e\x44\x65leteSchedule\x12-.accord.orchestrator.v1.DeleteScheduleRequest\x1a..accord.orchestrator.v1.DeleteScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x81\x01\n\rPauseSchedule\x12,.accord.orchestrator.v1.PauseScheduleRequest\x1a-.accord.orchestrator.v1.PauseScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0eResumeSchedule\x12-.accord.orchestrator.v1.ResumeScheduleRequest\x1a..accord.orchestrator.v1.ResumeScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x87\x01\n\x0fTriggerSchedule\x12..accord.orchestrator.v1.TriggerScheduleRequest\x1a/.accord.orchestrator.v1.TriggerScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x8a\x01\n\x10\x42\x61\x63kfillSchedule\x12/.accord.orchestrator.v1.BackfillScheduleRequest\x1a\x30.accord.orchestrator.v1.BackfillScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:writeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,7 +49,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSCHEDULESREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTSCHEDULESREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
   _globals['_LISTSCHEDULESREQUEST'].fields_by_name['labels']._loaded_options = None
-  _globals['_LISTSCHEDULESREQUEST'].fields_by_name['labels']._serialized_options = b'\272H\005\232\001\002\020@'
+  _globals['_LISTSCHEDULESREQUEST'].fields_by_name['labels']._serialized_options = b'\272H\024\232\001\021\020@\"\006r\004\020\001\030?*\005r\003\030\200\002'
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule']._loaded_options = None
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule']._serialized_options = b'\272H\003\330\001\003'
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['update_mask']._loaded_options = None
@@ -103,35 +103,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSCHEDULERESPONSE']._serialized_start=507
   _globals['_GETSCHEDULERESPONSE']._serialized_end=580
   _globals['_LISTSCHEDULESREQUEST']._serialized_start=583
-  _globals['_LISTSCHEDULESREQUEST']._serialized_end=829
-  _globals['_LISTSCHEDULESREQUEST_LABELSENTRY']._serialized_start=773
-  _globals['_LISTSCHEDULESREQUEST_LABELSENTRY']._serialized_end=818
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=831
-  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=932
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=935
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=1075
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=1077
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=1153
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1155
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1209
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1211
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1235
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1237
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1314
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1316
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1391
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1393
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1447
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1449
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1525
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1528
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1709
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1711
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1808
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=1811
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=2050
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2052
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=2152
-  _globals['_SCHEDULESERVICE']._serialized_start=2155
-  _globals['_SCHEDULESERVICE']._serialized_end=3378
+  _globals['_LISTSCHEDULESREQUEST']._serialized_end=844
+  _globals['_LISTSCHEDULESREQUEST_LABELSENTRY']._serialized_start=788
+  _globals['_LISTSCHEDULESREQUEST_LABELSENTRY']._serialized_end=833
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_start=846
+  _globals['_LISTSCHEDULESRESPONSE']._serialized_end=947
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_start=950
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=1090
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=1092
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=1168
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1170
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1224
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1226
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1250
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1252
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1329
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1331
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1406
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1408
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1462
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1464
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1540
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1543
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1724
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1726
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1823
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=1826
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=2065
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2067
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=2167
+  _globals['_SCHEDULESERVICE']._serialized_start=2170
+  _globals['_SCHEDULESERVICE']._serialized_end=3393
 # @@protoc_insertion_point(module_scope)

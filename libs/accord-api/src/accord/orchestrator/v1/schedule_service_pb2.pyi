@@ -157,7 +157,9 @@ class ListSchedulesRequest(_message.Message):
     """Only paused (true) or only active (false) schedules; unset means both."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Only schedules carrying every one of these labels with these values."""
+        """Only schedules carrying every one of these labels with these values (64 at most; keys
+        1 to 63 characters, values up to 256, as on a schedule).
+        """
 
     def __init__(
         self,
