@@ -167,9 +167,13 @@ class ScheduleUseCases:
         self._on_change()
         return found
 
-    async def delete(self, tenant: str, schedule_id: str) -> None:
+    async def delete(self, tenant: str, schedule_id: str, etag: str = "") -> None:
         async with self._engine.begin() as s:
             current = await _existing(s, tenant, schedule_id, lock=True)
+            if etag and etag != current.etag:
+                raise Aborted(
+                    "etag is stale; read the schedule again", metadata={"etag": current.etag}
+                )
             await ss.delete_schedule(s, schedule_id)
             await views.changed(s, current, "deleted")
         self._on_change()
