@@ -5,7 +5,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTHON_FILES := libs/accord-kit services cli tests scripts bench conftest.py
 PACKAGES := accord_kit accord_orchestrator accord_policy accord_executor accord_audit accord_cli
 
-.PHONY: up test install protos lint check-protos check-alerts promtool
+.PHONY: up test install protos lint check-protos check-alerts promtool check-breaking release-protos
 
 install: promtool
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --quiet uv
@@ -33,10 +33,21 @@ check-protos:
 	$(UV) run python scripts/gen_protos.py --check
 	$(UV) run buf lint libs/accord-api/src/accord/descriptor_set.binpb --path accord
 
+# The contracts may not break what the last release published: its descriptor set is kept
+# in protos/release/ (see protos/README.md), and `make release-protos` renews it at a release.
+RELEASED := protos/release/descriptor_set.binpb
+CURRENT := libs/accord-api/src/accord/descriptor_set.binpb
+
+check-breaking:
+	$(UV) run buf breaking $(CURRENT) --against $(RELEASED) --path accord
+
+release-protos:
+	cp $(CURRENT) $(RELEASED)
+
 lint:
 	$(UV) run ruff check $(PYTHON_FILES)
 	$(UV) run ruff format --check $(PYTHON_FILES)
 	$(UV) run mypy $(addprefix -p ,$(PACKAGES))
 
-test: install check-protos lint check-alerts
+test: install check-protos check-breaking lint check-alerts
 	$(UV) run pytest

@@ -12,7 +12,7 @@ import uuid
 import grpc
 import pytest
 
-from accord.audit.v1 import audit_service_pb2, audit_service_pb2_grpc
+from accord.audit.v1 import audit_service_pb2, audit_service_pb2_grpc, record_pb2
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
@@ -85,22 +85,25 @@ async def test_job_runs_to_success_and_is_audited(suite: Suite, site: str) -> No
     wanted = {f"accord.orchestrator.v1.job.{e}" for e in ("queued", "started", "succeeded")}
     async with grpc.aio.insecure_channel(suite.target("audit")) as ch:
         audit = audit_service_pb2_grpc.AuditServiceStub(ch)
-        await audited(audit, job_id, wanted)
+        changes = await audited(audit, job_id, wanted)
         # The decision is the policy service's event, relayed and consumed on its own stream.
         decision = {"accord.policy.v1.decision.recorded"}
-        await audited(audit, job.decision.decision_id, decision)
+        decided = await audited(audit, job.decision.decision_id, decision)
+    # The user who created the job caused the decision, though the orchestrator asked for it.
+    assert {r.actor for r in decided if r.event_type in decision} == {f"test:{TENANT}"}
+    assert {r.actor for r in changes if r.event_type.endswith(".queued")} == {f"test:{TENANT}"}
 
 
 async def audited(
     audit: audit_service_pb2_grpc.AuditServiceStub, aggregate_id: str, wanted: set[str]
-) -> None:
+) -> list[record_pb2.AuditRecord]:
     """Wait until the audit log holds every wanted event type about `aggregate_id`."""
     deadline = asyncio.get_running_loop().time() + 30
     while True:
         request = audit_service_pb2.ListRecordsRequest(aggregate_id=aggregate_id)
         records = (await audit.ListRecords(request, metadata=MD)).records
         if wanted <= {r.event_type for r in records}:
-            return
+            return list(records)
         assert asyncio.get_running_loop().time() < deadline, [r.event_type for r in records]
         await asyncio.sleep(0.2)
 

@@ -12,8 +12,9 @@ import jwt
 import pytest
 
 from accord.policy.v1 import policy_service_pb2  # noqa: F401 - registers the descriptors
-from accord_kit import tokens
-from accord_kit.auth import Authenticator, RateLimiter
+from accord_kit import caller, tokens
+from accord_kit.auth import ACTOR_METADATA, Authenticator, Principal, RateLimiter, acting_for
+from accord_kit.config import ServiceSettings
 from accord_kit.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from accord_kit.revocations import Revocations
 from accord_kit.testing import bearer
@@ -47,7 +48,8 @@ def test_a_token_round_trips_its_claims(tmp_path: Path) -> None:
     claims = tokens.verify(issue(key, scopes=["jobs:read", "jobs:write"]), key_set(tmp_path, key))
     assert (claims.subject, claims.tenant) == ("alice", "acme")
     assert claims.scopes == {"jobs:read", "jobs:write"}
-    assert len(claims.token_id) == 32
+    assert claims.token_id.startswith("acme_")
+    assert tokens.tenant_of(claims.token_id) == "acme"
     assert not claims.is_service
 
 
@@ -157,9 +159,66 @@ def test_malformed_authorization_headers_are_unauthenticated(tmp_path: Path) -> 
 def test_a_cached_token_still_expires(tmp_path: Path) -> None:
     key = tokens.generate_key()
     auth = authenticator(key_set(tmp_path, key))
-    # Expired 29 s ago: inside the 30 s clock-skew leeway for one more second.
-    short = bearer(issue(key, ttl=timedelta(seconds=1), now=time.time() - 30))
+    # Expired 4 s ago: inside the default 5 s clock-skew leeway for one more second.
+    short = bearer(issue(key, ttl=timedelta(seconds=1), now=time.time() - 5))
     assert auth.admit(LIST, short).subject == "alice"
     time.sleep(1.2)
     with pytest.raises(Unauthenticated, match="expired"):
         auth.admit(LIST, short)
+
+
+def test_expiry_leeway_is_small_by_default_and_configurable(tmp_path: Path) -> None:
+    """A token that expired 20 s ago is refused under the default 5 s leeway."""
+    key = tokens.generate_key()
+    keys = key_set(tmp_path, key)
+    expired = issue(key, ttl=timedelta(seconds=1), now=time.time() - 21)
+    with pytest.raises(tokens.TokenError, match="expired"):
+        tokens.verify(expired, keys)
+    with pytest.raises(Unauthenticated, match="expired"):
+        authenticator(keys).admit(LIST, bearer(expired))
+    assert tokens.verify(expired, keys, leeway=30).subject == "alice"
+    lenient = Authenticator.from_settings(
+        ServiceSettings(auth_keys_file=tmp_path / "keys.json", token_leeway_seconds=30)
+    )
+    assert lenient.admit(LIST, bearer(expired)).subject == "alice"
+    assert ServiceSettings().token_leeway_seconds == tokens.DEFAULT_LEEWAY
+
+
+def test_a_token_id_names_its_tenant_and_a_service_tokens_none(tmp_path: Path) -> None:
+    key = tokens.generate_key()
+    keys = key_set(tmp_path, key)
+    assert tokens.verify(issue(key, tenant="my_team-2"), keys).token_id.startswith("my_team-2_")
+    assert tokens.tenant_of(tokens.verify(issue(key, tenant="my_team-2"), keys).token_id) == (
+        "my_team-2"
+    )
+    service = tokens.verify(issue(key, tenant=tokens.SERVICE_TENANT), keys)
+    assert tokens.tenant_of(service.token_id) is None
+    for other in ("acme", "acme_", "_" + "0" * 32, "Acme_" + "0" * 32, "acme_" + "0" * 31):
+        assert tokens.tenant_of(other) is None
+
+
+def test_a_service_names_who_it_calls_for_and_only_a_service_can(tmp_path: Path) -> None:
+    key = tokens.generate_key()
+    auth = authenticator(key_set(tmp_path, key))
+    service = bearer(issue(key, tenant=tokens.SERVICE_TENANT, subject="service:orchestrator"))
+    forwarded = auth.admit(LIST, (*service, *acting_for("acme", "alice@acme")))
+    assert (forwarded.subject, forwarded.actor, forwarded.tenant) == (
+        "service:orchestrator",
+        "alice@acme",
+        "acme",
+    )
+    assert auth.admit(LIST, (*service, *acting_for("acme"))).actor == "service:orchestrator"
+    tenant = bearer(issue(key, subject="mallory"))
+    assert auth.admit(LIST, (*tenant, (ACTOR_METADATA, "alice@acme"))).actor == "mallory"
+    with pytest.raises(InvalidArgument):
+        auth.admit(LIST, (*service, *acting_for("acme", "x" * 257)))
+
+
+def test_a_service_forwards_the_actor_of_the_call_it_serves() -> None:
+    user = Principal("alice@acme", "acme", frozenset(), is_service=False)
+    bound = caller.bind(user)
+    try:
+        assert dict(caller.acting_for("acme"))[ACTOR_METADATA] == "alice@acme"
+    finally:
+        caller.unbind(bound)
+    assert ACTOR_METADATA not in dict(caller.acting_for("acme"))

@@ -108,9 +108,9 @@ async def test_get_of_another_tenants_record_is_not_found_like_a_missing_one(
             ),
             (
                 pb.GetRecordRequest(event_id=record.event_id),
-                pb.GetRecordRequest(event_id="no-such-event"),
+                pb.GetRecordRequest(event_id="0b4c1f2e-6d5a-4e3b-9c8d-7f6e5d4c3b2a"),
                 record.event_id,
-                "no-such-event",
+                "0b4c1f2e-6d5a-4e3b-9c8d-7f6e5d4c3b2a",
             ),
         ):
             err = await refused(audit.stub.GetRecord(theirs, metadata=OTHER))

@@ -212,7 +212,11 @@ async def test_a_redirect_to_a_refused_host_is_refused_at_the_hop(  # type: igno
 ) -> None:
     site, canary = servers
     engine = await make_engine(policy.app)
-    outcome = await engine.run(job(get(f"{site.url}/redirect-chain")), tenant=TENANT, job_id="j1")
+    outcome = await engine.run(
+        job(get(f"{site.url}/redirect-chain")),
+        tenant=TENANT,
+        job_id="3f2b8c1d-5e6a-4b7c-9d8e-0f1a2b3c4d5e",
+    )
     assert outcome.failure is not None
     assert outcome.failure.code == r.POLICY_DENIED
     assert not outcome.failure.retryable

@@ -149,8 +149,14 @@ async def test_create_get_list_update_delete(schedules) -> None:  # type: ignore
     assert (await refused(create(schedules, same_name))).code() == grpc.StatusCode.ALREADY_EXISTS
     await create(schedules, same_name, md=OTHER)  # another tenant's names are its own
 
+    stale = await refused(
+        schedules.DeleteSchedule(
+            pb.DeleteScheduleRequest(schedule_id=made.schedule_id, etag=made.etag), metadata=ACME
+        )
+    )
+    assert stale.code() == grpc.StatusCode.ABORTED  # the etag read before the update
     await schedules.DeleteSchedule(
-        pb.DeleteScheduleRequest(schedule_id=made.schedule_id), metadata=ACME
+        pb.DeleteScheduleRequest(schedule_id=made.schedule_id, etag=updated.etag), metadata=ACME
     )
     gone = await refused(
         schedules.GetSchedule(pb.GetScheduleRequest(schedule_id=made.schedule_id), metadata=ACME)
@@ -316,7 +322,8 @@ async def test_invalid_requests_of_every_rpc(schedules) -> None:  # type: ignore
 
 async def test_unknown_and_other_tenants_schedules_are_not_found(schedules) -> None:  # type: ignore[no-untyped-def]
     mine = await create(schedules)
-    for sid, md in ((mine.schedule_id, OTHER), ("no-such-id", ACME)):
+    unknown = "0b4c1f2e-6d5a-4e3b-9c8d-7f6e5d4c3b2a"
+    for sid, md in ((mine.schedule_id, OTHER), (unknown, ACME)):
         calls = [
             schedules.GetSchedule(pb.GetScheduleRequest(schedule_id=sid), metadata=md),
             schedules.UpdateSchedule(
@@ -349,9 +356,13 @@ async def test_unknown_and_other_tenants_schedules_are_not_found(schedules) -> N
         await schedules.ListSchedules(pb.ListSchedulesRequest(), metadata=OTHER)
     ).schedules == []
     still = await schedules.GetSchedule(
-        pb.GetScheduleRequest(schedule_id=mine.schedule_id), metadata=ACME
+        pb.GetScheduleRequest(schedule_id=mine.schedule_id.upper()), metadata=ACME
     )
-    assert still.schedule.etag == mine.etag
+    assert still.schedule.etag == mine.etag  # ids are UUIDs, in any case
+    not_an_id = await refused(
+        schedules.GetSchedule(pb.GetScheduleRequest(schedule_id="no-such-id"), metadata=ACME)
+    )
+    assert not_an_id.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not still.schedule.paused
 
 

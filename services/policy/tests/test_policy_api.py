@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
@@ -59,10 +61,7 @@ async def test_a_batch_is_decided_in_order_under_one_revision(policy) -> None:  
     urls = ["https://example.com/", "https://other.test/", "https://example.com/b"]
     response = await policy.EvaluateJobs(
         pb.EvaluateJobsRequest(
-            jobs=[
-                pb.EvaluateJobsRequest.Item(spec=spec(u), job_id=f"j{i}")
-                for i, u in enumerate(urls)
-            ]
+            jobs=[pb.EvaluateJobsRequest.Item(spec=spec(u), job_id=str(uuid.uuid4())) for u in urls]
         ),
         metadata=as_tenant("acme"),
     )
@@ -202,6 +201,21 @@ async def test_list_pages(policy) -> None:  # type: ignore[no-untyped-def]
     assert seen == [f"p{i}" for i in range(5)]
 
 
+async def test_ids_are_case_insensitive(policy) -> None:  # type: ignore[no-untyped-def]
+    created = await create(policy, "web", allowed_domains=["example.com"])
+    shouted = created.policy_id.upper()
+    got = await policy.GetPolicy(pb.GetPolicyRequest(policy_id=shouted), metadata=as_tenant("acme"))
+    assert got.policy.policy_id == created.policy_id
+    updated = await policy.UpdatePolicy(
+        pb.UpdatePolicyRequest(
+            policy=policy_pb2.Policy(policy_id=shouted, etag=created.etag, display_name="renamed"),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        ),
+        metadata=as_tenant("acme"),
+    )
+    assert (updated.policy.policy_id, updated.policy.display_name) == (created.policy_id, "renamed")
+
+
 async def test_delete(policy) -> None:  # type: ignore[no-untyped-def]
     created = await create(policy, "web", allowed_domains=["example.com"])
     await policy.DeletePolicy(
@@ -254,6 +268,22 @@ async def test_delete(policy) -> None:  # type: ignore[no-untyped-def]
                 update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
             ),
             "policy.policy_id",
+        ),
+        (
+            pb.UpdatePolicyRequest(
+                policy=policy_pb2.Policy(policy_id="not-a-uuid", etag="e", display_name="x"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            "policy.policy_id",
+        ),
+        (
+            pb.UpdatePolicyRequest(
+                policy=policy_pb2.Policy(
+                    policy_id="0b4c1f2e-6d5a-4e3b-9c8d-7f6e5d4c3b2a", display_name="x"
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            "policy.etag",
         ),
         (pb.CheckUrlRequest(url="https://example.com/"), "engine"),
     ],

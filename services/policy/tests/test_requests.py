@@ -373,13 +373,20 @@ async def test_a_denied_request_is_published_and_an_allowed_one_is_not(
 
     await nc.subscribe("accord.policy.v1.decision.recorded", cb=on_event)
     try:
-        assert (await acquire(policy, f"{site.url}/ok", job_id="job-ok")).granted
-        refused = await acquire(policy, "http://127.0.0.2:9/canary", job_id="job-refused")
+        assert (
+            await acquire(policy, f"{site.url}/ok", job_id="0b4c1f2e-6d5a-4e3b-9c8d-7f6e5d4c3b2a")
+        ).granted
+        refused = await acquire(
+            policy, "http://127.0.0.2:9/canary", job_id="9d1e2f3a-4b5c-4d6e-8f7a-1b2c3d4e5f60"
+        )
         assert not refused.granted
         async with asyncio.timeout(10):
             event = await seen.get()
         # The allowed request published nothing: the first event is the deny.
-        assert (event.job_id, event.url) == ("job-refused", "http://127.0.0.2:9/canary")
+        assert (event.job_id, event.url) == (
+            "9d1e2f3a-4b5c-4d6e-8f7a-1b2c3d4e5f60",
+            "http://127.0.0.2:9/canary",
+        )
         assert event.decision.decision_id == refused.decision.decision_id
         assert [r.code for r in event.decision.reasons] == ["DOMAIN_NOT_ALLOWED"]
     finally:

@@ -105,6 +105,81 @@ async def test_a_revoked_token_is_refused_listed_audited_and_stays_revoked(
         await later.stop()
 
 
+async def test_a_tenant_admin_revokes_and_sees_only_its_own_tenants_tokens(
+    policy_app: App,
+) -> None:
+    mine = token("acme", ["policies:read"], subject="test:mine")
+    theirs = token("globex", ["policies:read"], subject="test:theirs")
+    service = token(tokens.SERVICE_TENANT, ["policies:read"], subject="test:service")
+    globex_admin = bearer(token("globex", ["tokens:admin"], subject="test:globex-admin"))
+    operator = bearer(token(tokens.SERVICE_TENANT, ["tokens:admin"], subject="test:operator"))
+
+    def revoke(victim: str) -> token_service_pb2.RevokeTokenRequest:
+        jti = tokens.unverified_claims(victim)["jti"]
+        return token_service_pb2.RevokeTokenRequest(token_id=jti, reason="tenancy")
+
+    async with channel(policy_app.port) as ch:
+        stub = token_service_pb2_grpc.TokenServiceStub(ch)
+        await stub.RevokeToken(revoke(mine), metadata=ADMIN)
+        for victim in (theirs, service):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.RevokeToken(revoke(victim), metadata=ADMIN)
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert await list_policies(policy_app.port, bearer(theirs)) == grpc.StatusCode.OK
+        await stub.RevokeToken(revoke(theirs), metadata=globex_admin)
+
+        def ids(response: token_service_pb2.ListRevokedTokensResponse) -> set[str]:
+            return {r.token_id for r in response.revoked}
+
+        listing = token_service_pb2.ListRevokedTokensRequest()
+        acme_sees = ids(await stub.ListRevokedTokens(listing, metadata=ADMIN))
+        globex_sees = ids(await stub.ListRevokedTokens(listing, metadata=globex_admin))
+        operator_sees = ids(await stub.ListRevokedTokens(listing, metadata=operator))
+    mine_id, theirs_id = (tokens.unverified_claims(t)["jti"] for t in (mine, theirs))
+    assert mine_id in acme_sees
+    assert theirs_id not in acme_sees
+    assert theirs_id in globex_sees
+    assert mine_id not in globex_sees
+    assert {tokens.tenant_of(i) for i in acme_sees} == {"acme"}
+    assert {mine_id, theirs_id} <= operator_sees
+
+
+async def test_the_revocation_list_pages(policy_app: App) -> None:
+    operator = bearer(token(tokens.SERVICE_TENANT, ["tokens:admin"], subject="test:operator"))
+    async with channel(policy_app.port) as ch:
+        stub = token_service_pb2_grpc.TokenServiceStub(ch)
+        for n in range(3):
+            jti = tokens.unverified_claims(token("acme", subject=f"test:paged-{n}"))["jti"]
+            request = token_service_pb2.RevokeTokenRequest(token_id=jti, reason="paging")
+            await stub.RevokeToken(request, metadata=ADMIN)
+        whole = await stub.ListRevokedTokens(
+            token_service_pb2.ListRevokedTokensRequest(page_size=1000), metadata=operator
+        )
+        assert len(whole.revoked) >= 3
+        assert not whole.next_page_token
+        paged: list[str] = []
+        page_token = ""
+        for _ in range(len(whole.revoked) + 1):
+            page = await stub.ListRevokedTokens(
+                token_service_pb2.ListRevokedTokensRequest(page_size=2, page_token=page_token),
+                metadata=operator,
+            )
+            assert len(page.revoked) <= 2
+            paged += [r.token_id for r in page.revoked]
+            if not (page_token := page.next_page_token):
+                break
+        assert paged == [r.token_id for r in whole.revoked]
+        first = await stub.ListRevokedTokens(
+            token_service_pb2.ListRevokedTokensRequest(page_size=1), metadata=operator
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # the operator's token, for acme
+            await stub.ListRevokedTokens(
+                token_service_pb2.ListRevokedTokensRequest(page_token=first.next_page_token),
+                metadata=ADMIN,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_bad_revocation_requests_are_invalid(policy_app: App) -> None:
     async with channel(policy_app.port) as ch:
         stub = token_service_pb2_grpc.TokenServiceStub(ch)

@@ -34,10 +34,22 @@ from accord_kit.errors import (
     Unauthenticated,
 )
 from accord_kit.revocations import Revocations
-from accord_kit.tokens import ALL_SCOPES, Claims, KeySet, TokenError, WatchedFile, verify
+from accord_kit.tokens import (
+    ALL_SCOPES,
+    DEFAULT_LEEWAY,
+    Claims,
+    KeySet,
+    TokenError,
+    WatchedFile,
+    verify,
+)
 
 AUTHORIZATION = "authorization"
 TENANT_METADATA = "accord-tenant"
+# Who a service's call is on behalf of: the subject of the call it is serving, so events
+# name the user who caused them through every hop. Read from service tokens only.
+ACTOR_METADATA = "accord-actor"
+_ACTOR = re.compile(r"^[\x20-\x7e]{1,256}$")
 DEFAULT_TENANT = "default"
 _TENANT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _CACHE_LIMIT = 10_000
@@ -56,6 +68,13 @@ class Principal:
     scopes: frozenset[str]
     is_service: bool
     token_id: str = ""
+    # For a service token: the subject it calls on behalf of (ACTOR_METADATA), if any.
+    on_behalf_of: str = ""
+
+    @property
+    def actor(self) -> str:
+        """Who caused the call: the user a service acts for, else the caller itself."""
+        return self.on_behalf_of or self.subject
 
     @property
     def rate_key(self) -> str:
@@ -135,8 +154,10 @@ class Authenticator:
         revocations: Revocations,
         limiter: RateLimiter,
         service_limiter: RateLimiter,
+        leeway: float = DEFAULT_LEEWAY,
     ) -> None:
         self.keys = keys
+        self.leeway = leeway
         self.revocations = revocations
         self._limiter = limiter
         self._service_limiter = service_limiter
@@ -160,6 +181,7 @@ class Authenticator:
             Revocations(),
             RateLimiter(settings.rate_limit, settings.rate_limit_burst),
             RateLimiter(settings.service_rate_limit, settings.service_rate_limit * 2),
+            settings.token_leeway_seconds,
         )
 
     @property
@@ -210,19 +232,26 @@ class Authenticator:
             raise Unauthenticated("bearer token has been revoked", metadata={"cause": "REVOKED"})
         if claims.is_service:
             tenant = _tenant(acting) if acting else None
-        else:
-            tenant = claims.tenant
-            if acting is not None and acting != tenant:
-                raise PermissionDenied(
-                    "a tenant's token cannot act for another tenant",
-                    metadata={"cause": "TENANT_MISMATCH"},
-                )
+            return Principal(
+                claims.subject,
+                tenant,
+                claims.scopes,
+                True,
+                claims.token_id,
+                _actor(_metadata(metadata, ACTOR_METADATA)),
+            )
+        tenant = claims.tenant
+        if acting is not None and acting != tenant:
+            raise PermissionDenied(
+                "a tenant's token cannot act for another tenant",
+                metadata={"cause": "TENANT_MISMATCH"},
+            )
         return Principal(claims.subject, tenant, claims.scopes, claims.is_service, claims.token_id)
 
     def _claims(self, token: str) -> Claims:
         claims = self._verified.get(token)
         if claims is not None:
-            if claims.expires_at + 30 < time.time():
+            if claims.expires_at + self.leeway < time.time():
                 del self._verified[token]
                 raise Unauthenticated(
                     "bearer token has expired", metadata={"cause": "TOKEN_EXPIRED"}
@@ -230,7 +259,7 @@ class Authenticator:
             return claims
         assert self.keys is not None
         try:
-            claims = verify(token, self.keys)
+            claims = verify(token, self.keys, leeway=self.leeway)
         except TokenError as exc:
             raise Unauthenticated(str(exc), metadata={"cause": exc.reason}) from None
         if len(self._verified) >= _CACHE_LIMIT:
@@ -244,9 +273,20 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return ((AUTHORIZATION, f"Bearer {token}"),)
 
 
-def acting_for(tenant: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata naming the tenant a service token acts for."""
-    return ((TENANT_METADATA, tenant),)
+def acting_for(tenant: str, actor: str = "") -> tuple[tuple[str, str], ...]:
+    """Call metadata naming the tenant a service token acts for, and for whom."""
+    return ((TENANT_METADATA, tenant), *(((ACTOR_METADATA, actor),) if actor else ()))
+
+
+def _actor(value: str | None) -> str:
+    if value is None:
+        return ""
+    if not _ACTOR.match(value):
+        raise InvalidArgument(
+            "request is invalid",
+            [FieldViolation(ACTOR_METADATA, "must be 1 to 256 printable ASCII characters")],
+        )
+    return value
 
 
 class ServiceToken:

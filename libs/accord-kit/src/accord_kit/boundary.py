@@ -22,7 +22,7 @@ from grpc_status import rpc_status
 from prometheus_client import Counter, Histogram
 from sqlalchemy import exc as sa_exc
 
-from accord_kit import caller, tracing, validation
+from accord_kit import caller, pages, tracing, validation, wellformed
 from accord_kit.auth import Authenticator
 from accord_kit.errors import (
     AccordError,
@@ -47,11 +47,16 @@ _validator = validation.validator()
 
 
 def validate(message: Message, prefix: str = "") -> None:
-    """Raise InvalidArgument with one field violation per broken protovalidate rule.
+    """Raise InvalidArgument with one field violation per broken rule: first the rules
+    every request obeys (`accord_kit.wellformed`, which also lowercases UUID ids), then
+    protovalidate's.
 
     `prefix` names where the message sits in the request, for messages checked after a
     field mask was applied.
     """
+    violations = wellformed.check(message, prefix)
+    if violations:  # protovalidate cannot even convert an ill-formed time to CEL
+        raise InvalidArgument("request is invalid", violations)
     try:
         _validator.validate(message)
     except protovalidate.ValidationError as exc:
@@ -114,16 +119,18 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: 
 
 
 def _wrap_unary(
-    auth: Authenticator, method: str, behavior: Callable[..., Awaitable[Any]]
+    auth: Authenticator, page_key: bytes, method: str, behavior: Callable[..., Awaitable[Any]]
 ) -> Callable[..., Any]:
     async def handler(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         try:
             bound = caller.bind(auth.admit(method, context.invocation_metadata()))
+            key = pages.bind(page_key)
             try:
                 validate(request)
                 response = await behavior(request, context)
             finally:
+                pages.unbind(key)
                 caller.unbind(bound)
         except Exception as exc:
             await _abort(context, method, exc)
@@ -135,7 +142,7 @@ def _wrap_unary(
 
 
 def _wrap_stream(
-    auth: Authenticator, method: str, behavior: Callable[..., Any]
+    auth: Authenticator, page_key: bytes, method: str, behavior: Callable[..., Any]
 ) -> Callable[..., Any]:
     async def handler(
         request: Message, context: grpc.aio.ServicerContext[Any, Any]
@@ -143,6 +150,7 @@ def _wrap_stream(
         try:
             # Bound for the whole stream: the generator runs in this call's own task.
             caller.bind(auth.admit(method, context.invocation_metadata()))
+            pages.bind(page_key)
             validate(request)
             async for item in behavior(request, context):
                 yield item
@@ -181,8 +189,9 @@ def _traced_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., A
 class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every unary-request handler; health and reflection pass through untouched."""
 
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, page_key: bytes) -> None:
         self._auth = auth
+        self._page_key = page_key
 
     async def intercept_service(
         self,
@@ -198,7 +207,7 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if tracing.enabled():  # off, not even a check per call: the handler is as it was
                 behavior = _traced(method, behavior)
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(self._auth, method, behavior),
+                _wrap_unary(self._auth, self._page_key, method, behavior),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -207,7 +216,7 @@ class BoundaryInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if tracing.enabled():
                 streamed = _traced_stream(method, streamed)
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(self._auth, method, streamed),
+                _wrap_stream(self._auth, self._page_key, method, streamed),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar, Token
 
+from accord_kit import auth
 from accord_kit.auth import TENANT_METADATA, Principal
 from accord_kit.errors import FieldViolation, InvalidArgument, PermissionDenied
 
@@ -40,6 +41,13 @@ def tenant() -> str:
             [FieldViolation(TENANT_METADATA, "required with a service token")],
         )
     return tenant
+
+
+def acting_for(tenant: str) -> tuple[tuple[str, str], ...]:
+    """Metadata for a service's call for `tenant`, naming who caused the call being served
+    (if one is), so the next service's events name that user as their actor too."""
+    principal = _principal.get(None)
+    return auth.acting_for(tenant, principal.actor if principal is not None else "")
 
 
 def require_service() -> Principal:

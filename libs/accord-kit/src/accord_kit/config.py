@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -47,6 +47,20 @@ class ServiceSettings(BaseSettings):
     # Run without authentication: every caller is an admin of the tenant it names.
     auth_disabled: bool = Field(
         default=False, validation_alias=AliasChoices("auth_disabled", "ACCORD_AUTH_DISABLED")
+    )
+    # Key page tokens are sealed with (HMAC-SHA256; suite-wide). Every replica of a service
+    # needs the same key for a list to page across them; unset, each process draws its own,
+    # and a token is then refused (INVALID_ARGUMENT) by another replica or after a restart.
+    page_token_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("page_token_key", "ACCORD_PAGE_TOKEN_KEY")
+    )
+    # Seconds a token is still accepted after it expires (suite-wide): the clock skew
+    # allowed between whoever issues tokens and the services, 0 to 300. Default 5.
+    token_leeway_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        validation_alias=AliasChoices("token_leeway_seconds", "ACCORD_TOKEN_LEEWAY_SECONDS"),
     )
     # This service's own token, for the calls it makes to other services.
     token_file: Path | None = None

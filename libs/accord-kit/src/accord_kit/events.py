@@ -56,5 +56,5 @@ def envelope(
     if parent := tracing.traceparent() if traceparent is None else traceparent:
         result.trace.traceparent = parent
     if (principal := caller.current()) is not None:
-        result.actor = principal.subject
+        result.actor = principal.actor
     return result

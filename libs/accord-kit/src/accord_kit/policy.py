@@ -15,7 +15,7 @@ import grpc
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_service_pb2, policy_service_pb2_grpc
-from accord_kit.auth import acting_for
+from accord_kit.caller import acting_for
 from accord_kit.config import ServiceSettings
 from accord_kit.errors import AccordError, Unavailable
 from accord_kit.transport import open_channel

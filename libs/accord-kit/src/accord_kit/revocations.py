@@ -23,7 +23,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from accord_kit.backoff import Backoff
 from accord_kit.nats import Connection, Reconnected
-from accord_kit.tokens import MAX_TTL
+from accord_kit.tokens import MAX_TTL, tenant_of
 
 log = structlog.get_logger("accord.revocations")
 
@@ -40,6 +40,8 @@ class Revocation:
     revoked_by: str
     revoked_at: float
     expires_at: float | None
+    # The tenant whose token it is (see tokens.tenant_of); None for a service token's.
+    tenant: str | None = None
 
 
 async def bucket(nc: Client) -> KeyValue:
@@ -139,7 +141,7 @@ async def revoke(
 ) -> tuple[Revocation, bool]:
     """Put a token on the list. Returns the stored entry and whether it is new."""
     kv = await bucket(nc)
-    entry = Revocation(token_id, reason, revoked_by, time.time(), expires_at)
+    entry = Revocation(token_id, reason, revoked_by, time.time(), expires_at, tenant_of(token_id))
     try:
         await kv.create(token_id, json.dumps(asdict(entry)).encode())
     except KeyWrongLastSequenceError:  # already on the list
@@ -150,7 +152,8 @@ async def revoke(
     return entry, True
 
 
-async def listed(nc: Client) -> list[Revocation]:
+async def listed(nc: Client, tenant: str | None = None) -> list[Revocation]:
+    """The list, oldest revocation first: every entry, or only `tenant`'s tokens."""
     kv = await bucket(nc)
     watcher = await kv.watchall()
     entries: list[Revocation] = []
@@ -159,10 +162,12 @@ async def listed(nc: Client) -> list[Revocation]:
             if entry is None:
                 break
             if entry.operation not in (KV_DEL, KV_PURGE) and entry.value:
-                entries.append(Revocation(**json.loads(entry.value)))
+                found = Revocation(**json.loads(entry.value))
+                if tenant is None or found.tenant == tenant:
+                    entries.append(found)
     finally:
         await watcher.stop()  # type: ignore[no-untyped-call]
-    return sorted(entries, key=lambda e: e.revoked_at)
+    return sorted(entries, key=lambda e: (e.revoked_at, e.token_id))
 
 
 async def _get(kv: KeyValue, token_id: str) -> Revocation | None:

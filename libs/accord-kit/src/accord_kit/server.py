@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,7 +47,7 @@ class Server:
         self.health = HealthServicer()
         self.auth = Authenticator.from_settings(settings)
         self._grpc = grpc.aio.server(
-            interceptors=[BoundaryInterceptor(self.auth)],
+            interceptors=[BoundaryInterceptor(self.auth, _page_token_key(settings))],
             options=[*MESSAGE_LIMITS, ("grpc.so_reuseport", 0)],
         )
         self._names: list[str] = []
@@ -138,6 +139,16 @@ class Server:
                 await asyncio.wait_for(self._stopping.wait(), self.settings.health_interval)
                 return
             await self._probe()
+
+
+def _page_token_key(settings: ServiceSettings) -> bytes:
+    if settings.page_token_key is not None:
+        return settings.page_token_key.get_secret_value().encode()
+    log.warning(
+        "server.page_token_key_unset",
+        consequence="page tokens work only on this process; set ACCORD_PAGE_TOKEN_KEY",
+    )
+    return secrets.token_bytes(32)
 
 
 async def wait_for_shutdown_signal() -> None:

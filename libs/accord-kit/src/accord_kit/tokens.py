@@ -1,7 +1,8 @@
 """Accord's bearer tokens: Ed25519-signed JWTs, their keys, issuing and verifying them.
 
 A token carries `sub` (who), `tenant` (whose data; `*` for a service acting for any tenant),
-`scope` (space-separated scopes), `exp`, `iat`, `jti` (its id, for revocation) and is signed
+`scope` (space-separated scopes), `exp`, `iat`, `jti` (its id, for revocation: a tenant's
+token's id starts with its tenant and `_`, so revoking it can be kept to that tenant) and is signed
 by one of several keys, named by `kid` in its header, so keys can rotate: the verification
 key set holds old and new public keys at once. Keys are JWKs (RFC 8037, `OKP`/`Ed25519`).
 """
@@ -32,6 +33,10 @@ ALGORITHM = "EdDSA"
 SERVICE_TENANT = "*"
 TENANT_PATTERN = re.compile(r"^(\*|[a-z0-9][a-z0-9_-]{0,62})$")
 MAX_TTL = timedelta(days=90)
+DEFAULT_LEEWAY = 5.0
+"""Seconds a token is still accepted after its `exp` (and before its `nbf`): clock skew
+between the issuer and the services, no more. Configurable as `token_leeway_seconds`."""
+_TOKEN_ID = re.compile(r"^([a-z0-9][a-z0-9_-]{0,62})_[0-9a-f]{32}$")
 # Every scope an RPC can require (see accord/common/v1/auth.proto).
 ALL_SCOPES = (
     "jobs:read",
@@ -161,12 +166,18 @@ def issue(
         "iat": issued,
         "nbf": issued,
         "exp": issued + int(ttl.total_seconds()),
-        "jti": uuid.uuid4().hex,
+        "jti": uuid.uuid4().hex if tenant == SERVICE_TENANT else f"{tenant}_{uuid.uuid4().hex}",
     }
     key = OKPAlgorithm.from_jwk(private)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the signing key must be an Ed25519 private key")
     return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": private["kid"]})
+
+
+def tenant_of(token_id: str) -> str | None:
+    """The tenant whose token this id is, or None for a service token's (or an old id)."""
+    match = _TOKEN_ID.match(token_id)
+    return match.group(1) if match else None
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
@@ -225,7 +236,7 @@ class KeySet:
         return self._file.get(self.RELOAD_SECONDS).get(kid)
 
 
-def verify(token: str, keys: KeySet, *, leeway: float = 30.0) -> Claims:
+def verify(token: str, keys: KeySet, *, leeway: float = DEFAULT_LEEWAY) -> Claims:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:

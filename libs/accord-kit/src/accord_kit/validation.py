@@ -212,10 +212,27 @@ def _validate_item(self: Any, ctx: Any, value: Any, *, for_key: bool = False) ->
     self._validate_value(ctx, value, for_key=for_key)
 
 
+def _enum_validate_item(self: Any, ctx: Any, value: Any, *, for_key: bool = False) -> None:
+    """`defined_only` on the items of a repeated enum (or a map's enum values), which
+    protovalidate 1.1.0 checks only on singular fields: `states: [99]` passed."""
+    _validate_item(self, ctx, value, for_key=for_key)
+    if self._defined_only and value not in self._field.enum_type.values_by_number:
+        ctx.add(
+            _rules.Violation(
+                rule=_rules.EnumRules._defined_only_rule_path,
+                rule_value=True,
+                rule_id="enum.defined_only",
+                message="value must be one of the defined enum values",
+                for_key=for_key,
+            )
+        )
+
+
 # protovalidate is pinned (==1.1.0): this is the one place its internals are touched.
 _rules.CelRules.add_rule = _add_rule  # type: ignore[method-assign]
 _rules.FieldRules.validate = _field_validate  # type: ignore[method-assign]
 _rules.FieldRules.validate_item = _validate_item  # type: ignore[method-assign,assignment]
+_rules.EnumRules.validate_item = _enum_validate_item  # type: ignore[method-assign,assignment]
 
 
 def validator(*, native: bool = True) -> protovalidate.Validator:

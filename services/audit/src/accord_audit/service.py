@@ -80,11 +80,7 @@ class AuditUseCases:
             f.event_time_after,
             f.event_time_before,
         ]
-        position = pages.decode(request.page_token, token_filters)
-        if position is not None and not (len(position) == 1 and isinstance(position[0], int)):
-            raise InvalidArgument(
-                "request is invalid", [FieldViolation("page_token", "page_token is malformed")]
-            )
+        position = pages.decode(request.page_token, token_filters, shape=(pages.INDEX,))
         limit = pages.page_size(request.page_size)
         async with self._sessions() as s:
             found = await store.list_records(s, f, position[0] if position else 0, limit + 1)

@@ -46,7 +46,7 @@ class ScheduleApi(schedule_service_pb2_grpc.ScheduleServiceServicer):
     async def DeleteSchedule(
         self, request: sched.DeleteScheduleRequest, context: Ctx
     ) -> sched.DeleteScheduleResponse:
-        await self._cases.delete(caller.tenant(), request.schedule_id)
+        await self._cases.delete(caller.tenant(), request.schedule_id, request.etag)
         return sched.DeleteScheduleResponse()
 
     async def PauseSchedule(

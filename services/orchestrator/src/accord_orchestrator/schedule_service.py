@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2, schedule_service_pb2
-from accord_kit import metrics, outbox, pages
+from accord_kit import idempotency, metrics, outbox, pages
 from accord_kit.errors import (
     Aborted,
     AlreadyExists,
@@ -74,6 +74,7 @@ class ScheduleUseCases:
         calendar = views.checked(body, now)
         digest = hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
         async with self._engine.begin() as s:
+            await idempotency.claim(s, "schedule.create", tenant, request_id)
             earlier = await ss.by_request(s, tenant, request_id)
             if earlier is not None:
                 if earlier.body_hash != digest:
@@ -106,8 +107,8 @@ class ScheduleUseCases:
         row = views.new_row(schedule_id, tenant, request_id, body, digest, next_time, now)
         try:
             await ss.insert_schedule(s, row)
-        except IntegrityError:  # a concurrent create with this request id or name won
-            raise AlreadyExists("a schedule with this request_id or name exists") from None
+        except IntegrityError:  # a concurrent create with this name won
+            raise AlreadyExists(f"a schedule named {body.display_name!r} exists") from None
         stored = await _existing(s, tenant, schedule_id)
         await views.changed(s, stored, "created")
         return stored
@@ -127,7 +128,7 @@ class ScheduleUseCases:
         labels = dict(request.labels)
         filters = [tenant, paused, sorted(labels.items())]
         limit = pages.page_size(request.page_size)
-        position = pages.decode(request.page_token, filters)
+        position = pages.decode(request.page_token, filters, shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
             found = await ss.list_schedules(s, tenant, paused, labels, position, limit + 1)
             views = await self._views(s, found[:limit])
@@ -185,9 +186,13 @@ class ScheduleUseCases:
         self._on_change()
         return found
 
-    async def delete(self, tenant: str, schedule_id: str) -> None:
+    async def delete(self, tenant: str, schedule_id: str, etag: str = "") -> None:
         async with self._engine.begin() as s:
             current = await _existing(s, tenant, schedule_id, lock=True)
+            if etag and etag != current.etag:
+                raise Aborted(
+                    "etag is stale; read the schedule again", metadata={"etag": current.etag}
+                )
             await ss.delete_schedule(s, schedule_id)
             await views.changed(s, current, "deleted")
         self._on_change()

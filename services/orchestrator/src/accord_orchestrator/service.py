@@ -293,7 +293,9 @@ class JobUseCases:
             "before": _iso(request, "create_time_before"),
         }
         limit = pages.page_size(request.page_size)
-        position = pages.decode(request.page_token, [tenant, filters])
+        position = pages.decode(
+            request.page_token, [tenant, filters], shape=(pages.TIME, pages.UUID)
+        )
         async with self._engine.connect() as s:
             found = await store.list_jobs(s, tenant, filters, position, limit + 1)
         if len(found) <= limit:

@@ -145,7 +145,7 @@ class WorkflowUseCases:
         self, tenant: str, request: wsp.ListWorkflowsRequest
     ) -> tuple[list[wf.Workflow], str]:
         limit = pages.page_size(request.page_size)
-        position = pages.decode(request.page_token, [tenant])
+        position = pages.decode(request.page_token, [tenant], shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
             found = await ws.list_workflows(s, tenant, position, limit + 1)
             views = [await self._view(s, d) for d in found[:limit]]
@@ -200,21 +200,21 @@ class WorkflowUseCases:
     ) -> tuple[list[wf.WorkflowResult], str]:
         limit = pages.page_size(request.page_size)
         filters = [tenant, request.workflow_id]
-        position = pages.decode(request.page_token, filters)
+        position = pages.decode(request.page_token, filters, shape=(pages.INDEX,))
         async with self._engine.connect() as s:
             await _existing(s, tenant, request.workflow_id)
-            before = int(position[0]) if position else None
+            before = position[0] if position else None
             found = await ws.list_results(s, request.workflow_id, before, limit + 1)
         if len(found) <= limit:
             return found, ""
-        return found[:limit], pages.encode([found[limit - 1].result_id], filters)
+        return found[:limit], pages.encode([int(found[limit - 1].result_id)], filters)
 
     async def deliveries(
         self, tenant: str, request: wsp.ListWebhookDeliveriesRequest
     ) -> tuple[list[wsp.WebhookDelivery], str]:
         limit = pages.page_size(request.page_size)
         filters = [tenant, request.workflow_id, request.webhook_id]
-        position = pages.decode(request.page_token, filters)
+        position = pages.decode(request.page_token, filters, shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
             _hook_of(await _existing(s, tenant, request.workflow_id), request.webhook_id)
             found = await ws.list_deliveries(s, request.webhook_id, position, limit + 1)

@@ -117,4 +117,5 @@ class TokenApi(token_service_pb2_grpc.TokenServiceServicer):
     async def ListRevokedTokens(
         self, request: tpb.ListRevokedTokensRequest, context: Ctx
     ) -> tpb.ListRevokedTokensResponse:
-        return tpb.ListRevokedTokensResponse(revoked=await self._cases.listed())
+        revoked, token = await self._cases.listed(caller.principal(), request)
+        return tpb.ListRevokedTokensResponse(revoked=revoked, next_page_token=token)

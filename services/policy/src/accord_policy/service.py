@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.events.v1 import policy_events_pb2
 from accord.policy.v1 import policy_pb2
-from accord_kit import events, outbox, pages
+from accord_kit import events, idempotency, outbox, pages
 from accord_kit.boundary import validate
 from accord_kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_policy import store, telemetry
@@ -41,6 +41,7 @@ class PolicyUseCases:
 
     async def create(self, tenant: str, request_id: str, p: policy_pb2.Policy) -> policy_pb2.Policy:
         async with self._sessions.begin() as s:
+            await idempotency.claim(s, "policy.create", tenant, request_id)
             existing = await store.find_by_request(s, tenant, request_id)
             if existing is not None:
                 if (
@@ -74,8 +75,9 @@ class PolicyUseCases:
         self, tenant: str, size: int, token: str
     ) -> tuple[list[policy_pb2.Policy], str]:
         limit = pages.page_size(size)
+        position = pages.decode(token, tenant, shape=(pages.TIME, pages.UUID))
         async with self._sessions() as s:
-            found = await store.list_policies(s, tenant, pages.decode(token, tenant), limit + 1)
+            found = await store.list_policies(s, tenant, position, limit + 1)
         if len(found) <= limit:
             return found, ""
         last = found[limit - 1]
@@ -198,10 +200,16 @@ def _etag() -> str:
 
 
 def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[str]:
-    if not p.policy_id:
-        raise InvalidArgument(
-            "policy is required", [FieldViolation("policy.policy_id", "required")]
-        )
+    # The policy itself is validated after the mask is applied; its id and etag say which
+    # version of which policy is changed, so both are required up front.
+    missing: list[FieldViolation] = []
+    if not _is_uuid(p):
+        missing.append(FieldViolation("policy.policy_id", "required, the policy's id (a UUID)"))
+    if not p.etag:
+        missing.append(FieldViolation("policy.etag", "required: read the policy, send its etag"))
+    if missing:
+        raise InvalidArgument("policy.policy_id and policy.etag are required", missing)
+    p.policy_id = p.policy_id.lower()
     bad = [
         p
         for p in mask.paths
@@ -219,6 +227,13 @@ def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[
             ],
         )
     return set(mask.paths)
+
+
+def _is_uuid(p: policy_pb2.Policy) -> bool:
+    try:
+        return str(uuid.UUID(p.policy_id)) == p.policy_id.lower()
+    except ValueError:
+        return False
 
 
 async def record_decisions(

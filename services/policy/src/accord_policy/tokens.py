@@ -1,5 +1,9 @@
 """Token revocation: the list lives in the shared JetStream bucket, each revocation is audited.
 
+A tenant's `tokens:admin` revokes and lists that tenant's tokens only (a token id names its
+tenant, see accord_kit.tokens.tenant_of); only a service token revokes any token and sees
+the whole list.
+
 The list entry is written first, so a failure after it leaves the token revoked; the
 `token.revoked` event has an id derived from the token id, so a retried call writes it at
 most once and audit records it once.
@@ -17,8 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord.events.v1 import policy_events_pb2
 from accord.policy.v1 import token_service_pb2 as pb
-from accord_kit import events, outbox, revocations
+from accord_kit import events, outbox, pages, revocations, tokens
 from accord_kit.auth import Principal
+from accord_kit.errors import PermissionDenied
 from accord_policy import tables as t
 from accord_policy.service import PRODUCER
 
@@ -31,6 +36,12 @@ class TokenUseCases:
         self._nc = nc
 
     async def revoke(self, by: Principal, request: pb.RevokeTokenRequest) -> pb.RevokedToken:
+        owner = tokens.tenant_of(request.token_id)
+        if not by.is_service and owner != by.tenant:
+            raise PermissionDenied(
+                "a tenant's token revokes only that tenant's tokens",
+                metadata={"cause": "TENANT_MISMATCH"},
+            )
         expires = request.expire_time.seconds if request.HasField("expire_time") else None
         entry, _ = await revocations.revoke(
             self._nc,
@@ -44,7 +55,7 @@ class TokenUseCases:
             aggregate="token",
             event="revoked",
             aggregate_id=entry.token_id,
-            tenant_id=by.tenant or "default",
+            tenant_id=owner or by.tenant or "default",
             payload=policy_events_pb2.TokenRevoked(
                 token_id=entry.token_id, reason=entry.reason, revoked_by=entry.revoked_by
             ),
@@ -58,8 +69,27 @@ class TokenUseCases:
             pass  # a retried revocation: its event is already on its way
         return _message(entry)
 
-    async def listed(self) -> list[pb.RevokedToken]:
-        return [_message(e) for e in await revocations.listed(self._nc)]
+    async def listed(
+        self, by: Principal, request: pb.ListRevokedTokensRequest
+    ) -> tuple[list[pb.RevokedToken], str]:
+        """One page of the list, oldest revocation first, and the next page's token."""
+        tenant = None if by.is_service else by.tenant or ""
+        filters = ["revocations", tenant]
+        position = pages.decode(request.page_token, filters, shape=(pages.TIME, pages.KEY))
+        entries = sorted(await revocations.listed(self._nc, tenant), key=_key)
+        if position is not None:
+            after = (datetime.fromisoformat(position[0]), position[1])
+            entries = [e for e in entries if _key(e) > after]
+        limit = pages.page_size(request.page_size)
+        page = entries[:limit]
+        if len(entries) <= limit:
+            return [_message(e) for e in page], ""
+        last = _key(page[-1])
+        return [_message(e) for e in page], pages.encode([last[0].isoformat(), last[1]], filters)
+
+
+def _key(entry: revocations.Revocation) -> tuple[datetime, str]:
+    return datetime.fromtimestamp(entry.revoked_at, UTC), entry.token_id
 
 
 def _message(entry: revocations.Revocation) -> pb.RevokedToken:

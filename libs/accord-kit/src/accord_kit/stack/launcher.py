@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import subprocess
 import sys
@@ -81,6 +82,8 @@ class Stack:
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.env = dict(env)
+        # One key for every replica, so a list pages across them.
+        self.env.setdefault("ACCORD_PAGE_TOKEN_KEY", secrets.token_urlsafe(32))
         self.host = host
         pick = fixed_ports(port_offset) if port_offset is not None else self._free_ports
         self.instances = layout(replicas or {}, pick)

@@ -105,7 +105,7 @@ class GetRecordRequest(_message.Message):
     index: _builtins.int
     """The record's index."""
     event_id: _builtins.str
-    """The id of the event the record holds."""
+    """The id of the event the record holds (a UUID)."""
     def __init__(
         self,
         *,

@@ -22,20 +22,29 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63\x63ord/common/v1/decision.proto\x12\x10\x61\x63\x63ord.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x0ePolicyDecision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x32\n\x07outcome\x18\x02 \x01(\x0e\x32!.accord.common.v1.DecisionOutcome\x12\x31\n\x07reasons\x18\x03 \x03(\x0b\x32 .accord.common.v1.DecisionReason\x12\x17\n\x0fpolicy_revision\x18\x04 \x01(\x03\x12\x1a\n\x12matched_policy_ids\x18\x05 \x03(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\"S\n\x0e\x44\x65\x63isionReason\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\x11\n\tpolicy_id\x18\x04 \x01(\t*j\n\x0f\x44\x65\x63isionOutcome\x12 \n\x1c\x44\x45\x43ISION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45\x43ISION_OUTCOME_ALLOW\x10\x01\x12\x19\n\x15\x44\x45\x43ISION_OUTCOME_DENY\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63\x63ord/common/v1/decision.proto\x12\x10\x61\x63\x63ord.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x0ePolicyDecision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x32\n\x07outcome\x18\x02 \x01(\x0e\x32!.accord.common.v1.DecisionOutcome\x12\x31\n\x07reasons\x18\x03 \x03(\x0b\x32 .accord.common.v1.DecisionReason\x12\x17\n\x0fpolicy_revision\x18\x04 \x01(\x03\x12\x1a\n\x12matched_policy_ids\x18\x05 \x03(\t\x12/\n\x0b\x64\x65\x63ide_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64ry_run\x18\x07 \x01(\x08\"z\n\x0e\x44\x65\x63isionReason\x12\x15\n\x04\x63ode\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x19\n\x07message\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1a\n\x07subject\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x01\x12\x1a\n\tpolicy_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@*j\n\x0f\x44\x65\x63isionOutcome\x12 \n\x1c\x44\x45\x43ISION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45\x43ISION_OUTCOME_ALLOW\x10\x01\x12\x19\n\x15\x44\x45\x43ISION_OUTCOME_DENY\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accord.common.v1.decision_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISIONOUTCOME']._serialized_start=433
-  _globals['_DECISIONOUTCOME']._serialized_end=539
-  _globals['_POLICYDECISION']._serialized_start=87
-  _globals['_POLICYDECISION']._serialized_end=346
-  _globals['_DECISIONREASON']._serialized_start=348
-  _globals['_DECISIONREASON']._serialized_end=431
+  _globals['_DECISIONREASON'].fields_by_name['code']._loaded_options = None
+  _globals['_DECISIONREASON'].fields_by_name['code']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_DECISIONREASON'].fields_by_name['message']._loaded_options = None
+  _globals['_DECISIONREASON'].fields_by_name['message']._serialized_options = b'\272H\005r\003\030\200 '
+  _globals['_DECISIONREASON'].fields_by_name['subject']._loaded_options = None
+  _globals['_DECISIONREASON'].fields_by_name['subject']._serialized_options = b'\272H\006r\004\030\200\200\001'
+  _globals['_DECISIONREASON'].fields_by_name['policy_id']._loaded_options = None
+  _globals['_DECISIONREASON'].fields_by_name['policy_id']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_DECISIONOUTCOME']._serialized_start=501
+  _globals['_DECISIONOUTCOME']._serialized_end=607
+  _globals['_POLICYDECISION']._serialized_start=116
+  _globals['_POLICYDECISION']._serialized_end=375
+  _globals['_DECISIONREASON']._serialized_start=377
+  _globals['_DECISIONREASON']._serialized_end=499
 # @@protoc_insertion_point(module_scope)

@@ -110,14 +110,14 @@ class DecisionReason(_message.Message):
     POLICY_ID_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Stable machine-readable code, e.g. `DOMAIN_DENIED`, `DOMAIN_NOT_ALLOWED`,
-    `ENGINE_NOT_ALLOWED`, `PRIVATE_NETWORK`, `ROBOTS_DISALLOWED`.
+    `ENGINE_NOT_ALLOWED`, `PRIVATE_NETWORK`, `ROBOTS_DISALLOWED`. Up to 64 characters.
     """
     message: _builtins.str
-    """Human-readable explanation."""
+    """Human-readable explanation. Up to 4096 characters."""
     subject: _builtins.str
-    """What the reason is about, e.g. the URL or domain."""
+    """What the reason is about, e.g. the URL or domain. Up to 16384 characters."""
     policy_id: _builtins.str
-    """Id of the policy whose rule produced the reason, empty for defaults."""
+    """Id of the policy whose rule produced the reason, empty for defaults. Up to 64 characters."""
     def __init__(
         self,
         *,

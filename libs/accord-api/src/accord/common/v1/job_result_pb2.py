@@ -23,26 +23,47 @@ _sym_db = _symbol_database.Default()
 
 
 from accord.common.v1 import decision_pb2 as accord_dot_common_dot_v1_dot_decision__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!accord/common/v1/job_result.proto\x12\x10\x61\x63\x63ord.common.v1\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xf4\x01\n\tJobResult\x12(\n\x07outputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x05steps\x18\x02 \x03(\x0b\x32\x1c.accord.common.v1.StepResult\x12\x30\n\tartifacts\x18\x03 \x03(\x0b\x32\x1d.accord.common.v1.ArtifactRef\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x08requests\x18\x05 \x03(\x0b\x32\x1f.accord.common.v1.RequestRecord\"\xd8\x01\n\nStepResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.accord.common.v1.StepStatus\x12&\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\rerror_message\x18\x07 \x01(\t\"j\n\x0b\x41rtifactRef\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"\x82\x02\n\rRequestRecord\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0c\n\x04sent\x18\x04 \x01(\x08\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\t\x12\x17\n\x0fpolicy_revision\x18\x07 \x01(\x03\x12\x31\n\x07reasons\x18\x08 \x03(\x0b\x32 .accord.common.v1.DecisionReason\x12;\n\x17\x63\x65rtificate_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*u\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_STATUS_SUCCEEDED\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!accord/common/v1/job_result.proto\x12\x10\x61\x63\x63ord.common.v1\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xf4\x01\n\tJobResult\x12(\n\x07outputs\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12+\n\x05steps\x18\x02 \x03(\x0b\x32\x1c.accord.common.v1.StepResult\x12\x30\n\tartifacts\x18\x03 \x03(\x0b\x32\x1d.accord.common.v1.ArtifactRef\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x31\n\x08requests\x18\x05 \x03(\x0b\x32\x1f.accord.common.v1.RequestRecord\"\xf7\x01\n\nStepResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x16\n\x04name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x36\n\x06status\x18\x03 \x01(\x0e\x32\x1c.accord.common.v1.StepStatusB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12&\n\x06output\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12 \n\rerror_message\x18\x07 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\"\x91\x01\n\x0b\x41rtifactRef\x12\x1d\n\x0b\x61rtifact_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x16\n\x04name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x1e\n\x0c\x63ontent_type\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xff\x01\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x17\n\x06sha256\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\"\x9f\x02\n\rRequestRecord\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x16\n\x03url\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x01\x12\x18\n\x07\x61\x64\x64ress\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x0c\n\x04sent\x18\x04 \x01(\x08\x12\x13\n\x0bhttp_status\x18\x05 \x01(\x05\x12\x1c\n\x0b\x64\x65\x63ision_id\x18\x06 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x17\n\x0fpolicy_revision\x18\x07 \x01(\x03\x12\x31\n\x07reasons\x18\x08 \x03(\x0b\x32 .accord.common.v1.DecisionReason\x12;\n\x17\x63\x65rtificate_expire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp*u\n\nStepStatus\x12\x1b\n\x17STEP_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15STEP_STATUS_SUCCEEDED\x10\x01\x12\x16\n\x12STEP_STATUS_FAILED\x10\x02\x12\x17\n\x13STEP_STATUS_SKIPPED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accord.common.v1.job_result_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STEPSTATUS']._serialized_start=1018
-  _globals['_STEPSTATUS']._serialized_end=1135
-  _globals['_JOBRESULT']._serialized_start=184
-  _globals['_JOBRESULT']._serialized_end=428
-  _globals['_STEPRESULT']._serialized_start=431
-  _globals['_STEPRESULT']._serialized_end=647
-  _globals['_ARTIFACTREF']._serialized_start=649
-  _globals['_ARTIFACTREF']._serialized_end=755
-  _globals['_REQUESTRECORD']._serialized_start=758
-  _globals['_REQUESTRECORD']._serialized_end=1016
+  _globals['_STEPRESULT'].fields_by_name['name']._loaded_options = None
+  _globals['_STEPRESULT'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_STEPRESULT'].fields_by_name['status']._loaded_options = None
+  _globals['_STEPRESULT'].fields_by_name['status']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_STEPRESULT'].fields_by_name['error_message']._loaded_options = None
+  _globals['_STEPRESULT'].fields_by_name['error_message']._serialized_options = b'\272H\006r\004\030\200\200\004'
+  _globals['_ARTIFACTREF'].fields_by_name['artifact_id']._loaded_options = None
+  _globals['_ARTIFACTREF'].fields_by_name['artifact_id']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_ARTIFACTREF'].fields_by_name['name']._loaded_options = None
+  _globals['_ARTIFACTREF'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\377\001'
+  _globals['_ARTIFACTREF'].fields_by_name['content_type']._loaded_options = None
+  _globals['_ARTIFACTREF'].fields_by_name['content_type']._serialized_options = b'\272H\005r\003\030\377\001'
+  _globals['_ARTIFACTREF'].fields_by_name['sha256']._loaded_options = None
+  _globals['_ARTIFACTREF'].fields_by_name['sha256']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_REQUESTRECORD'].fields_by_name['url']._loaded_options = None
+  _globals['_REQUESTRECORD'].fields_by_name['url']._serialized_options = b'\272H\006r\004\030\200\200\001'
+  _globals['_REQUESTRECORD'].fields_by_name['address']._loaded_options = None
+  _globals['_REQUESTRECORD'].fields_by_name['address']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_REQUESTRECORD'].fields_by_name['decision_id']._loaded_options = None
+  _globals['_REQUESTRECORD'].fields_by_name['decision_id']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_STEPSTATUS']._serialized_start=1147
+  _globals['_STEPSTATUS']._serialized_end=1264
+  _globals['_JOBRESULT']._serialized_start=213
+  _globals['_JOBRESULT']._serialized_end=457
+  _globals['_STEPRESULT']._serialized_start=460
+  _globals['_STEPRESULT']._serialized_end=707
+  _globals['_ARTIFACTREF']._serialized_start=710
+  _globals['_ARTIFACTREF']._serialized_end=855
+  _globals['_REQUESTRECORD']._serialized_start=858
+  _globals['_REQUESTRECORD']._serialized_end=1145
 # @@protoc_insertion_point(module_scope)

@@ -119,13 +119,13 @@ class StepResult(_message.Message):
     index: _builtins.int
     """Position of the step in the spec, from 0."""
     name: _builtins.str
-    """The step's output name, if it had one."""
+    """The step's output name, if it had one. Up to 128 characters."""
     status: Global___StepStatus.ValueType
     """How the step ended."""
     http_status: _builtins.int
     """HTTP status of the response the step received, 0 if none."""
     error_message: _builtins.str
-    """Why the step failed; empty on success."""
+    """Why the step failed; empty on success. Up to 65536 characters."""
     @_builtins.property
     def output(self) -> _struct_pb2.Value:
         """The step's output (text, list, number, object), if it produces one."""
@@ -165,15 +165,15 @@ class ArtifactRef(_message.Message):
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     artifact_id: _builtins.str
-    """Opaque id for ExecutorService.GetArtifact."""
+    """Opaque id for ExecutorService.GetArtifact. Up to 128 characters."""
     name: _builtins.str
-    """Human-readable name, e.g. `step-3.png`."""
+    """Human-readable name, e.g. `step-3.png`. Up to 255 characters."""
     content_type: _builtins.str
-    """MIME type, e.g. `image/png`."""
+    """MIME type, e.g. `image/png`. Up to 255 characters."""
     size_bytes: _builtins.int
     """Size in bytes."""
     sha256: _builtins.str
-    """Lowercase hex SHA-256 of the content."""
+    """Lowercase hex SHA-256 of the content. Up to 64 characters."""
     def __init__(
         self,
         *,
@@ -209,17 +209,21 @@ class RequestRecord(_message.Message):
     step_index: _builtins.int
     """Index of the step that made the request."""
     url: _builtins.str
-    """The URL requested (for a redirect hop, the URL the redirect pointed at)."""
+    """The URL requested (for a redirect hop, the URL the redirect pointed at).
+    Up to 16384 characters.
+    """
     address: _builtins.str
     """The IP address the request was sent to, the one the policy checked; empty when it was
-    not sent.
+    not sent. Up to 64 characters.
     """
     sent: _builtins.bool
     """True when the request was sent."""
     http_status: _builtins.int
     """The HTTP status received; 0 when none was."""
     decision_id: _builtins.str
-    """The policy decision's id; with `policy_revision` it finds the decision in the audit log."""
+    """The policy decision's id; with `policy_revision` it finds the decision in the audit log.
+    Up to 64 characters.
+    """
     policy_revision: _builtins.int
     """The revision of the tenant's policy set the request was decided under."""
     @_builtins.property

@@ -161,7 +161,8 @@ class JobSpec(_message.Message):
     def result_template(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The job's result: names mapped to templates over step outputs, e.g. `{{ steps.title }}`.
         A template that is exactly one reference keeps the referenced value's type. Unset
-        means every named step output is returned as is.
+        means every named step output is returned as is. 64 entries at most; names 1 to 63
+        characters, templates up to 4096.
         """
 
     @_builtins.property

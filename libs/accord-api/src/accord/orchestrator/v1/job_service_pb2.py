@@ -29,7 +29,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(accord/orchestrator/v1/job_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x10\x43reateJobRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12/\n\x04spec\x18\x02 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\"N\n\x11\x43reateJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x84\x01\n\x16\x42\x61tchCreateJobsRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,120}$\x12\x35\n\x05specs\x18\x02 \x03(\x0b\x32\x19.accord.common.v1.JobSpecB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"D\n\x17\x42\x61tchCreateJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\")\n\rGetJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\":\n\x0eGetJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"\xd2\x02\n\x0fListJobsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x41\n\x06states\x18\x03 \x03(\x0e\x32 .accord.orchestrator.v1.JobStateB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x1c\n\x0bschedule_id\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x06\x65ngine\x18\x07 \x01(\x0e\x32\x18.accord.common.v1.EngineB\x08\xbaH\x05\x82\x01\x02\x10\x01\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x10\x43\x61ncelJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x18\n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"+\n\x0fRetryJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"<\n\x10RetryJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"K\n\x0fWatchJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1e\n\rafter_version\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"t\n\x10WatchJobResponse\x12\x36\n\x06\x63hange\x18\x01 \x01(\x0b\x32&.accord.orchestrator.v1.JobStateChange\x12(\n\x03job\x18\x02 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job2\xaa\x06\n\nJobService\x12p\n\tCreateJob\x12(.accord.orchestrator.v1.CreateJobRequest\x1a).accord.orchestrator.v1.CreateJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12\x82\x01\n\x0f\x42\x61tchCreateJobs\x12..accord.orchestrator.v1.BatchCreateJobsRequest\x1a/.accord.orchestrator.v1.BatchCreateJobsResponse\"\x0e\xca\xf3\x18\njobs:write\x12\x66\n\x06GetJob\x12%.accord.orchestrator.v1.GetJobRequest\x1a&.accord.orchestrator.v1.GetJobResponse\"\r\xca\xf3\x18\tjobs:read\x12l\n\x08ListJobs\x12\'.accord.orchestrator.v1.ListJobsRequest\x1a(.accord.orchestrator.v1.ListJobsResponse\"\r\xca\xf3\x18\tjobs:read\x12p\n\tCancelJob\x12(.accord.orchestrator.v1.CancelJobRequest\x1a).accord.orchestrator.v1.CancelJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12m\n\x08RetryJob\x12\'.accord.orchestrator.v1.RetryJobRequest\x1a(.accord.orchestrator.v1.RetryJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12n\n\x08WatchJob\x12\'.accord.orchestrator.v1.WatchJobRequest\x1a(.accord.orchestrator.v1.WatchJobResponse\"\r\xca\xf3\x18\tjobs:read0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(accord/orchestrator/v1/job_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"x\n\x10\x43reateJobRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12/\n\x04spec\x18\x02 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\"N\n\x11\x43reateJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x84\x01\n\x16\x42\x61tchCreateJobsRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,120}$\x12\x35\n\x05specs\x18\x02 \x03(\x0b\x32\x19.accord.common.v1.JobSpecB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\"D\n\x17\x42\x61tchCreateJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\")\n\rGetJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\":\n\x0eGetJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"\xd6\x02\n\x0fListJobsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x41\n\x06states\x18\x03 \x03(\x0e\x32 .accord.orchestrator.v1.JobStateB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12 \n\x0bschedule_id\x18\x04 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x35\n\x11\x63reate_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12\x63reate_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x06\x65ngine\x18\x07 \x01(\x0e\x32\x18.accord.common.v1.EngineB\x08\xbaH\x05\x82\x01\x02\x10\x01\"V\n\x10ListJobsResponse\x12)\n\x04jobs\x18\x01 \x03(\x0b\x32\x1b.accord.orchestrator.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x10\x43\x61ncelJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x18\n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"=\n\x11\x43\x61ncelJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"+\n\x0fRetryJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"<\n\x10RetryJobResponse\x12(\n\x03job\x18\x01 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job\"K\n\x0fWatchJobRequest\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1e\n\rafter_version\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"t\n\x10WatchJobResponse\x12\x36\n\x06\x63hange\x18\x01 \x01(\x0b\x32&.accord.orchestrator.v1.JobStateChange\x12(\n\x03job\x18\x02 \x01(\x0b\x32\x1b.accord.orchestrator.v1.Job2\xaa\x06\n\nJobService\x12p\n\tCreateJob\x12(.accord.orchestrator.v1.CreateJobRequest\x1a).accord.orchestrator.v1.CreateJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12\x82\x01\n\x0f\x42\x61tchCreateJobs\x12..accord.orchestrator.v1.BatchCreateJobsRequest\x1a/.accord.orchestrator.v1.BatchCreateJobsResponse\"\x0e\xca\xf3\x18\njobs:write\x12\x66\n\x06GetJob\x12%.accord.orchestrator.v1.GetJobRequest\x1a&.accord.orchestrator.v1.GetJobResponse\"\r\xca\xf3\x18\tjobs:read\x12l\n\x08ListJobs\x12\'.accord.orchestrator.v1.ListJobsRequest\x1a(.accord.orchestrator.v1.ListJobsResponse\"\r\xca\xf3\x18\tjobs:read\x12p\n\tCancelJob\x12(.accord.orchestrator.v1.CancelJobRequest\x1a).accord.orchestrator.v1.CancelJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12m\n\x08RetryJob\x12\'.accord.orchestrator.v1.RetryJobRequest\x1a(.accord.orchestrator.v1.RetryJobResponse\"\x0e\xca\xf3\x18\njobs:write\x12n\n\x08WatchJob\x12\'.accord.orchestrator.v1.WatchJobRequest\x1a(.accord.orchestrator.v1.WatchJobResponse\"\r\xca\xf3\x18\tjobs:read0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,7 +53,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTJOBSREQUEST'].fields_by_name['states']._loaded_options = None
   _globals['_LISTJOBSREQUEST'].fields_by_name['states']._serialized_options = b'\272H\014\222\001\t\"\007\202\001\004\020\001 \000'
   _globals['_LISTJOBSREQUEST'].fields_by_name['schedule_id']._loaded_options = None
-  _globals['_LISTJOBSREQUEST'].fields_by_name['schedule_id']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['schedule_id']._serialized_options = b'\272H\010r\003\260\001\001\330\001\001'
   _globals['_LISTJOBSREQUEST'].fields_by_name['engine']._loaded_options = None
   _globals['_LISTJOBSREQUEST'].fields_by_name['engine']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_CANCELJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
@@ -93,21 +93,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBRESPONSE']._serialized_start=676
   _globals['_GETJOBRESPONSE']._serialized_end=734
   _globals['_LISTJOBSREQUEST']._serialized_start=737
-  _globals['_LISTJOBSREQUEST']._serialized_end=1075
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1077
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1163
-  _globals['_CANCELJOBREQUEST']._serialized_start=1165
-  _globals['_CANCELJOBREQUEST']._serialized_end=1235
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1237
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1298
-  _globals['_RETRYJOBREQUEST']._serialized_start=1300
-  _globals['_RETRYJOBREQUEST']._serialized_end=1343
-  _globals['_RETRYJOBRESPONSE']._serialized_start=1345
-  _globals['_RETRYJOBRESPONSE']._serialized_end=1405
-  _globals['_WATCHJOBREQUEST']._serialized_start=1407
-  _globals['_WATCHJOBREQUEST']._serialized_end=1482
-  _globals['_WATCHJOBRESPONSE']._serialized_start=1484
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1600
-  _globals['_JOBSERVICE']._serialized_start=1603
-  _globals['_JOBSERVICE']._serialized_end=2413
+  _globals['_LISTJOBSREQUEST']._serialized_end=1079
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1081
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1167
+  _globals['_CANCELJOBREQUEST']._serialized_start=1169
+  _globals['_CANCELJOBREQUEST']._serialized_end=1239
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1241
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1302
+  _globals['_RETRYJOBREQUEST']._serialized_start=1304
+  _globals['_RETRYJOBREQUEST']._serialized_end=1347
+  _globals['_RETRYJOBRESPONSE']._serialized_start=1349
+  _globals['_RETRYJOBRESPONSE']._serialized_end=1409
+  _globals['_WATCHJOBREQUEST']._serialized_start=1411
+  _globals['_WATCHJOBREQUEST']._serialized_end=1486
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1488
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1604
+  _globals['_JOBSERVICE']._serialized_start=1607
+  _globals['_JOBSERVICE']._serialized_end=2417
 # @@protoc_insertion_point(module_scope)

@@ -195,7 +195,7 @@ class ListJobsRequest(_message.Message):
     page_token: _builtins.str
     """Token from a previous response's next_page_token; empty for the first page."""
     schedule_id: _builtins.str
-    """Only jobs created by this schedule."""
+    """Only jobs created by this schedule (its id, a UUID). Empty means any."""
     engine: _job_spec_pb2.Engine.ValueType
     """Only jobs using this engine; unspecified means all."""
     @_builtins.property

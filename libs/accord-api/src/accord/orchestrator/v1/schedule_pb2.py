@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/orchestrator/v1/schedule.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x02\n\x0cScheduleSpec\x12\x1a\n\x04\x63ron\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\t\x18\x80\x02H\x00\x12\x39\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\n\xbaH\x07\xaa\x01\x04\x32\x02\x08\x01H\x00\x12\x1b\n\x05rrule\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x05\x18\x80\x08H\x00\x12/\n\tonce_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x1a\n\ttime_zone\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06jitter\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\x90\x1c\x32\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"\xae\x05\n\x08Schedule\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x32\n\x04spec\x18\x04 \x01(\x0b\x32$.accord.orchestrator.v1.ScheduleSpec\x12/\n\x0cjob_template\x18\x05 \x01(\x0b\x32\x19.accord.common.v1.JobSpec\x12=\n\x0eoverlap_policy\x18\x06 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicy\x12\x31\n\x0e\x63\x61tchup_window\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x12\n\npause_note\x18\t \x01(\t\x12\x33\n\x0fnext_fire_times\x18\n \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x0erecent_actions\x18\x0b \x03(\x0b\x32&.accord.orchestrator.v1.ScheduleAction\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12U\n\x06labels\x18\x0f \x03(\x0b\x32,.accord.orchestrator.v1.Schedule.LabelsEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\x80\x02\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xea\x01\n\x0eScheduleAction\x12\x31\n\rschedule_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tfire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x0f\n\x07skipped\x18\x04 \x01(\x08\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x33\n\tjob_state\x18\x06 \x01(\x0e\x32 .accord.orchestrator.v1.JobState\x12\x12\n\nfire_count\x18\x07 \x01(\x05*\xa9\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x1d\n\x19OVERLAP_POLICY_BUFFER_ONE\x10\x02\x12\x1c\n\x18OVERLAP_POLICY_ALLOW_ALL\x10\x03\x12\"\n\x1eOVERLAP_POLICY_CANCEL_PREVIOUS\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/orchestrator/v1/schedule.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x02\n\x0cScheduleSpec\x12\x1a\n\x04\x63ron\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\t\x18\x80\x02H\x00\x12\x39\n\x08interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\n\xbaH\x07\xaa\x01\x04\x32\x02\x08\x01H\x00\x12\x1b\n\x05rrule\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x05\x18\x80\x08H\x00\x12/\n\tonce_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00\x12\x1a\n\ttime_zone\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x06jitter\x18\x08 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\x90\x1c\x32\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"\xe8\x05\n\x08Schedule\x12\x1c\n\x0bschedule_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x1a\n\ttenant_id\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12\x1e\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x32\n\x04spec\x18\x04 \x01(\x0b\x32$.accord.orchestrator.v1.ScheduleSpec\x12/\n\x0cjob_template\x18\x05 \x01(\x0b\x32\x19.accord.common.v1.JobSpec\x12G\n\x0eoverlap_policy\x18\x06 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x31\n\x0e\x63\x61tchup_window\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x1c\n\npause_note\x18\t \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x33\n\x0fnext_fire_times\x18\n \x03(\x0b\x32\x1a.google.protobuf.Timestamp\x12>\n\x0erecent_actions\x18\x0b \x03(\x0b\x32&.accord.orchestrator.v1.ScheduleAction\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x04\x65tag\x18\x0e \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12U\n\x06labels\x18\x0f \x03(\x0b\x32,.accord.orchestrator.v1.Schedule.LabelsEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\x80\x02\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x87\x02\n\x0eScheduleAction\x12\x31\n\rschedule_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tfire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x06job_id\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x0f\n\x07skipped\x18\x04 \x01(\x08\x12\x16\n\x04note\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12=\n\tjob_state\x18\x06 \x01(\x0e\x32 .accord.orchestrator.v1.JobStateB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x12\n\nfire_count\x18\x07 \x01(\x05*\xa9\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13OVERLAP_POLICY_SKIP\x10\x01\x12\x1d\n\x19OVERLAP_POLICY_BUFFER_ONE\x10\x02\x12\x1c\n\x18OVERLAP_POLICY_ALLOW_ALL\x10\x03\x12\"\n\x1eOVERLAP_POLICY_CANCEL_PREVIOUS\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,16 +50,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULESPEC'].fields_by_name['jitter']._serialized_options = b'\272H\n\252\001\007\"\003\010\220\0342\000'
   _globals['_SCHEDULE_LABELSENTRY']._loaded_options = None
   _globals['_SCHEDULE_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_SCHEDULE'].fields_by_name['schedule_id']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['schedule_id']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_SCHEDULE'].fields_by_name['tenant_id']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['tenant_id']._serialized_options = b'\272H\004r\002\030?'
+  _globals['_SCHEDULE'].fields_by_name['display_name']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['display_name']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_SCHEDULE'].fields_by_name['overlap_policy']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['overlap_policy']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_SCHEDULE'].fields_by_name['pause_note']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['pause_note']._serialized_options = b'\272H\005r\003\030\200\010'
+  _globals['_SCHEDULE'].fields_by_name['etag']._loaded_options = None
+  _globals['_SCHEDULE'].fields_by_name['etag']._serialized_options = b'\272H\005r\003\030\200\001'
   _globals['_SCHEDULE'].fields_by_name['labels']._loaded_options = None
   _globals['_SCHEDULE'].fields_by_name['labels']._serialized_options = b'\272H\024\232\001\021\020@\"\006r\004\020\001\030?*\005r\003\030\200\002'
-  _globals['_OVERLAPPOLICY']._serialized_start=1530
-  _globals['_OVERLAPPOLICY']._serialized_end=1699
+  _globals['_SCHEDULEACTION'].fields_by_name['job_id']._loaded_options = None
+  _globals['_SCHEDULEACTION'].fields_by_name['job_id']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_SCHEDULEACTION'].fields_by_name['note']._loaded_options = None
+  _globals['_SCHEDULEACTION'].fields_by_name['note']._serialized_options = b'\272H\005r\003\030\200\010'
+  _globals['_SCHEDULEACTION'].fields_by_name['job_state']._loaded_options = None
+  _globals['_SCHEDULEACTION'].fields_by_name['job_state']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_OVERLAPPOLICY']._serialized_start=1617
+  _globals['_OVERLAPPOLICY']._serialized_end=1786
   _globals['_SCHEDULESPEC']._serialized_start=227
   _globals['_SCHEDULESPEC']._serialized_end=601
   _globals['_SCHEDULE']._serialized_start=604
-  _globals['_SCHEDULE']._serialized_end=1290
-  _globals['_SCHEDULE_LABELSENTRY']._serialized_start=1245
-  _globals['_SCHEDULE_LABELSENTRY']._serialized_end=1290
-  _globals['_SCHEDULEACTION']._serialized_start=1293
-  _globals['_SCHEDULEACTION']._serialized_end=1527
+  _globals['_SCHEDULE']._serialized_end=1348
+  _globals['_SCHEDULE_LABELSENTRY']._serialized_start=1303
+  _globals['_SCHEDULE_LABELSENTRY']._serialized_end=1348
+  _globals['_SCHEDULEACTION']._serialized_start=1351
+  _globals['_SCHEDULEACTION']._serialized_end=1614
 # @@protoc_insertion_point(module_scope)

@@ -159,19 +159,19 @@ class Schedule(_message.Message):
     ETAG_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """Server-assigned id."""
+    """Server-assigned id. Up to 64 characters."""
     tenant_id: _builtins.str
-    """The owning tenant."""
+    """The owning tenant. Up to 63 characters."""
     display_name: _builtins.str
-    """Human-readable name, unique per tenant."""
+    """Human-readable name, unique per tenant. Up to 128 characters."""
     overlap_policy: Global___OverlapPolicy.ValueType
     """What to do when a fire overlaps a running job."""
     paused: _builtins.bool
     """True while paused; paused schedules do not fire."""
     pause_note: _builtins.str
-    """Why the schedule was paused, if it is."""
+    """Why the schedule was paused, if it is. Up to 1024 characters."""
     etag: _builtins.str
-    """Opaque version for optimistic concurrency in UpdateSchedule."""
+    """Opaque version for optimistic concurrency in UpdateSchedule. Up to 128 characters."""
     @_builtins.property
     def spec(self) -> Global___ScheduleSpec:
         """When to fire."""
@@ -247,11 +247,11 @@ class ScheduleAction(_message.Message):
     JOB_STATE_FIELD_NUMBER: _builtins.int
     FIRE_COUNT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """The job created, empty when the fire was skipped."""
+    """The job created, empty when the fire was skipped. Up to 64 characters."""
     skipped: _builtins.bool
     """True when skipped by the overlap policy or the catch-up window."""
     note: _builtins.str
-    """Why it was skipped or how it was started (trigger, backfill)."""
+    """Why it was skipped or how it was started (trigger, backfill). Up to 1024 characters."""
     job_state: _job_pb2.JobState.ValueType
     """The job's state when it was created: QUEUED, or REJECTED when the policy denied it."""
     fire_count: _builtins.int

@@ -81,7 +81,7 @@ class GetScheduleRequest(_message.Message):
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     def __init__(
         self,
         *,
@@ -157,7 +157,9 @@ class ListSchedulesRequest(_message.Message):
     """Only paused (true) or only active (false) schedules; unset means both."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Only schedules carrying every one of these labels with these values."""
+        """Only schedules carrying every one of these labels with these values (64 at most; keys
+        1 to 63 characters, values up to 256, as on a schedule).
+        """
 
     def __init__(
         self,
@@ -268,16 +270,22 @@ class DeleteScheduleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
+    etag: _builtins.str
+    """The etag last read; a stale one is ABORTED. Empty deletes unconditionally. Up to 128
+    characters.
+    """
     def __init__(
         self,
         *,
         schedule_id: _builtins.str = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule_id", b"schedule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "schedule_id", b"schedule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -309,7 +317,7 @@ class PauseScheduleRequest(_message.Message):
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     note: _builtins.str
     """Why, shown on the schedule; up to 1024 characters."""
     def __init__(
@@ -358,7 +366,7 @@ class ResumeScheduleRequest(_message.Message):
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     def __init__(
         self,
         *,
@@ -406,7 +414,7 @@ class TriggerScheduleRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     request_id: _builtins.str
     """Idempotency key, as in CreateJobRequest."""
     overlap_policy: _schedule_pb2.OverlapPolicy.ValueType
@@ -465,7 +473,7 @@ class BackfillScheduleRequest(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
-    """The schedule's id."""
+    """The schedule's id (a UUID, any case)."""
     overlap_policy: _schedule_pb2.OverlapPolicy.ValueType
     """Overrides the schedule's overlap policy for these fires; unset means the schedule's.
     Each fire of the range overlaps the one before it while that one's job is unfinished.

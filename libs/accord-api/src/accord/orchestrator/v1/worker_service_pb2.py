@@ -31,7 +31,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+accord/orchestrator/v1/worker_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a!accord/common/v1/job_result.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x08LeaseRef\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x01\"\xc1\x01\n\x04Task\x12/\n\x05lease\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.LeaseRef\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.accord.common.v1.JobSpec\x12\x37\n\x13lease_deadline_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"\x85\x02\n\x10PollTasksRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1d\n\tmax_tasks\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x01\x12:\n\x07\x65ngines\x18\x03 \x03(\x0e\x32\x18.accord.common.v1.EngineB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x35\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\xbaH\t\xaa\x01\x06\"\x02\x08<2\x00\x12@\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\xd8\x04\x32\x00\"@\n\x11PollTasksResponse\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.accord.orchestrator.v1.Task\"\xb0\x01\n\x10HeartbeatRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12;\n\x06leases\x18\x02 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRefB\t\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12@\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\xd8\x04\x32\x00\"\xb1\x01\n\x11HeartbeatResponse\x12\x33\n\tcancelled\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRef\x12.\n\x04lost\x18\x02 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRef\x12\x37\n\x13lease_deadline_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x0eTaskCompletion\x12\x37\n\x05lease\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.LeaseRefB\x06\xbaH\x03\xc8\x01\x01\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x1b.accord.common.v1.JobResult\"~\n\x13\x43ompleteTaskRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12H\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32&.accord.orchestrator.v1.TaskCompletionB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xf4\x03\"N\n\x14\x43ompleteTaskResponse\x12\x36\n\x0cstale_leases\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRef\"\xf1\x01\n\x0f\x46\x61ilTaskRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x37\n\x05lease\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.LeaseRefB\x06\xbaH\x03\xc8\x01\x01\x12\x1d\n\nerror_code\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1f\n\rerror_message\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x11\n\tretryable\x18\x05 \x01(\x08\x12\x33\n\x0epartial_result\x18\x06 \x01(\x0b\x32\x1b.accord.common.v1.JobResult\"x\n\x10\x46\x61ilTaskResponse\x12\x34\n\nnext_state\x18\x01 \x01(\x0e\x32 .accord.orchestrator.v1.JobState\x12.\n\nretry_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xcd\x03\n\rWorkerService\x12l\n\tPollTasks\x12(.accord.orchestrator.v1.PollTasksRequest\x1a).accord.orchestrator.v1.PollTasksResponse\"\n\xca\xf3\x18\x06worker\x12l\n\tHeartbeat\x12(.accord.orchestrator.v1.HeartbeatRequest\x1a).accord.orchestrator.v1.HeartbeatResponse\"\n\xca\xf3\x18\x06worker\x12u\n\x0c\x43ompleteTask\x12+.accord.orchestrator.v1.CompleteTaskRequest\x1a,.accord.orchestrator.v1.CompleteTaskResponse\"\n\xca\xf3\x18\x06worker\x12i\n\x08\x46\x61ilTask\x12\'.accord.orchestrator.v1.FailTaskRequest\x1a(.accord.orchestrator.v1.FailTaskResponse\"\n\xca\xf3\x18\x06workerb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+accord/orchestrator/v1/worker_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a!accord/common/v1/job_result.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a accord/orchestrator/v1/job.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\">\n\x08LeaseRef\x12\x18\n\x06job_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x18\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x01\"\xc1\x01\n\x04Task\x12/\n\x05lease\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.LeaseRef\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12\'\n\x04spec\x18\x03 \x01(\x0b\x32\x19.accord.common.v1.JobSpec\x12\x37\n\x13lease_deadline_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x05 \x01(\t\"\x87\x02\n\x10PollTasksRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1d\n\tmax_tasks\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x01\x12:\n\x07\x65ngines\x18\x03 \x03(\x0e\x32\x18.accord.common.v1.EngineB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x35\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\xbaH\t\xaa\x01\x06\"\x02\x08<2\x00\x12\x42\n\x0elease_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\xbaH\x0c\xaa\x01\t\"\x03\x08\xd8\x04\x32\x02\x08\x01\"@\n\x11PollTasksResponse\x12+\n\x05tasks\x18\x01 \x03(\x0b\x32\x1c.accord.orchestrator.v1.Task\"\xb0\x01\n\x10HeartbeatRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12;\n\x06leases\x18\x02 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRefB\t\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12@\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\xd8\x04\x32\x00\"\xb1\x01\n\x11HeartbeatResponse\x12\x33\n\tcancelled\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRef\x12.\n\x04lost\x18\x02 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRef\x12\x37\n\x13lease_deadline_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\x0eTaskCompletion\x12\x37\n\x05lease\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.LeaseRefB\x06\xbaH\x03\xc8\x01\x01\x12+\n\x06result\x18\x02 \x01(\x0b\x32\x1b.accord.common.v1.JobResult\"~\n\x13\x43ompleteTaskRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12H\n\x0b\x63ompletions\x18\x02 \x03(\x0b\x32&.accord.orchestrator.v1.TaskCompletionB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xf4\x03\"N\n\x14\x43ompleteTaskResponse\x12\x36\n\x0cstale_leases\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.LeaseRef\"\xf1\x01\n\x0f\x46\x61ilTaskRequest\x12\x1d\n\tworker_id\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x37\n\x05lease\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.LeaseRefB\x06\xbaH\x03\xc8\x01\x01\x12\x1d\n\nerror_code\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@\x12\x1f\n\rerror_message\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x11\n\tretryable\x18\x05 \x01(\x08\x12\x33\n\x0epartial_result\x18\x06 \x01(\x0b\x32\x1b.accord.common.v1.JobResult\"x\n\x10\x46\x61ilTaskResponse\x12\x34\n\nnext_state\x18\x01 \x01(\x0e\x32 .accord.orchestrator.v1.JobState\x12.\n\nretry_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xcd\x03\n\rWorkerService\x12l\n\tPollTasks\x12(.accord.orchestrator.v1.PollTasksRequest\x1a).accord.orchestrator.v1.PollTasksResponse\"\n\xca\xf3\x18\x06worker\x12l\n\tHeartbeat\x12(.accord.orchestrator.v1.HeartbeatRequest\x1a).accord.orchestrator.v1.HeartbeatResponse\"\n\xca\xf3\x18\x06worker\x12u\n\x0c\x43ompleteTask\x12+.accord.orchestrator.v1.CompleteTaskRequest\x1a,.accord.orchestrator.v1.CompleteTaskResponse\"\n\xca\xf3\x18\x06worker\x12i\n\x08\x46\x61ilTask\x12\'.accord.orchestrator.v1.FailTaskRequest\x1a(.accord.orchestrator.v1.FailTaskResponse\"\n\xca\xf3\x18\x06workerb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,7 +51,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLLTASKSREQUEST'].fields_by_name['wait']._loaded_options = None
   _globals['_POLLTASKSREQUEST'].fields_by_name['wait']._serialized_options = b'\272H\t\252\001\006\"\002\010<2\000'
   _globals['_POLLTASKSREQUEST'].fields_by_name['lease_duration']._loaded_options = None
-  _globals['_POLLTASKSREQUEST'].fields_by_name['lease_duration']._serialized_options = b'\272H\n\252\001\007\"\003\010\330\0042\000'
+  _globals['_POLLTASKSREQUEST'].fields_by_name['lease_duration']._serialized_options = b'\272H\014\252\001\t\"\003\010\330\0042\002\010\001'
   _globals['_HEARTBEATREQUEST'].fields_by_name['worker_id']._loaded_options = None
   _globals['_HEARTBEATREQUEST'].fields_by_name['worker_id']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
   _globals['_HEARTBEATREQUEST'].fields_by_name['leases']._loaded_options = None
@@ -85,23 +85,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK']._serialized_start=361
   _globals['_TASK']._serialized_end=554
   _globals['_POLLTASKSREQUEST']._serialized_start=557
-  _globals['_POLLTASKSREQUEST']._serialized_end=818
-  _globals['_POLLTASKSRESPONSE']._serialized_start=820
-  _globals['_POLLTASKSRESPONSE']._serialized_end=884
-  _globals['_HEARTBEATREQUEST']._serialized_start=887
-  _globals['_HEARTBEATREQUEST']._serialized_end=1063
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1066
-  _globals['_HEARTBEATRESPONSE']._serialized_end=1243
-  _globals['_TASKCOMPLETION']._serialized_start=1245
-  _globals['_TASKCOMPLETION']._serialized_end=1363
-  _globals['_COMPLETETASKREQUEST']._serialized_start=1365
-  _globals['_COMPLETETASKREQUEST']._serialized_end=1491
-  _globals['_COMPLETETASKRESPONSE']._serialized_start=1493
-  _globals['_COMPLETETASKRESPONSE']._serialized_end=1571
-  _globals['_FAILTASKREQUEST']._serialized_start=1574
-  _globals['_FAILTASKREQUEST']._serialized_end=1815
-  _globals['_FAILTASKRESPONSE']._serialized_start=1817
-  _globals['_FAILTASKRESPONSE']._serialized_end=1937
-  _globals['_WORKERSERVICE']._serialized_start=1940
-  _globals['_WORKERSERVICE']._serialized_end=2401
+  _globals['_POLLTASKSREQUEST']._serialized_end=820
+  _globals['_POLLTASKSRESPONSE']._serialized_start=822
+  _globals['_POLLTASKSRESPONSE']._serialized_end=886
+  _globals['_HEARTBEATREQUEST']._serialized_start=889
+  _globals['_HEARTBEATREQUEST']._serialized_end=1065
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1068
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1245
+  _globals['_TASKCOMPLETION']._serialized_start=1247
+  _globals['_TASKCOMPLETION']._serialized_end=1365
+  _globals['_COMPLETETASKREQUEST']._serialized_start=1367
+  _globals['_COMPLETETASKREQUEST']._serialized_end=1493
+  _globals['_COMPLETETASKRESPONSE']._serialized_start=1495
+  _globals['_COMPLETETASKRESPONSE']._serialized_end=1573
+  _globals['_FAILTASKREQUEST']._serialized_start=1576
+  _globals['_FAILTASKREQUEST']._serialized_end=1817
+  _globals['_FAILTASKRESPONSE']._serialized_start=1819
+  _globals['_FAILTASKRESPONSE']._serialized_end=1939
+  _globals['_WORKERSERVICE']._serialized_start=1942
+  _globals['_WORKERSERVICE']._serialized_end=2403
 # @@protoc_insertion_point(module_scope)

@@ -28,15 +28,21 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x63ord/policy/v1/policy.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x02\n\x06Policy\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12 \n\x0c\x64isplay_name\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12,\n\x05rules\x18\x04 \x01(\x0b\x32\x1d.accord.policy.v1.PolicyRules\x12\x10\n\x08revision\x18\x05 \x01(\x03\x12\x0c\n\x04\x65tag\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x03\n\x0bPolicyRules\x12I\n\x0f\x61llowed_domains\x18\x01 \x03(\tB0\xbaH-\x92\x01*\x10\xe8\x07\"%r#\x10\x01\x18\xfd\x01\x32\x1c^(\\*|(\\*\\.)?[A-Za-z0-9.-]+)$\x12H\n\x0e\x64\x65nied_domains\x18\x02 \x03(\tB0\xbaH-\x92\x01*\x10\xe8\x07\"%r#\x10\x01\x18\xfd\x01\x32\x1c^(\\*|(\\*\\.)?[A-Za-z0-9.-]+)$\x12=\n\x0c\x64omain_rules\x18\x03 \x03(\x0b\x32\x1c.accord.policy.v1.DomainRuleB\t\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12\"\n\x16\x61llow_private_networks\x18\x04 \x01(\x08\x42\x02\x18\x01\x12M\n\x16max_authorization_mode\x18\x05 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x41\n\tretention\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x06\x08\x80\x86\xb0\x96\x01\x32\x03\x08\x90\x1c\x12)\n\x10\x61llowed_networks\x18\x07 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x64\"\x05r\x03\xe8\x01\x01\"\x9b\x02\n\nDomainRule\x12\x38\n\x06\x64omain\x18\x01 \x01(\tB(\xbaH%r#\x10\x01\x18\xfd\x01\x32\x1c^(\\*|(\\*\\.)?[A-Za-z0-9.-]+)$\x12\x34\n\x13requests_per_second\x18\x02 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x88\xc3@)\x00\x00\x00\x00\x00\x00\x00\x00\x12\x19\n\x05\x62urst\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\x12#\n\x0fmax_concurrency\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\x12\x42\n\x0f\x61llowed_engines\x18\x05 \x03(\x0e\x32\x18.accord.common.v1.EngineB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x19\n\x11ignore_robots_txt\x18\x06 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x63ord/policy/v1/policy.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x02\n\x06Policy\x12\x1a\n\tpolicy_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x1a\n\ttenant_id\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12 \n\x0c\x64isplay_name\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12,\n\x05rules\x18\x04 \x01(\x0b\x32\x1d.accord.policy.v1.PolicyRules\x12\x10\n\x08revision\x18\x05 \x01(\x03\x12\x16\n\x04\x65tag\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x03\n\x0bPolicyRules\x12I\n\x0f\x61llowed_domains\x18\x01 \x03(\tB0\xbaH-\x92\x01*\x10\xe8\x07\"%r#\x10\x01\x18\xfd\x01\x32\x1c^(\\*|(\\*\\.)?[A-Za-z0-9.-]+)$\x12H\n\x0e\x64\x65nied_domains\x18\x02 \x03(\tB0\xbaH-\x92\x01*\x10\xe8\x07\"%r#\x10\x01\x18\xfd\x01\x32\x1c^(\\*|(\\*\\.)?[A-Za-z0-9.-]+)$\x12=\n\x0c\x64omain_rules\x18\x03 \x03(\x0b\x32\x1c.accord.policy.v1.DomainRuleB\t\xbaH\x06\x92\x01\x03\x10\xe8\x07\x12\"\n\x16\x61llow_private_networks\x18\x04 \x01(\x08\x42\x02\x18\x01\x12M\n\x16max_authorization_mode\x18\x05 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x41\n\tretention\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x13\xbaH\x10\xaa\x01\r\"\x06\x08\x80\x86\xb0\x96\x01\x32\x03\x08\x90\x1c\x12)\n\x10\x61llowed_networks\x18\x07 \x03(\tB\x0f\xbaH\x0c\x92\x01\t\x10\x64\"\x05r\x03\xe8\x01\x01\"\x9b\x02\n\nDomainRule\x12\x38\n\x06\x64omain\x18\x01 \x01(\tB(\xbaH%r#\x10\x01\x18\xfd\x01\x32\x1c^(\\*|(\\*\\.)?[A-Za-z0-9.-]+)$\x12\x34\n\x13requests_per_second\x18\x02 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x88\xc3@)\x00\x00\x00\x00\x00\x00\x00\x00\x12\x19\n\x05\x62urst\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\x12#\n\x0fmax_concurrency\x18\x04 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\x90N(\x00\x12\x42\n\x0f\x61llowed_engines\x18\x05 \x03(\x0e\x32\x18.accord.common.v1.EngineB\x0f\xbaH\x0c\x92\x01\t\"\x07\x82\x01\x04\x10\x01 \x00\x12\x19\n\x11ignore_robots_txt\x18\x06 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accord.policy.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_POLICY'].fields_by_name['policy_id']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['policy_id']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_POLICY'].fields_by_name['tenant_id']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['tenant_id']._serialized_options = b'\272H\004r\002\030?'
   _globals['_POLICY'].fields_by_name['display_name']._loaded_options = None
   _globals['_POLICY'].fields_by_name['display_name']._serialized_options = b'\272H\007r\005\020\001\030\200\001'
+  _globals['_POLICY'].fields_by_name['etag']._loaded_options = None
+  _globals['_POLICY'].fields_by_name['etag']._serialized_options = b'\272H\005r\003\030\200\001'
   _globals['_POLICYRULES'].fields_by_name['allowed_domains']._loaded_options = None
   _globals['_POLICYRULES'].fields_by_name['allowed_domains']._serialized_options = b'\272H-\222\001*\020\350\007\"%r#\020\001\030\375\0012\034^(\\*|(\\*\\.)?[A-Za-z0-9.-]+)$'
   _globals['_POLICYRULES'].fields_by_name['denied_domains']._loaded_options = None
@@ -62,9 +68,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DOMAINRULE'].fields_by_name['allowed_engines']._loaded_options = None
   _globals['_DOMAINRULE'].fields_by_name['allowed_engines']._serialized_options = b'\272H\014\222\001\t\"\007\202\001\004\020\001 \000'
   _globals['_POLICY']._serialized_start=179
-  _globals['_POLICY']._serialized_end=435
-  _globals['_POLICYRULES']._serialized_start=438
-  _globals['_POLICYRULES']._serialized_end=888
-  _globals['_DOMAINRULE']._serialized_start=891
-  _globals['_DOMAINRULE']._serialized_end=1174
+  _globals['_POLICY']._serialized_end=463
+  _globals['_POLICYRULES']._serialized_start=466
+  _globals['_POLICYRULES']._serialized_end=916
+  _globals['_DOMAINRULE']._serialized_start=919
+  _globals['_DOMAINRULE']._serialized_end=1202
 # @@protoc_insertion_point(module_scope)

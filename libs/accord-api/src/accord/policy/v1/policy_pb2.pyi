@@ -43,15 +43,15 @@ class Policy(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
-    """Server-assigned id."""
+    """Server-assigned id. Up to 64 characters."""
     tenant_id: _builtins.str
-    """The owning tenant."""
+    """The owning tenant. Up to 63 characters."""
     display_name: _builtins.str
     """Human-readable name, 1 to 128 characters, unique per tenant."""
     revision: _builtins.int
     """The tenant's policy-set revision this version of the policy was written at."""
     etag: _builtins.str
-    """Opaque version for optimistic concurrency in UpdatePolicy."""
+    """Opaque version for optimistic concurrency in UpdatePolicy. Up to 128 characters."""
     @_builtins.property
     def rules(self) -> Global___PolicyRules:
         """The rules."""

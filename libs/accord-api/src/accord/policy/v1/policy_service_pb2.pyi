@@ -186,8 +186,10 @@ class UpdatePolicyRequest(_message.Message):
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def policy(self) -> _policy_pb2.Policy:
-        """The new values; `policy_id` names the policy and `etag` must be current. Required.
-        Only the masked fields are read, so the policy is validated after the mask is applied.
+        """The new values; `policy_id` (a UUID) names the policy and `etag`, the one it was read
+        with, must be current: both are required (INVALID_ARGUMENT when missing, ABORTED when
+        the etag is stale). Only the masked fields are read, so the policy is validated after
+        the mask is applied.
         """
 
     @_builtins.property
@@ -285,7 +287,9 @@ class EvaluateJobRequest(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     DRY_RUN_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """The job the decision is for, if already known; recorded with the decision."""
+    """The job the decision is for (its id, a UUID), if already known; recorded with the
+    decision. Empty means none.
+    """
     dry_run: _builtins.bool
     """Decide without recording a binding decision (still audited as a dry run)."""
     @_builtins.property
@@ -346,7 +350,9 @@ class EvaluateJobsRequest(_message.Message):
         SPEC_FIELD_NUMBER: _builtins.int
         JOB_ID_FIELD_NUMBER: _builtins.int
         job_id: _builtins.str
-        """The job the decision is for; recorded with the decision. Up to 64 characters."""
+        """The job the decision is for (its id, a UUID); recorded with the decision. Empty
+        means none.
+        """
         @_builtins.property
         def spec(self) -> _job_spec_pb2.JobSpec:
             """The spec to judge. Required."""
@@ -428,7 +434,7 @@ class AcquirePermitRequest(_message.Message):
     engine: _job_spec_pb2.Engine.ValueType
     """The engine making the request."""
     job_id: _builtins.str
-    """The job the request belongs to, up to 64 characters; recorded with a deny."""
+    """The job the request belongs to (its id, a UUID); recorded with a deny. Empty means none."""
     authorization_mode: _job_spec_pb2.AuthorizationMode.ValueType
     """The authorization mode of the job: decides whether robots.txt may be skipped."""
     @_builtins.property
@@ -521,7 +527,9 @@ class ReleasePermitRequest(_message.Message):
 
     PERMIT_ID_FIELD_NUMBER: _builtins.int
     permit_id: _builtins.str
-    """The permit to release; releasing one that expired or was released is not an error."""
+    """The permit to release; releasing one that expired or was released is not an error.
+    A UUID, as AcquirePermit returned it.
+    """
     def __init__(
         self,
         *,
@@ -571,7 +579,7 @@ class CheckUrlRequest(_message.Message):
     authorization_mode: _job_spec_pb2.AuthorizationMode.ValueType
     """The authorization mode of the job."""
     job_id: _builtins.str
-    """The job the request belongs to."""
+    """The job the request belongs to (its id, a UUID). Empty means none."""
     def __init__(
         self,
         *,

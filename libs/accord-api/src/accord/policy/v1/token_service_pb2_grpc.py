@@ -55,14 +55,17 @@ class TokenServiceServicer:
 
     def RevokeToken(self, request, context):
         """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-        returns the first revocation.
+        returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+        tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
+        A service token revokes any token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRevokedTokens(self, request, context):
-        """Lists the revoked token ids still on the list, oldest revocation first.
+        """Lists the revoked token ids still on the list, oldest revocation first: the caller's
+        tenant's tokens only, or every token for a service token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

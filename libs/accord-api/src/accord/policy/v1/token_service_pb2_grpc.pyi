@@ -37,10 +37,14 @@ class TokenServiceStub:
     def __new__(cls, channel: _aio.Channel) -> TokenServiceAsyncStub: ...
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_token_service_pb2.RevokeTokenRequest, _token_service_pb2.RevokeTokenResponse]
     """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-    returns the first revocation.
+    returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+    tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
+    A service token revokes any token.
     """
     ListRevokedTokens: _grpc.UnaryUnaryMultiCallable[_token_service_pb2.ListRevokedTokensRequest, _token_service_pb2.ListRevokedTokensResponse]
-    """Lists the revoked token ids still on the list, oldest revocation first."""
+    """Lists the revoked token ids still on the list, oldest revocation first: the caller's
+    tenant's tokens only, or every token for a service token.
+    """
 
 @_typing.type_check_only
 class TokenServiceAsyncStub(TokenServiceStub):
@@ -51,10 +55,14 @@ class TokenServiceAsyncStub(TokenServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RevokeToken: _aio.UnaryUnaryMultiCallable[_token_service_pb2.RevokeTokenRequest, _token_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-    returns the first revocation.
+    returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+    tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
+    A service token revokes any token.
     """
     ListRevokedTokens: _aio.UnaryUnaryMultiCallable[_token_service_pb2.ListRevokedTokensRequest, _token_service_pb2.ListRevokedTokensResponse]  # type: ignore[assignment]
-    """Lists the revoked token ids still on the list, oldest revocation first."""
+    """Lists the revoked token ids still on the list, oldest revocation first: the caller's
+    tenant's tokens only, or every token for a service token.
+    """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
     """Keeps the revocation list every Accord service checks on every call. A revoked token is
@@ -68,7 +76,9 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_token_service_pb2.RevokeTokenResponse, _abc.Awaitable[_token_service_pb2.RevokeTokenResponse]]:
         """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-        returns the first revocation.
+        returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+        tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
+        A service token revokes any token.
         """
 
     @_abc_1.abstractmethod
@@ -77,6 +87,8 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _token_service_pb2.ListRevokedTokensRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_token_service_pb2.ListRevokedTokensResponse, _abc.Awaitable[_token_service_pb2.ListRevokedTokensResponse]]:
-        """Lists the revoked token ids still on the list, oldest revocation first."""
+        """Lists the revoked token ids still on the list, oldest revocation first: the caller's
+        tenant's tokens only, or every token for a service token.
+        """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,140 @@
+"""30 concurrent creates with one request id, for every create RPC: one resource, no INTERNAL.
+
+Every RPC named Create* or BatchCreate* in any contract must have a case here (the
+descriptor set is the list), so a create RPC added later is raced too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from accord.common.v1 import job_spec_pb2 as spec_pb
+from accord.orchestrator.v1 import (
+    job_service_pb2,
+    job_service_pb2_grpc,
+    schedule_pb2,
+    schedule_service_pb2,
+    schedule_service_pb2_grpc,
+)
+from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
+from accord_kit.testing import as_tenant
+from tests.e2e.suite import Suite
+from tests.e2e.test_fuzz import services
+
+pytestmark = pytest.mark.e2e
+CALLERS = 30
+SPEC = spec_pb.JobSpec(
+    engine=spec_pb.ENGINE_HTTP,
+    steps=[spec_pb.Step(request=spec_pb.RequestStep(url="http://127.0.0.1:1/"))],
+)
+
+Md = tuple[tuple[str, str], ...]
+# One create call (returning the ids it names) and the tenant's listing of what it makes.
+Create = Callable[[grpc.aio.Channel, Md], Awaitable[list[str]]]
+Listed = Callable[[grpc.aio.Channel, Md], Awaitable[list[str]]]
+
+
+async def create_job(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    request = job_service_pb2.CreateJobRequest(request_id="same", spec=SPEC)
+    response = await job_service_pb2_grpc.JobServiceStub(ch).CreateJob(request, metadata=md)
+    return [response.job.job_id]
+
+
+async def batch_create_jobs(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    request = job_service_pb2.BatchCreateJobsRequest(request_id="same", specs=[SPEC, SPEC])
+    stub = job_service_pb2_grpc.JobServiceStub(ch)
+    return [j.job_id for j in (await stub.BatchCreateJobs(request, metadata=md)).jobs]
+
+
+async def list_jobs(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    request = job_service_pb2.ListJobsRequest(page_size=1000)
+    stub = job_service_pb2_grpc.JobServiceStub(ch)
+    return [j.job_id for j in (await stub.ListJobs(request, metadata=md)).jobs]
+
+
+async def create_schedule(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    schedule = schedule_pb2.Schedule(
+        display_name="nightly",
+        spec=schedule_pb2.ScheduleSpec(cron="0 3 * * *", time_zone="UTC"),
+        job_template=SPEC,
+    )
+    request = schedule_service_pb2.CreateScheduleRequest(request_id="same", schedule=schedule)
+    stub = schedule_service_pb2_grpc.ScheduleServiceStub(ch)
+    return [(await stub.CreateSchedule(request, metadata=md)).schedule.schedule_id]
+
+
+async def list_schedules(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    request = schedule_service_pb2.ListSchedulesRequest(page_size=1000)
+    stub = schedule_service_pb2_grpc.ScheduleServiceStub(ch)
+    return [s.schedule_id for s in (await stub.ListSchedules(request, metadata=md)).schedules]
+
+
+async def create_policy(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    policy = policy_pb2.Policy(
+        display_name="local", rules=policy_pb2.PolicyRules(allowed_domains=["127.0.0.1"])
+    )
+    request = policy_service_pb2.CreatePolicyRequest(request_id="same", policy=policy)
+    stub = policy_service_pb2_grpc.PolicyServiceStub(ch)
+    return [(await stub.CreatePolicy(request, metadata=md)).policy.policy_id]
+
+
+async def list_policies(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    request = policy_service_pb2.ListPoliciesRequest(page_size=1000)
+    stub = policy_service_pb2_grpc.PolicyServiceStub(ch)
+    return [p.policy_id for p in (await stub.ListPolicies(request, metadata=md)).policies]
+
+
+CASES: dict[str, tuple[str, Create, Listed]] = {
+    "accord.orchestrator.v1.JobService.CreateJob": ("orchestrator", create_job, list_jobs),
+    "accord.orchestrator.v1.JobService.BatchCreateJobs": (
+        "orchestrator",
+        batch_create_jobs,
+        list_jobs,
+    ),
+    "accord.orchestrator.v1.ScheduleService.CreateSchedule": (
+        "orchestrator",
+        create_schedule,
+        list_schedules,
+    ),
+    "accord.policy.v1.PolicyService.CreatePolicy": ("policy", create_policy, list_policies),
+}
+
+
+def test_every_create_rpc_is_raced() -> None:
+    creates = {
+        m.full_name
+        for s in services()
+        for m in s.methods
+        if m.name.startswith(("Create", "BatchCreate"))
+    }
+    assert creates == set(CASES)
+
+
+async def race(suite: Suite, rpc: str) -> list[str]:
+    """What is wrong when CALLERS callers create at once with one request id."""
+    service, create, listed = CASES[rpc]
+    md = as_tenant("race-" + rpc.rsplit(".", 1)[1].lower())
+    async with grpc.aio.insecure_channel(suite.target(service)) as ch:
+        outcomes: list[Any] = await asyncio.gather(
+            *(create(ch, md) for _ in range(CALLERS)), return_exceptions=True
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            return [f"{rpc}: {len(failures)} of {CALLERS} failed, e.g. {failures[0]}"]
+        if len({tuple(o) for o in outcomes}) != 1:
+            return [f"{rpc}: callers got different resources"]
+        stored = sorted(await listed(ch, md))
+        if stored != sorted(outcomes[0]):
+            return [f"{rpc}: stored {stored}, answered {outcomes[0]}"]
+    return []
+
+
+async def test_concurrent_creates_with_one_request_id_make_one_resource(suite: Suite) -> None:
+    found = await asyncio.gather(*(race(suite, rpc) for rpc in sorted(CASES)))
+    problems = [p for each in found for p in each]
+    assert not problems, "\n".join(problems)
