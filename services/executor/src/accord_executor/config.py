@@ -43,3 +43,17 @@ class Settings(ServiceSettings):
     user_agent: str = "Accord/0.1 (+https://accord.dev/bot)"
     # Chromium to use; unset means Playwright's own install, then /usr/bin/chromium.
     browser_executable: str | None = None
+    # Browser jobs run at once, beside (not within) the HTTP engine's `concurrency`.
+    browser_concurrency: int = Field(default=4, ge=1, le=256)
+    # Jobs one Chromium runs before it is replaced by a fresh one.
+    browser_recycle_after: int = Field(default=200, ge=1, le=100_000)
+    # Resident memory of Chromium's processes, in MiB, above which it is replaced.
+    browser_max_memory_mb: int = Field(default=2048, ge=128)
+    # Where screenshots and other artifacts are kept (content-addressed, per tenant).
+    artifact_dir: str = Field(
+        default_factory=lambda: os.path.expanduser("~/.local/share/accord/artifacts")
+    )
+    # Artifacts older than this many seconds are deleted (30 days by default).
+    artifact_retention_seconds: float = Field(default=30 * 86400, ge=3600)
+    # Seconds between two prunings of the artifact store.
+    artifact_prune_interval: float = Field(default=3600.0, gt=0)
