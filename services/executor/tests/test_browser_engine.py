@@ -21,7 +21,6 @@ from accord_executor.artifacts import LocalArtifactStore
 from accord_executor.config import Settings
 from accord_executor.domain import results as r
 from accord_executor.engines import chromium
-from accord_executor.engines.browser import SYSTEM_CHROMIUM, find_browser
 from accord_executor.engines.browser_engine import BrowserEngine
 from accord_executor.engines.chromium import BrowserHost
 from accord_executor.engines.guard import Guard
@@ -35,16 +34,6 @@ USER_AGENT = "Accord/0.1 (+https://accord.dev/bot)"
 SUCCEEDED = job_result_pb2.STEP_STATUS_SUCCEEDED
 FAILED = job_result_pb2.STEP_STATUS_FAILED
 SKIPPED = job_result_pb2.STEP_STATUS_SKIPPED
-
-
-@pytest.fixture(scope="session")
-def chromium_path() -> str:
-    if os.access(SYSTEM_CHROMIUM, os.X_OK):
-        return SYSTEM_CHROMIUM
-    probe = asyncio.run(find_browser(None))
-    if probe.executable is None:
-        pytest.fail(f"the browser tests need Chromium: {probe.reason}")
-    return probe.executable
 
 
 class Engine:

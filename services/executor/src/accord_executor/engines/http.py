@@ -185,7 +185,7 @@ class HttpEngine:
         if kind not in {"request", "extract", "assertion", "wait_for"} or (
             job_spec_pb2.ENGINE_HTTP not in kinds.engines_for(step)
         ):
-            raise r.StepFailed(r.STEP_NOT_SUPPORTED, unsupported(step))
+            raise r.StepFailed(r.STEP_NOT_SUPPORTED, unsupported(attempt.step_index, step))
         if kind == "request":
             return await self._request(attempt, step.request)
         if kind == "extract":
@@ -197,7 +197,7 @@ class HttpEngine:
         if kind == "wait_for" and step.wait_for.WhichOneof("condition") == "delay":
             await asyncio.sleep(step.wait_for.delay.ToTimedelta().total_seconds())
             return None, 0
-        raise r.StepFailed(r.STEP_NOT_SUPPORTED, unsupported(step))
+        raise r.StepFailed(r.STEP_NOT_SUPPORTED, unsupported(attempt.step_index, step))
 
     async def _request(
         self, attempt: _Attempt, step: job_spec_pb2.RequestStep
@@ -264,8 +264,9 @@ class HttpEngine:
         return response, text
 
 
-def unsupported(step: job_spec_pb2.Step) -> str:
-    return f"{kinds.describe(step)} steps need the browser engine; this job uses http"
+def unsupported(index: int, step: job_spec_pb2.Step) -> str:
+    what = kinds.describe(step)
+    return f"step {index} ({what}): {what} steps need the browser engine; this job uses http"
 
 
 def static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:

@@ -138,10 +138,7 @@ class PolicingProxy:
                 writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
                 up_writer.write(_origin_request(method, parts, lines))
-                status_line = await up_reader.readline()
-                record.http_status = _status(status_line)
-                writer.write(status_line)
-            await _pipe(reader, writer, up_reader, up_writer)
+            await _pipe(reader, writer, up_reader, up_writer, None if tunnel else record)
         finally:
             self._guard.release(ticket.caller, permit)
 
@@ -179,8 +176,10 @@ async def _pipe(
     writer: asyncio.StreamWriter,
     up_reader: asyncio.StreamReader,
     up_writer: asyncio.StreamWriter,
+    record: job_result_pb2.RequestRecord | None,
 ) -> None:
-    """Copy both ways until the origin is done; the browser's side closes with it."""
+    """Copy both ways until the origin is done; the browser's side closes with it. With a
+    record, the response's status line is read into it on the way."""
 
     async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
@@ -190,8 +189,13 @@ async def _pipe(
             if dst.can_write_eof():
                 dst.write_eof()
 
+    # The request body flows while the response is awaited: the origin may want it first.
     up = asyncio.create_task(copy(reader, up_writer))
     try:
+        if record is not None:
+            status_line = await up_reader.readline()
+            record.http_status = _status(status_line)
+            writer.write(status_line)
         await copy(up_reader, writer)
     finally:
         up.cancel()
