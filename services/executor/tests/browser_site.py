@@ -107,7 +107,10 @@ def _site(sites: Sites) -> web.Application:
         return html(
             f'<title>Leaky</title><img src="{c}/pixel.png"><p id="status">waiting</p><script>'
             f'fetch("{c}/api").then(() => "reached", () => "blocked")'
-            '.then(t => document.getElementById("status").textContent = t);</script>'
+            '.then(t => document.getElementById("status").textContent = t);'
+            f'const ws = new WebSocket("{c.replace("http", "ws")}/socket");'
+            'ws.onerror = () => document.body.dataset.ws = "blocked";'
+            'ws.onopen = () => document.body.dataset.ws = "open";</script>'
         )
 
     @routes.get("/to-canary")

@@ -97,11 +97,19 @@ async def test_requests_to_a_refused_host_are_blocked_and_reported(engine, sites
         go(f"{sites.url}/leaky"),
         js.Step(wait_for=js.WaitForStep(network_idle=True)),
         js.Step(name="status", extract=js.ExtractStep(selector="#status")),
+        js.Step(name="ws", extract=js.ExtractStep(selector="body", attribute="data-ws")),
     )
     assert outcome.failure is None, outcome.failure
     assert outcome.result.outputs["status"] == "blocked"  # the page's fetch failed
     refused = {q.url: q for q in outcome.result.requests if not q.sent}
-    assert set(refused) == {f"{sites.canary_url}/pixel.png", f"{sites.canary_url}/api"}
+    assert outcome.result.outputs["ws"] == "blocked"  # the WebSocket never opened
+    canary = sites.canary_url.removeprefix("http://")
+    # The WebSocket's CONNECT is checked on its host and port.
+    assert set(refused) == {
+        f"{sites.canary_url}/pixel.png",
+        f"{sites.canary_url}/api",
+        f"https://{canary}/",
+    }
     for record in refused.values():
         assert record.reasons
         assert record.decision_id
