@@ -169,6 +169,8 @@ async def test_every_browser_step_runs(engine, sites: Sites) -> None:  # type: i
         js.Step(name="bottom", extract=js.ExtractStep(selector="#bottom", html=True)),
         js.Step(name="api", extract=js.ExtractStep(selector="body", attribute="data-api")),
         js.Step(name="shot", screenshot=js.ScreenshotStep(selector="#bottom")),
+        js.Step(name="html", snapshot=js.SnapshotStep()),
+        js.Step(name="body", request=js.RequestStep(url=f"{sites.url}/api", save_body=True)),
     )
     assert outcome.failure is None, outcome.failure
     out = json_format.MessageToDict(outcome.result.outputs)
@@ -177,12 +179,18 @@ async def test_every_browser_step_runs(engine, sites: Sites) -> None:  # type: i
     assert out["keys"] == "Enter;a;"
     assert out["bottom"] == '<p id="bottom">Bottom <b>bold</b></p>'
     assert out["api"] == "api-ok"  # the page's own fetch went through the proxy, allowed
-    [shot] = outcome.result.artifacts
+    shot, html, body = outcome.result.artifacts
     assert shot.content_type == "image/png"
     assert shot.name == "step-17.png"
     data = b"".join([c async for c in engine.store.read("acme", shot.artifact_id)])
     assert data.startswith(b"\x89PNG")
     assert len(data) == shot.size_bytes
+    page = b"".join([c async for c in engine.store.read("acme", html.artifact_id)])
+    assert html.content_type.startswith("text/html")
+    assert b"<p>late text</p>" in page  # the HTML after its scripts ran
+    assert out["html"]["artifact_id"] == html.artifact_id
+    assert out["body"]["body"]["sha256"] == body.sha256
+    assert b"".join([c async for c in engine.store.read("acme", body.artifact_id)]) == b"api-ok"
     assert all(s.status == SUCCEEDED for s in outcome.result.steps)
 
 

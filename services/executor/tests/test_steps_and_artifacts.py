@@ -30,9 +30,17 @@ def test_engine_problems_name_each_step_its_engine_cannot_run() -> None:
         js.Step(extract=js.ExtractStep(selector="p", html=True)),
         js.Step(scroll=js.ScrollStep()),
         js.Step(assertion=js.AssertStep(selector_absent="p")),
+        js.Step(request=js.RequestStep(url="http://127.0.0.1/", save_body=True)),
+        js.Step(snapshot=js.SnapshotStep()),
     ]
     http = dict(engine_problems(js.JobSpec(engine=js.ENGINE_HTTP, steps=steps)))
-    assert set(http) == {"steps[2].wait_for", "steps[4].extract", "steps[5].scroll"}
+    assert set(http) == {
+        "steps[2].wait_for",
+        "steps[4].extract",
+        "steps[5].scroll",
+        "steps[7].request",
+        "steps[8].snapshot",
+    }
     assert http["steps[4].extract"] == "extract html steps need the browser engine, not http"
     assert engine_problems(js.JobSpec(engine=js.ENGINE_BROWSER, steps=steps)) == []
     both = js.Step(extract=js.ExtractStep(selector="p", html=True, attribute="href"))

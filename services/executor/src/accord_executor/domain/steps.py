@@ -27,6 +27,7 @@ ENGINES_BY_ACTION: dict[str, frozenset[job_spec_pb2.Engine.ValueType]] = {
     "select": ONLY_BROWSER,
     "press": ONLY_BROWSER,
     "scroll": ONLY_BROWSER,
+    "snapshot": ONLY_BROWSER,
 }
 
 
@@ -37,6 +38,8 @@ def describe(step: job_spec_pb2.Step) -> str:
         return f"wait_for {step.wait_for.WhichOneof('condition') or ''}".strip()
     if kind == "extract" and step.extract.html:
         return "extract html"
+    if kind == "request" and step.request.save_body:
+        return "request save_body"
     return kind
 
 
@@ -47,7 +50,7 @@ def engines_for(step: job_spec_pb2.Step) -> frozenset[job_spec_pb2.Engine.ValueT
         return frozenset()
     if kind == "wait_for" and step.wait_for.WhichOneof("condition") != "delay":
         return ONLY_BROWSER  # selectors, text and network idle need a rendered page
-    if kind == "extract" and step.extract.html:
+    if (kind == "extract" and step.extract.html) or (kind == "request" and step.request.save_body):
         return ONLY_BROWSER
     return ENGINES_BY_ACTION[kind]
 

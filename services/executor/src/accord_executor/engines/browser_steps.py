@@ -66,7 +66,24 @@ async def navigate(s: PageState, index: int, step: job_spec_pb2.Step) -> Any:
         if refused is not None:
             raise refused
     s.status = response.status if response is not None else 0
-    return {"status": s.status, "url": s.page.url}
+    output: dict[str, Any] = {"status": s.status, "url": s.page.url}
+    if step.request.save_body and response is not None:
+        body = await response.body()
+        kind = response.headers.get("content-type", "application/octet-stream")
+        output["body"] = await _keep(s, body, f"step-{index}.body", kind)
+    return output
+
+
+async def _keep(s: PageState, data: bytes, name: str, content_type: str) -> dict[str, Any]:
+    """Store an artifact for the attempt's tenant; what the step's output says of it."""
+    ref = await s.store.put(s.tenant, data, name=name, content_type=content_type)
+    s.artifacts.append(ref)
+    return {"artifact_id": ref.artifact_id, "sha256": ref.sha256, "size_bytes": ref.size_bytes}
+
+
+async def snapshot(s: PageState, index: int, step: job_spec_pb2.Step) -> Any:
+    html = (await s.page.content()).encode()
+    return await _keep(s, html, f"step-{index}.html", "text/html; charset=utf-8")
 
 
 def _chain(response: Response) -> list[str]:
@@ -157,9 +174,7 @@ async def screenshot(s: PageState, index: int, step: job_spec_pb2.Step) -> Any:
         data = await _do(locator.screenshot(timeout=s.ms()), shot.selector)
     else:
         data = await s.page.screenshot(full_page=shot.full_page, timeout=s.ms())
-    ref = await s.store.put(s.tenant, data, name=f"step-{index}.png", content_type="image/png")
-    s.artifacts.append(ref)
-    return {"artifact_id": ref.artifact_id, "sha256": ref.sha256, "size_bytes": ref.size_bytes}
+    return await _keep(s, data, f"step-{index}.png", "image/png")
 
 
 async def assertion(s: PageState, index: int, step: job_spec_pb2.Step) -> Any:
@@ -194,6 +209,7 @@ ACTIONS: dict[str, Action] = {
     "extract": extract,
     "screenshot": screenshot,
     "assertion": assertion,
+    "snapshot": snapshot,
 }
 
 

@@ -283,6 +283,7 @@ class Step(_message.Message):
     SELECT_FIELD_NUMBER: _builtins.int
     PRESS_FIELD_NUMBER: _builtins.int
     SCROLL_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name under which the step's output is saved for later templates and the result;
     lower_snake_case, up to 63 characters. Empty means the output is not saved.
@@ -331,6 +332,10 @@ class Step(_message.Message):
     def scroll(self) -> Global___ScrollStep:
         """Scroll an element into view, or the page to its end (browser engine)."""
 
+    @_builtins.property
+    def snapshot(self) -> Global___SnapshotStep:
+        """Store the page's current HTML as an artifact (browser engine)."""
+
     def __init__(
         self,
         *,
@@ -346,12 +351,13 @@ class Step(_message.Message):
         select: Global___SelectStep | None = ...,
         press: Global___PressStep | None = ...,
         scroll: Global___ScrollStep | None = ...,
+        snapshot: Global___SnapshotStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "press", b"press", "request", b"request", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "press", b"press", "request", b"request", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "snapshot", b"snapshot", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "name", b"name", "press", b"press", "request", b"request", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "name", b"name", "press", b"press", "request", b"request", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "snapshot", b"snapshot", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["request", "click", "fill", "wait_for", "extract", "screenshot", "assertion", "select", "press", "scroll"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["request", "click", "fill", "wait_for", "extract", "screenshot", "assertion", "select", "press", "scroll", "snapshot"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -387,6 +393,7 @@ class RequestStep(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    SAVE_BODY_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """HTTP method; GET when empty. The browser engine only navigates (GET)."""
     url: _builtins.str
@@ -396,6 +403,10 @@ class RequestStep(_message.Message):
     """
     body: _builtins.bytes
     """Request body (http engine), up to 1 MiB."""
+    save_body: _builtins.bool
+    """Store the response body as an artifact (browser engine). Off by default: bodies are
+    the bulk of what a job could keep.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Request headers (http engine), 64 at most. Names are RFC 9110 tokens of up to 256
@@ -411,10 +422,11 @@ class RequestStep(_message.Message):
         url: _builtins.str = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         body: _builtins.bytes = ...,
+        save_body: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "save_body", b"save_body", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -571,6 +583,23 @@ class ScreenshotStep(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScreenshotStep: _TypeAlias = ScreenshotStep  # noqa: Y015
+
+@_typing.final
+class SnapshotStep(_message.Message):
+    """Store the page's HTML as it is now (after scripts ran) as a `text/html` artifact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotStep: _TypeAlias = SnapshotStep  # noqa: Y015
 
 @_typing.final
 class SelectStep(_message.Message):
