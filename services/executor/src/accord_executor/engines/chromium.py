@@ -142,8 +142,10 @@ class BrowserHost:
                     user_agent=self._user_agent,
                     accept_downloads=False,
                 )
-            except PlaywrightError:
+            except BaseException as exc:  # cancelled too: the count must come back down
                 generation.users -= 1
+                if not isinstance(exc, PlaywrightError):
+                    raise
                 generation.retired = True
                 if not tries_left:
                     raise
