@@ -283,3 +283,14 @@ async def test_the_browser_is_recycled_after_n_jobs(make_engine, sites: Sites) -
     assert browsers[0] is browsers[1]
     assert browsers[2] is not browsers[1]
     assert not browsers[0].is_connected()
+
+
+async def test_a_browser_using_too_much_memory_is_replaced(make_engine, sites: Sites) -> None:  # type: ignore[no-untyped-def]
+    engine = await make_engine(max_memory_mb=1, memory_check_every=1)  # any browser is too big
+    first = await engine.run(go(f"{sites.url}/steps"))
+    assert first.failure is None, first.failure
+    used = engine.host.browser
+    second = await engine.run(go(f"{sites.url}/steps"))
+    assert second.failure is None, second.failure
+    assert engine.host.browser is not used
+    assert not used.is_connected()

@@ -60,7 +60,9 @@ class BrowserHost:
         user_agent: str,
         recycle_after: int = 200,
         max_memory_mb: int = 2048,
+        memory_check_every: int = MEMORY_CHECK_EVERY,
     ) -> None:
+        self._memory_check_every = memory_check_every
         self._executable = executable
         self._proxy_port = proxy_port
         self._user_agent = user_agent
@@ -122,7 +124,7 @@ class BrowserHost:
             with contextlib.suppress(Exception):
                 await asyncio.shield(context.close())
             if generation.jobs >= self._recycle_after or (
-                generation.jobs % MEMORY_CHECK_EVERY == 0 and self._too_big(generation)
+                generation.jobs % self._memory_check_every == 0 and self._too_big(generation)
             ):
                 generation.retired = True
             if generation.retired:
