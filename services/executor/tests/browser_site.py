@@ -108,6 +108,7 @@ def _site(sites: Sites) -> web.Application:
             f'<title>Leaky</title><img src="{c}/pixel.png"><p id="status">waiting</p><script>'
             f'fetch("{c}/api").then(() => "reached", () => "blocked")'
             '.then(t => document.getElementById("status").textContent = t);'
+            f'fetch("{c.replace("http", "https")}/secure?q=1").catch(() => null);'
             f'const ws = new WebSocket("{c.replace("http", "ws")}/socket");'
             'ws.onerror = () => document.body.dataset.ws = "blocked";'
             'ws.onopen = () => document.body.dataset.ws = "open";</script>'

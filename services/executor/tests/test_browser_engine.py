@@ -104,11 +104,13 @@ async def test_requests_to_a_refused_host_are_blocked_and_reported(engine, sites
     refused = {q.url: q for q in outcome.result.requests if not q.sent}
     assert outcome.result.outputs["ws"] == "blocked"  # the WebSocket never opened
     canary = sites.canary_url.removeprefix("http://")
-    # The WebSocket's CONNECT is checked on its host and port.
+    # The WebSocket's CONNECT is checked on its host and port; an HTTPS request on its full
+    # URL, before Chromium opens any tunnel for it.
     assert set(refused) == {
         f"{sites.canary_url}/pixel.png",
         f"{sites.canary_url}/api",
         f"https://{canary}/",
+        f"https://{canary}/secure?q=1",
     }
     for record in refused.values():
         assert record.reasons

@@ -61,7 +61,8 @@ class BrowserEngine:
         failure = static_failure(spec)
         state: act.PageState | None = None
         try:
-            async with self._proxy.listen(ticket) as port, self._host.page(port) as (_, page):
+            async with self._proxy.listen(ticket) as port, self._host.page(port) as (ctx, page):
+                await self._proxy.watch(ctx, ticket)
                 state = act.PageState(page, ticket, tenant or "", self._store)
                 for index, step in enumerate(spec.steps):
                     if failure is None:

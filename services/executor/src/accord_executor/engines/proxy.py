@@ -10,20 +10,25 @@ Plain HTTP is checked per request, on its full URL, and relayed with `Connection
 every request comes through here on its own connection and its permit is held until its
 response ends. CONNECT (HTTPS, WSS) is checked on its host and port; the permit gates the
 connect and is given back once the tunnel is up, since Chromium keeps tunnels open between
-requests. Either way the bytes go to exactly the address the policy checked. A refusal is
-answered 403 and recorded with its reasons in the job's request log.
+requests; each HTTPS request in it is also checked on its full URL by a route on the
+job's context (`watch`), before Chromium sends it. Either way the bytes go to exactly the
+address the policy checked. A refusal is answered 403 (or the request aborted) and recorded
+with its reasons in the job's request log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
 import structlog
+from playwright.async_api import BrowserContext, Route
+from playwright.async_api import Error as PlaywrightError
 
 from accord.common.v1 import job_result_pb2
 from accord_executor.domain import results as r
@@ -32,6 +37,7 @@ from accord_executor.engines.guard import Caller, Guard
 log = structlog.get_logger("accord.executor.proxy")
 
 MAX_HEAD_BYTES = 64 * 1024
+HTTPS = re.compile(r"^https://")  # a glob would not match a URL with a query here
 CONNECT_SECONDS = 10.0
 # Request headers that are about the hop to the proxy, not for the origin.
 HOP_HEADERS = frozenset(
@@ -67,6 +73,31 @@ class PolicingProxy:
     async def close(self) -> None:
         if self._browser_server is not None:
             self._browser_server.close()
+
+    async def watch(self, context: BrowserContext, ticket: Ticket) -> None:
+        """Check each HTTPS request of the context on its full URL before it leaves.
+
+        The proxy sees only the host and port of what travels in a CONNECT tunnel; rules
+        that depend on the path (robots.txt) are decided here, per request, by the policy
+        (no permit: the connection that carries the request takes that).
+        """
+
+        async def police(route: Route) -> None:
+            url = route.request.url
+            record = job_result_pb2.RequestRecord(step_index=ticket.step_index, url=url)
+            with contextlib.suppress(PlaywrightError):  # the page may close meanwhile
+                try:
+                    if ticket.caller is None or self._guard is None:
+                        raise r.StepFailed(r.POLICY_DENIED, "no job owns this request")
+                    await self._guard.check(ticket.caller, url, record)
+                except r.StepFailed as exc:
+                    ticket.requests.append(record)
+                    ticket.refused[url] = exc.failure
+                    await route.abort("blockedbyclient")
+                    return
+                await route.continue_()
+
+        await context.route(HTTPS, police)
 
     @contextlib.asynccontextmanager
     async def listen(self, ticket: Ticket) -> AsyncIterator[int]:
