@@ -30,7 +30,7 @@ class Settings(ServiceSettings):
     policy_timeout: float = 5.0
     # Stable id of this process towards WorkerService; leases are held in its name.
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
-    # Jobs run at once per engine pool, and the HTTP connection pool's size.
+    # HTTP jobs run at once, and the HTTP connection pool's size.
     concurrency: int = Field(default=16, ge=1, le=1000)
     # Leased tasks kept waiting for a slot beyond the engines' capacity, so a slot that
     # frees is refilled at once instead of after the next poll. 0 turns the buffer off.

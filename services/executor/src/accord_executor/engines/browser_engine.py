@@ -73,7 +73,7 @@ class BrowserEngine:
                     if on_step is not None:
                         on_step(result)
         except PlaywrightError as exc:  # the browser could not give a context at all
-            failure = r.Failure(r.EXECUTOR_ERROR, f"no browser context: {act._first_line(exc)}")
+            failure = r.Failure(r.EXECUTOR_ERROR, f"no browser context: {act.first_line(exc)}")
         saved = state.outputs if state is not None else {}
         outputs, failure = outputs_of(spec, saved, failure)
         return Outcome(

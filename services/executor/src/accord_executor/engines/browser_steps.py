@@ -59,7 +59,7 @@ async def navigate(s: PageState, index: int, step: job_spec_pb2.Step) -> Any:
         raise TimeoutError from None
     except PlaywrightError as exc:
         raise _refused(s, [url]) or r.StepFailed(
-            r.HTTP_ERROR, f"loading {url} failed: {_first_line(exc)}"
+            r.HTTP_ERROR, f"loading {url} failed: {first_line(exc)}"
         ) from None
     if response is not None:
         refused = _refused(s, _chain(response))
@@ -221,12 +221,12 @@ async def _do(action: Awaitable[Any], selector: str) -> Any:
     except PlaywrightTimeout:
         raise r.StepFailed(r.TIMEOUT, f"timed out waiting for{where or ' the page'}") from None
     except PlaywrightError as exc:
-        text = _first_line(exc)
+        text = first_line(exc)
         lowered = text.lower()
         if "selector" in lowered and ("valid" in lowered or "parsing" in lowered):
             raise r.StepFailed(r.INVALID_SELECTOR, f"invalid CSS selector{where}: {text}") from None
         raise r.StepFailed(r.EXECUTOR_ERROR, f"{selector or 'page'}: {text}") from exc
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [repr(exc)])[0]
