@@ -1,5 +1,6 @@
 # Two entry points: `make up` runs Accord, `make test` runs every check and test.
-# Both install what they need first (uv from PyPI, the locked workspace, the Node test client).
+# Both install what they need first (uv from PyPI, the locked workspace, the Node test client,
+# a Chromium for the browser engine).
 
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PYTHON_FILES := libs/accord-kit services cli tests scripts bench conftest.py
@@ -11,6 +12,7 @@ install: promtool
 	@command -v uv >/dev/null 2>&1 || python3 -c "import uv" 2>/dev/null || python3 -m pip install --quiet uv
 	$(UV) sync --all-packages --frozen
 	cd tests/e2e/node && npm ci --no-audit --no-fund --silent
+	PYTHON=.venv/bin/python sh scripts/install_browser.sh
 
 up: install
 	$(UV) run accord up

@@ -137,6 +137,11 @@ def _print_engines(executor: str, admin_token: str) -> None:
         name = job_spec_pb2.Engine.Name(pool.engine).removeprefix("ENGINE_").lower()
         state = "ready" if pool.available else f"unavailable: {pool.unavailable_reason}"
         print(f"  engine {name:<7} {state}", flush=True)
+        if not pool.available:
+            print(
+                f"  {name} jobs wait in QUEUED, saying so, until an executor that runs them polls",
+                flush=True,
+            )
 
 
 def _print_ready(stack: Stack) -> None:

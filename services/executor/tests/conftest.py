@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -21,6 +23,7 @@ from accord.executor.v1 import executor_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
 from accord_executor.app import App
 from accord_executor.config import Settings
+from accord_executor.engines.browser import SYSTEM_CHROMIUM, find_browser
 from accord_executor.engines.http import HttpEngine
 from accord_kit.testing import as_tenant, channel
 from accord_policy.app import App as PolicyApp
@@ -115,6 +118,17 @@ async def site() -> AsyncIterator[Site]:
     await runner.cleanup()
 
 
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """The Chromium the browser tests drive; they fail, not skip, when there is none."""
+    if os.access(SYSTEM_CHROMIUM, os.X_OK):
+        return SYSTEM_CHROMIUM
+    probe = asyncio.run(find_browser(None))
+    if probe.executable is None:
+        pytest.fail(f"the browser tests need Chromium (make install): {probe.reason}")
+    return probe.executable
+
+
 @pytest.fixture
 def closed_port() -> int:
     """A port nothing listens on: connections to it are refused."""
@@ -194,10 +208,17 @@ async def _allow_local_site(app: PolicyApp) -> None:
 
 @pytest.fixture
 async def executor_app(
-    closed_port: int, nats_url: str, policy_app: PolicyApp
+    closed_port: int, nats_url: str, policy_app: PolicyApp, tmp_path: Path
 ) -> AsyncIterator[App]:
     """The executor with no orchestrator reachable: RunJob and status still work."""
-    app = App(_settings(closed_port, nats_url, policy_target=f"127.0.0.1:{policy_app.port}"))
+    app = App(
+        _settings(
+            closed_port,
+            nats_url,
+            policy_target=f"127.0.0.1:{policy_app.port}",
+            artifact_dir=str(tmp_path / "artifacts"),
+        )
+    )
     await app.start()
     yield app
     await app.stop()

@@ -173,11 +173,32 @@ async def test_result_template_that_cannot_render_fails_the_call(executor, site)
     assert "result_template[x]" in (caught.value.details() or "")
 
 
-async def test_get_artifact_is_unimplemented(executor) -> None:  # type: ignore[no-untyped-def]
+async def test_get_artifact_refuses_unknown_and_empty_ids(executor) -> None:  # type: ignore[no-untyped-def]
+    for artifact_id, code in (
+        ("a1", grpc.StatusCode.NOT_FOUND),
+        ("0" * 64, grpc.StatusCode.NOT_FOUND),
+        ("", grpc.StatusCode.INVALID_ARGUMENT),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in executor.GetArtifact(pb.GetArtifactRequest(artifact_id=artifact_id)):
+                pass
+        assert caught.value.code() == code, artifact_id
+    assert "artifact_id" in violations(caught.value)
+
+
+async def test_run_job_refuses_browser_steps_in_an_http_spec(executor, site) -> None:  # type: ignore[no-untyped-def]
+    spec = page_spec(
+        f"{site.url}/",
+        js.Step(click=js.ClickStep(selector="a")),
+        js.Step(wait_for=js.WaitForStep(text="Welcome")),
+    )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in executor.GetArtifact(pb.GetArtifactRequest(artifact_id="a1")):
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        await run(executor, spec)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = violations(caught.value)
+    assert "click steps need the browser engine" in found["spec.steps[3].click"]
+    assert "wait_for text steps" in found["spec.steps[4].wait_for"]
+    assert site.hits == []  # refused before anything was sent
 
 
 async def test_health_is_not_serving_without_the_orchestrator(executor_app: App) -> None:

@@ -169,12 +169,18 @@ async def test_browser_only_steps_are_not_supported(engine: HttpEngine, site) ->
         js.Step(fill=js.FillStep(selector="input", value="x")),
         js.Step(screenshot=js.ScreenshotStep()),
         js.Step(wait_for=js.WaitForStep(selector="h1")),
+        js.Step(select=js.SelectStep(selector="select", value="a")),
+        js.Step(press=js.PressStep(key="Enter")),
+        js.Step(scroll=js.ScrollStep()),
+        js.Step(wait_for=js.WaitForStep(network_idle=True)),
+        js.Step(extract=js.ExtractStep(selector="h1", html=True)),
     ):
         outcome = await engine.run(spec(request(f"{site.url}/"), step))
         assert outcome.failure is not None
         assert outcome.failure.code == r.STEP_NOT_SUPPORTED
         assert not outcome.failure.retryable
         assert "browser engine" in outcome.result.steps[1].error_message
+        assert outcome.result.steps[1].error_message.startswith("step 1 (")
 
 
 async def test_template_errors_fail_before_any_request(engine: HttpEngine, site) -> None:  # type: ignore[no-untyped-def]

@@ -78,6 +78,18 @@ class PolicyClient:
             raise _failed(exc, "request check") from exc
         return response
 
+    async def check_url(
+        self, tenant: str, request: policy_service_pb2.CheckUrlRequest
+    ) -> policy_service_pb2.CheckUrlResponse:
+        """The decision on one URL, without a permit; UNAVAILABLE when policy is unreachable."""
+        try:
+            response: policy_service_pb2.CheckUrlResponse = await self._stub.CheckUrl(
+                request, metadata=acting_for(tenant), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _failed(exc, "URL check") from exc
+        return response
+
     async def release(self, tenant: str, permit_id: str) -> None:
         """Give a permit's slot back now; a failure only leaves it to its lease."""
         request = policy_service_pb2.ReleasePermitRequest(permit_id=permit_id)

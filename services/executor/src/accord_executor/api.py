@@ -12,7 +12,6 @@ from accord.executor.v1 import executor_service_pb2 as pb
 from accord.executor.v1 import executor_service_pb2_grpc
 from accord_executor.service import ExecutorUseCases
 from accord_kit import caller
-from accord_kit.errors import Unimplemented
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -30,10 +29,16 @@ class ExecutorApi(executor_service_pb2_grpc.ExecutorServiceServicer):
             else:
                 yield pb.RunJobResponse(result=event)
 
-    def GetArtifact(
+    async def GetArtifact(
         self, request: pb.GetArtifactRequest, context: Ctx
     ) -> AsyncIterator[pb.GetArtifactResponse]:
-        raise Unimplemented("GetArtifact arrives with the browser engine and its artifacts")
+        ref, chunks = await self._cases.artifact(caller.tenant(), request.artifact_id)
+        first = True
+        async for chunk in chunks:
+            yield pb.GetArtifactResponse(artifact=ref if first else None, chunk=chunk)
+            first = False
+        if first:  # an empty artifact still answers with its metadata
+            yield pb.GetArtifactResponse(artifact=ref)
 
     async def GetExecutorStatus(
         self, request: pb.GetExecutorStatusRequest, context: Ctx

@@ -30,7 +30,7 @@ class Settings(ServiceSettings):
     policy_timeout: float = 5.0
     # Stable id of this process towards WorkerService; leases are held in its name.
     worker_id: str = Field(default_factory=_default_worker_id, min_length=1, max_length=128)
-    # Jobs run at once per engine pool, and the HTTP connection pool's size.
+    # HTTP jobs run at once, and the HTTP connection pool's size.
     concurrency: int = Field(default=16, ge=1, le=1000)
     # Leased tasks kept waiting for a slot beyond the engines' capacity, so a slot that
     # frees is refilled at once instead of after the next poll. 0 turns the buffer off.
@@ -46,3 +46,17 @@ class Settings(ServiceSettings):
     ca_file: str | None = None
     # Chromium to use; unset means Playwright's own install, then /usr/bin/chromium.
     browser_executable: str | None = None
+    # Browser jobs run at once, beside (not within) the HTTP engine's `concurrency`.
+    browser_concurrency: int = Field(default=4, ge=1, le=256)
+    # Jobs one Chromium runs before it is replaced by a fresh one.
+    browser_recycle_after: int = Field(default=200, ge=1, le=100_000)
+    # Resident memory of Chromium's processes, in MiB, above which it is replaced.
+    browser_max_memory_mb: int = Field(default=2048, ge=128)
+    # Where screenshots and other artifacts are kept (content-addressed, per tenant).
+    artifact_dir: str = Field(
+        default_factory=lambda: os.path.expanduser("~/.local/share/accord/artifacts")
+    )
+    # Artifacts older than this many seconds are deleted (30 days by default).
+    artifact_retention_seconds: float = Field(default=30 * 86400, ge=3600)
+    # Seconds between two prunings of the artifact store.
+    artifact_prune_interval: float = Field(default=3600.0, gt=0)

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Mapping
 
 from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
 from accord.executor.v1 import executor_service_pb2 as pb
+from accord_executor.artifacts import ArtifactStore
 from accord_executor.domain.results import TEMPLATE_ERROR
+from accord_executor.domain.steps import engine_problems
 from accord_executor.domain.templates import check_spec
-from accord_executor.engines.http import HttpEngine, Outcome
+from accord_executor.engines.http import Outcome, Runner
 from accord_executor.pools import Engine, Pools
 from accord_kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
 from accord_kit.policy import PolicyClient
@@ -19,11 +21,23 @@ Progress = job_result_pb2.StepResult | job_result_pb2.JobResult
 
 class ExecutorUseCases:
     def __init__(
-        self, pools: Pools, engines: Mapping[Engine, HttpEngine], policy: PolicyClient
+        self,
+        pools: Pools,
+        engines: Mapping[Engine, Runner],
+        policy: PolicyClient,
+        artifacts: ArtifactStore,
     ) -> None:
         self._pools = pools
         self._engines = engines
         self._policy = policy
+        self._artifacts = artifacts
+
+    async def artifact(
+        self, tenant: str, artifact_id: str
+    ) -> tuple[job_result_pb2.ArtifactRef, AsyncIterator[bytes]]:
+        """The tenant's artifact and its content; another tenant's is NOT_FOUND."""
+        ref = await self._artifacts.get(tenant, artifact_id)
+        return ref, self._artifacts.read(tenant, artifact_id)
 
     def status(self) -> pb.GetExecutorStatusResponse:
         return self._pools.status()
@@ -38,6 +52,12 @@ class ExecutorUseCases:
         if problems:
             raise InvalidArgument(
                 "spec has template errors", [FieldViolation(f"spec.{f}", d) for f, d in problems]
+            )
+        problems = engine_problems(spec)
+        if problems:
+            raise InvalidArgument(
+                "spec has steps its engine cannot run",
+                [FieldViolation(f"spec.{f}", d) for f, d in problems],
             )
         engine = self._engine(spec.engine)
         decision = await self._policy.evaluate(tenant, spec, job_id="")
@@ -64,7 +84,7 @@ class ExecutorUseCases:
                 run.cancel()
         yield _final(outcome)
 
-    def _engine(self, engine: Engine) -> HttpEngine:
+    def _engine(self, engine: Engine) -> Runner:
         pool = self._pools.get(engine)
         runner = self._engines.get(engine)
         if pool is None or runner is None or not pool.available:

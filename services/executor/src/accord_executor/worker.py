@@ -29,7 +29,7 @@ from accord.orchestrator.v1 import worker_service_pb2 as w
 from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.config import Settings
 from accord_executor.domain import results as r
-from accord_executor.engines.http import HttpEngine, Outcome
+from accord_executor.engines.http import Outcome, Runner
 from accord_executor.pools import Engine, Pools
 from accord_executor.reports import RPC_TIMEOUT_SECONDS, Reporter, describe
 from accord_kit import metrics, tracing
@@ -96,7 +96,7 @@ class Worker:
         self,
         settings: Settings,
         channel: grpc.aio.Channel,
-        engines: Mapping[Engine, HttpEngine],
+        engines: Mapping[Engine, Runner],
         pools: Pools,
     ) -> None:
         self._settings = settings

@@ -23,7 +23,7 @@ from accord_orchestrator.api import JobApi, WorkerApi
 from accord_orchestrator.config import Settings
 from accord_orchestrator.firing import Firer
 from accord_orchestrator.history import PRODUCER
-from accord_orchestrator.queue import QueueUseCases
+from accord_orchestrator.queue import QueueUseCases, watch_stranded
 from accord_orchestrator.schedule_api import ScheduleApi
 from accord_orchestrator.schedule_service import ScheduleUseCases
 from accord_orchestrator.secrets import SecretBox
@@ -63,7 +63,10 @@ class App:
         )
         self._policy = PolicyClient(s.policy_target, s.policy_timeout, s)
         self.queue = QueueUseCases(b.engine, s.poll_interval)
-        self.jobs = jobs = JobUseCases(b.engine, self._policy, self.queue.notify)
+        self.jobs = jobs = JobUseCases(
+            b.engine, self._policy, self.queue.notify, pollers=self.queue.pollers
+        )
+        watch_stranded(self.queue.pollers)
         self.server.add(
             JOB_SERVICE, job_service_pb2_grpc.add_JobServiceServicer_to_server, JobApi(jobs)
         )

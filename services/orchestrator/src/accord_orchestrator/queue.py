@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import structlog
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
@@ -22,6 +24,7 @@ from accord_kit import metrics, tracing
 from accord_kit.errors import Aborted
 from accord_orchestrator import history, store, telemetry
 from accord_orchestrator.domain import jobs as rules
+from accord_orchestrator.domain.pollers import Pollers
 
 log = structlog.get_logger("accord.queue")
 DEFAULT_LEASE = timedelta(seconds=30)
@@ -29,13 +32,36 @@ ALL_ENGINES: list[int] = [job_spec_pb2.ENGINE_HTTP, job_spec_pb2.ENGINE_BROWSER]
 # Specs in one PollTasks response: half the 16 MiB message limit, twice the largest spec.
 MAX_LEASE_BYTES = 8 * 1024 * 1024
 REAP_BATCH = 500
+# A queued job says no executor takes its engine once none has asked for it this long.
+STRANDED_AFTER_SECONDS = 60.0
+
+
+STRANDED = Gauge(
+    "accord_orchestrator_engine_without_executor",
+    "1 while executors poll this replica but none for this engine: its jobs wait queued",
+    ["engine"],
+)
+
+
+def watch_stranded(pollers: Pollers) -> None:
+    """Expose, per engine, whether its queued jobs are waiting for an executor to exist."""
+
+    def probe(engine: int) -> Callable[[], float]:
+        return lambda: float(pollers.stranded(engine, time.monotonic()))
+
+    for engine in ALL_ENGINES:
+        name = job_spec_pb2.Engine.Name(job_spec_pb2.Engine.ValueType(engine))
+        STRANDED.labels(name.removeprefix("ENGINE_").lower()).set_function(probe(engine))
 
 
 class QueueUseCases:
-    def __init__(self, engine: AsyncEngine, poll_interval: float = 0.1) -> None:
+    def __init__(
+        self, engine: AsyncEngine, poll_interval: float = 0.1, pollers: Pollers | None = None
+    ) -> None:
         self._engine = engine
         self._poll_interval = poll_interval
         self._work = asyncio.Event()
+        self.pollers = pollers or Pollers(STRANDED_AFTER_SECONDS)
 
     def notify(self) -> None:
         """Wake long polls in this process; other replicas find the work on their next poll."""
@@ -45,6 +71,7 @@ class QueueUseCases:
         self, worker: str, limit: int, engines: list[int], wait: timedelta, lease: timedelta
     ) -> list[worker_service_pb2.Task]:
         deadline = asyncio.get_running_loop().time() + wait.total_seconds()
+        self.pollers.polled(list(engines) or ALL_ENGINES, time.monotonic())
         while True:
             self._work.clear()
             tasks = await self._lease_undelivered_or_return(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from accord_kit.errors import AccordError, AlreadyExists, FieldViolation, Invali
 from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
 from accord_orchestrator.domain import jobs as rules
+from accord_orchestrator.domain.pollers import Pollers, waiting_message
 
 # Every hop carries 16 MiB messages: a spec of 4 MiB fits a lease batch, a batch of 8 MiB
 # of specs fits the response that echoes it.
@@ -65,7 +67,9 @@ class JobUseCases:
         policy: PolicyClient,
         on_queued: Callable[[], None],
         watch_poll: float = 0.2,
+        pollers: Pollers | None = None,
     ) -> None:
+        self._pollers = pollers
         self._engine = engine
         self._policy = policy
         self._on_queued = on_queued
@@ -280,7 +284,18 @@ class JobUseCases:
 
     async def get(self, tenant: str, job_id: str) -> job_pb2.Job:
         async with self._engine.connect() as s:
-            return await _loaded(s, tenant, job_id)
+            return self._say_why_waiting([await _loaded(s, tenant, job_id)])[0]
+
+    def _say_why_waiting(self, found: list[job_pb2.Job]) -> list[job_pb2.Job]:
+        """A queued job no running executor can take says so in its status message."""
+        if self._pollers is None:
+            return found
+        now = time.monotonic()
+        for job in found:
+            engine = job.spec.engine
+            if job.state == job_pb2.JOB_STATE_QUEUED and self._pollers.stranded(engine, now):
+                job.status_message = job.status_message or waiting_message(engine)
+        return found
 
     async def list_jobs(
         self, tenant: str, request: job_service_pb2.ListJobsRequest
@@ -297,7 +312,9 @@ class JobUseCases:
             request.page_token, [tenant, filters], shape=(pages.TIME, pages.UUID)
         )
         async with self._engine.connect() as s:
-            found = await store.list_jobs(s, tenant, filters, position, limit + 1)
+            found = self._say_why_waiting(
+                await store.list_jobs(s, tenant, filters, position, limit + 1)
+            )
         if len(found) <= limit:
             return found, ""
         last = found[limit - 1]

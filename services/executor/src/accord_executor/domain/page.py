@@ -56,6 +56,10 @@ class Page:
             raise StepFailed(
                 ASSERTION_FAILED, f"response from {self.url} does not contain {expected_text!r}"
             )
+        if kind == "selector_absent" and self.select(step.selector_absent):
+            raise StepFailed(
+                ASSERTION_FAILED, f"an element matches {step.selector_absent!r} on {self.url}"
+            )
         if kind == "selector_present" and not self.select(step.selector_present):
             raise StepFailed(
                 ASSERTION_FAILED, f"no element matches {step.selector_present!r} on {self.url}"

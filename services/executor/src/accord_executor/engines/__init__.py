@@ -1,1 +1,1 @@
-"""Execution engines: the HTTP client engine, and detection of a usable Chromium."""
+"""Execution engines: the HTTP client engine, and the browser engine behind its proxy."""

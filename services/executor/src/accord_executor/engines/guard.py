@@ -85,6 +85,27 @@ class Guard:
             # Over the host's rate or at its cap: wait for the slot, within the step's time.
             await asyncio.sleep(min(max(wait, 0.01), max(deadline - time.monotonic(), 0.01)))
 
+    async def check(self, caller: Caller, url: str, record: job_result_pb2.RequestRecord) -> None:
+        """The policy's decision on a URL without taking a permit (the connection that
+        carries it takes one); raises StepFailed with its no, as `admit` does."""
+        request = pb.CheckUrlRequest(
+            url=url, engine=caller.engine, job_id=caller.job_id, authorization_mode=caller.mode
+        )
+        try:
+            d = (await self._policy.check_url(caller.tenant, request)).decision
+        except Unavailable as exc:
+            raise r.StepFailed(
+                r.POLICY_UNAVAILABLE, f"{url} was not requested: {exc.message}"
+            ) from None
+        except AccordError as exc:
+            raise r.StepFailed(
+                r.EXECUTOR_ERROR, f"{url} was not requested: {exc.message}"
+            ) from None
+        record.decision_id, record.policy_revision = d.decision_id, d.policy_revision
+        if d.outcome != decision_pb2.DECISION_OUTCOME_ALLOW:
+            record.reasons.extend(d.reasons)
+            raise r.StepFailed(_denied_code(d), _denied_message(url, d))
+
     def release(self, caller: Caller, permit_id: str) -> None:
         if not permit_id:
             return
@@ -100,6 +121,10 @@ class Guard:
     async def close(self) -> None:
         if self._releases:
             await asyncio.wait(set(self._releases), timeout=2.0)
+
+
+def _not_sent(url: str, exc: AccordError) -> str:
+    return f"{url} was not requested: {exc.message}"
 
 
 def _denied_code(d: decision_pb2.PolicyDecision) -> str:

@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from google.protobuf import struct_pb2, timestamp_pb2
@@ -23,6 +23,7 @@ from yarl import URL
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord_executor.domain import results as r
+from accord_executor.domain import steps as kinds
 from accord_executor.domain.page import Page
 from accord_executor.domain.templates import TemplateError, check_spec, render_text
 from accord_executor.engines.guard import Caller, Guard
@@ -33,9 +34,22 @@ from accord_kit.pinning import pin
 OnStep = Callable[[job_result_pb2.StepResult], None]
 """Told about each step as soon as it is decided (ran, failed or skipped)."""
 
+
+class Runner(Protocol):
+    """An engine: runs one attempt of a spec, for a tenant whose policy checks every request."""
+
+    async def run(
+        self,
+        spec: job_spec_pb2.JobSpec,
+        on_step: OnStep | None = None,
+        *,
+        tenant: str | None = None,
+        job_id: str = "",
+    ) -> Outcome: ...
+
+
 DEFAULT_ATTEMPT_TIMEOUT = 300.0
 MAX_BODY_BYTES = 16 * 1024 * 1024
-BROWSER_ONLY = {"click", "fill", "screenshot"}
 MAX_REDIRECTS = 10
 # Requests sent with no policy check because the caller named no tenant (the work loop does
 # not yet): non-zero means some jobs still run on their admission decision alone.
@@ -125,7 +139,7 @@ class HttpEngine:
         attempt = _Attempt(deadline=started + limit)
         if tenant is not None and self._guard is not None:
             attempt.caller = Caller(tenant, job_id, spec.engine, spec.authorization_mode)
-        failure = _static_failure(spec)
+        failure = static_failure(spec)
         steps: list[job_result_pb2.StepResult] = []
         for index, step in enumerate(spec.steps):
             if failure is None:
@@ -136,7 +150,7 @@ class HttpEngine:
             steps.append(result)
             if on_step is not None:
                 on_step(result)
-        outputs, failure = _outputs(spec, attempt.outputs, failure)
+        outputs, failure = outputs_of(spec, attempt.outputs, failure)
         return Outcome(
             job_result_pb2.JobResult(
                 outputs=outputs,
@@ -175,7 +189,7 @@ class HttpEngine:
                 step,
                 r.SUCCEEDED,
                 seconds=time.monotonic() - started,
-                output=_reported(step, output),
+                output=reported(step, output),
                 http_status=status,
             ), None
         return r.step_result(
@@ -185,6 +199,10 @@ class HttpEngine:
     async def _act(self, attempt: _Attempt, step: job_spec_pb2.Step) -> tuple[Any, int]:
         """Run one step's action: (its output, the HTTP status it received or 0)."""
         kind = step.WhichOneof("action")
+        if kind not in {"request", "extract", "assertion", "wait_for"} or (
+            job_spec_pb2.ENGINE_HTTP not in kinds.engines_for(step)
+        ):
+            raise r.StepFailed(r.STEP_NOT_SUPPORTED, unsupported(attempt.step_index, step))
         if kind == "request":
             return await self._request(attempt, step.request)
         if kind == "extract":
@@ -196,10 +214,7 @@ class HttpEngine:
         if kind == "wait_for" and step.wait_for.WhichOneof("condition") == "delay":
             await asyncio.sleep(step.wait_for.delay.ToTimedelta().total_seconds())
             return None, 0
-        what = "wait_for selector" if kind == "wait_for" else f"{kind}"
-        raise r.StepFailed(
-            r.STEP_NOT_SUPPORTED, f"{what} steps need the browser engine; this job uses http"
-        )
+        raise r.StepFailed(r.STEP_NOT_SUPPORTED, unsupported(attempt.step_index, step))
 
     async def _request(
         self, attempt: _Attempt, step: job_spec_pb2.RequestStep
@@ -298,14 +313,19 @@ def _note_certificate(peers: list[dict[str, Any]], record: job_result_pb2.Reques
         record.certificate_expire_time.CopyFrom(timestamp_pb2.Timestamp(seconds=int(seconds)))
 
 
-def _static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:
+def unsupported(index: int, step: job_spec_pb2.Step) -> str:
+    what = kinds.describe(step)
+    return f"step {index} ({what}): {what} steps need the browser engine; this job uses http"
+
+
+def static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:
     problems = check_spec(spec)
     if not problems:
         return None
     return r.Failure(r.TEMPLATE_ERROR, "; ".join(f"{f}: {d}" for f, d in problems))
 
 
-def _outputs(
+def outputs_of(
     spec: job_spec_pb2.JobSpec, outputs: dict[str, Any], failure: r.Failure | None
 ) -> tuple[struct_pb2.Struct, r.Failure | None]:
     """The result template over the outputs; a failed attempt returns what it saved."""
@@ -317,7 +337,7 @@ def _outputs(
         return r.to_struct(outputs), r.Failure(r.TEMPLATE_ERROR, str(exc))
 
 
-def _reported(step: job_spec_pb2.Step, output: Any) -> struct_pb2.Value | None:
+def reported(step: job_spec_pb2.Step, output: Any) -> struct_pb2.Value | None:
     """What a step's result shows: what it extracted, or a named request's response.
 
     An unnamed request's body is not echoed into the result: nothing asked to keep it, and

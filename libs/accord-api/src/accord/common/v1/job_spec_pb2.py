@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x12\x10\x61\x63\x63ord.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x05\n\x07JobSpec\x12\x34\n\x06\x65ngine\x18\x01 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x31\n\x05steps\x18\x02 \x03(\x0b\x32\x16.accord.common.v1.StepB\n\xbaH\x07\x92\x01\x04\x08\x01\x10\x64\x12\x1c\n\x08priority\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x33\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x1d.accord.common.v1.RetryPolicy\x12\x43\n\x0f\x61ttempt_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\xbaH\x0c\xaa\x01\t\"\x03\x08\x90\x1c\x32\x02\x08\x01\x12N\n\x06labels\x18\x06 \x03(\x0b\x32%.accord.common.v1.JobSpec.LabelsEntryB\x17\xbaH\x14\x9a\x01\x11\x10 \"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\xff\x01\x12I\n\x12\x61uthorization_mode\x18\x07 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12_\n\x0fresult_template\x18\x08 \x03(\x0b\x32-.accord.common.v1.JobSpec.ResultTemplateEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\x80 \x12\x33\n\x0fnot_before_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0b\x63oncurrency\x18\n \x01(\x0b\x32\".accord.common.v1.ConcurrencyLimit\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13ResultTemplateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"L\n\x10\x43oncurrencyLimit\x12\x17\n\x03key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1f\n\x0bmax_running\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x01\"\xea\x01\n\x0bRetryPolicy\x12\x1f\n\x0cmax_attempts\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x14(\x00\x12\x42\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\xbaH\x0b\xaa\x01\x08\"\x04\x08\x80\xa3\x05\x32\x00\x12>\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\xbaH\x0b\xaa\x01\x08\"\x04\x08\x80\xa3\x05\x32\x00\x12\x36\n\x12\x62\x61\x63koff_multiplier\x18\x04 \x01(\x01\x42\x1a\xbaH\x17\x12\x12\x19\x00\x00\x00\x00\x00\x00$@)\x00\x00\x00\x00\x00\x00\xf0?\xd8\x01\x01\"\xdf\x03\n\x04Step\x12/\n\x04name\x18\x01 \x01(\tB!\xbaH\x1er\x1c\x32\x1a^([a-z_][a-z0-9_]{0,62})?$\x12\x39\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\x90\x1c\x32\x00\x12\x30\n\x07request\x18\n \x01(\x0b\x32\x1d.accord.common.v1.RequestStepH\x00\x12,\n\x05\x63lick\x18\x0b \x01(\x0b\x32\x1b.accord.common.v1.ClickStepH\x00\x12*\n\x04\x66ill\x18\x0c \x01(\x0b\x32\x1a.accord.common.v1.FillStepH\x00\x12\x31\n\x08wait_for\x18\r \x01(\x0b\x32\x1d.accord.common.v1.WaitForStepH\x00\x12\x30\n\x07\x65xtract\x18\x0e \x01(\x0b\x32\x1d.accord.common.v1.ExtractStepH\x00\x12\x36\n\nscreenshot\x18\x0f \x01(\x0b\x32 .accord.common.v1.ScreenshotStepH\x00\x12\x31\n\tassertion\x18\x10 \x01(\x0b\x32\x1c.accord.common.v1.AssertStepH\x00\x42\x0f\n\x06\x61\x63tion\x12\x05\xbaH\x02\x08\x01\"\x9b\x07\n\x0bRequestStep\x12\x45\n\x06method\x18\x01 \x01(\tB5\xbaH2r0R\x00R\x03GETR\x04HEADR\x04POSTR\x03PUTR\x05PATCHR\x06\x44\x45LETER\x07OPTIONS\x12\xbd\x02\n\x03url\x18\x02 \x01(\tB\xaf\x02\xbaH\xab\x02r\x18\x10\x01\x18\x80\x10\x32\x11^(https?://|\\{\\{)\xba\x01\x8d\x02\n\x11request.url.valid\x12\x37must be a valid http(s) URI with a port from 1 to 65535\x1a\xbe\x01this.contains(\'{{\') || (this.isUri() && !this.matches(\'^[a-zA-Z]+://[^/?#]*:(0*|0*[1-9][0-9]{5,}|0*[7-9][0-9]{4}|0*6[6-9][0-9]{3}|0*65[6-9][0-9]{2}|0*655[4-9][0-9]|0*6553[6-9])([/?#].*)?$\'))\x12\xbb\x03\n\x07headers\x18\x03 \x03(\x0b\x32*.accord.common.v1.RequestStep.HeadersEntryB\xfd\x02\xbaH\xf9\x02\x9a\x01\x42\x10@\"\'r%2#^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,256}$*\x15r\x13\x18\x80@2\x0e^[^\\r\\n\\x00]*$\xba\x01\xb0\x02\n\x17request.headers.framing\x12\x88\x01Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-Connection and Expect are set by the engine\x1a\x89\x01this.all(k, !k.matches(\'(?i)^(host|content-length|transfer-encoding|connection|keep-alive|upgrade|te|trailer|proxy-connection|expect)$\'))\x12\x17\n\x04\x62ody\x18\x04 \x01(\x0c\x42\t\xbaH\x06z\x04\x18\x80\x80@\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\tClickStep\x12\x1c\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\"B\n\x08\x46illStep\x12\x1c\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x18\n\x05value\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\"|\n\x0bWaitForStep\x12\x1e\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08H\x00\x12\x39\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\xac\x02\x32\x00H\x00\x42\x12\n\tcondition\x12\x05\xbaH\x02\x08\x01\"U\n\x0b\x45xtractStep\x12\x1c\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x1b\n\tattribute\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"#\n\x0eScreenshotStep\x12\x11\n\tfull_page\x18\x01 \x01(\x08\"\x87\x01\n\nAssertStep\x12\x1c\n\x06status\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xd7\x04(dH\x00\x12#\n\rtext_contains\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80 H\x00\x12&\n\x10selector_present\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08H\x00\x42\x0e\n\x05\x63heck\x12\x05\xbaH\x02\x08\x01*E\n\x06\x45ngine\x12\x16\n\x12\x45NGINE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x45NGINE_HTTP\x10\x01\x12\x12\n\x0e\x45NGINE_BROWSER\x10\x02*\xa3\x01\n\x11\x41uthorizationMode\x12\"\n\x1e\x41UTHORIZATION_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UTHORIZATION_MODE_PUBLIC\x10\x01\x12*\n&AUTHORIZATION_MODE_CUSTOMER_AUTHORIZED\x10\x02\x12\x1f\n\x1b\x41UTHORIZATION_MODE_INTERNAL\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x12\x10\x61\x63\x63ord.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x05\n\x07JobSpec\x12\x34\n\x06\x65ngine\x18\x01 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x31\n\x05steps\x18\x02 \x03(\x0b\x32\x16.accord.common.v1.StepB\n\xbaH\x07\x92\x01\x04\x08\x01\x10\x64\x12\x1c\n\x08priority\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x33\n\x0cretry_policy\x18\x04 \x01(\x0b\x32\x1d.accord.common.v1.RetryPolicy\x12\x43\n\x0f\x61ttempt_timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\xbaH\x0c\xaa\x01\t\"\x03\x08\x90\x1c\x32\x02\x08\x01\x12N\n\x06labels\x18\x06 \x03(\x0b\x32%.accord.common.v1.JobSpec.LabelsEntryB\x17\xbaH\x14\x9a\x01\x11\x10 \"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\xff\x01\x12I\n\x12\x61uthorization_mode\x18\x07 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12_\n\x0fresult_template\x18\x08 \x03(\x0b\x32-.accord.common.v1.JobSpec.ResultTemplateEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\x80 \x12\x33\n\x0fnot_before_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0b\x63oncurrency\x18\n \x01(\x0b\x32\".accord.common.v1.ConcurrencyLimit\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13ResultTemplateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"L\n\x10\x43oncurrencyLimit\x12\x17\n\x03key\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x01\x12\x1f\n\x0bmax_running\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x01\"\xea\x01\n\x0bRetryPolicy\x12\x1f\n\x0cmax_attempts\x18\x01 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x14(\x00\x12\x42\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\xbaH\x0b\xaa\x01\x08\"\x04\x08\x80\xa3\x05\x32\x00\x12>\n\x0bmax_backoff\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0e\xbaH\x0b\xaa\x01\x08\"\x04\x08\x80\xa3\x05\x32\x00\x12\x36\n\x12\x62\x61\x63koff_multiplier\x18\x04 \x01(\x01\x42\x1a\xbaH\x17\x12\x12\x19\x00\x00\x00\x00\x00\x00$@)\x00\x00\x00\x00\x00\x00\xf0?\xd8\x01\x01\"\xa1\x05\n\x04Step\x12/\n\x04name\x18\x01 \x01(\tB!\xbaH\x1er\x1c\x32\x1a^([a-z_][a-z0-9_]{0,62})?$\x12\x39\n\x07timeout\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\x90\x1c\x32\x00\x12\x30\n\x07request\x18\n \x01(\x0b\x32\x1d.accord.common.v1.RequestStepH\x00\x12,\n\x05\x63lick\x18\x0b \x01(\x0b\x32\x1b.accord.common.v1.ClickStepH\x00\x12*\n\x04\x66ill\x18\x0c \x01(\x0b\x32\x1a.accord.common.v1.FillStepH\x00\x12\x31\n\x08wait_for\x18\r \x01(\x0b\x32\x1d.accord.common.v1.WaitForStepH\x00\x12\x30\n\x07\x65xtract\x18\x0e \x01(\x0b\x32\x1d.accord.common.v1.ExtractStepH\x00\x12\x36\n\nscreenshot\x18\x0f \x01(\x0b\x32 .accord.common.v1.ScreenshotStepH\x00\x12\x31\n\tassertion\x18\x10 \x01(\x0b\x32\x1c.accord.common.v1.AssertStepH\x00\x12.\n\x06select\x18\x11 \x01(\x0b\x32\x1c.accord.common.v1.SelectStepH\x00\x12,\n\x05press\x18\x12 \x01(\x0b\x32\x1b.accord.common.v1.PressStepH\x00\x12.\n\x06scroll\x18\x13 \x01(\x0b\x32\x1c.accord.common.v1.ScrollStepH\x00\x12\x32\n\x08snapshot\x18\x14 \x01(\x0b\x32\x1e.accord.common.v1.SnapshotStepH\x00\x42\x0f\n\x06\x61\x63tion\x12\x05\xbaH\x02\x08\x01\"\xae\x07\n\x0bRequestStep\x12\x45\n\x06method\x18\x01 \x01(\tB5\xbaH2r0R\x00R\x03GETR\x04HEADR\x04POSTR\x03PUTR\x05PATCHR\x06\x44\x45LETER\x07OPTIONS\x12\xbd\x02\n\x03url\x18\x02 \x01(\tB\xaf\x02\xbaH\xab\x02r\x18\x10\x01\x18\x80\x10\x32\x11^(https?://|\\{\\{)\xba\x01\x8d\x02\n\x11request.url.valid\x12\x37must be a valid http(s) URI with a port from 1 to 65535\x1a\xbe\x01this.contains(\'{{\') || (this.isUri() && !this.matches(\'^[a-zA-Z]+://[^/?#]*:(0*|0*[1-9][0-9]{5,}|0*[7-9][0-9]{4}|0*6[6-9][0-9]{3}|0*65[6-9][0-9]{2}|0*655[4-9][0-9]|0*6553[6-9])([/?#].*)?$\'))\x12\xbb\x03\n\x07headers\x18\x03 \x03(\x0b\x32*.accord.common.v1.RequestStep.HeadersEntryB\xfd\x02\xbaH\xf9\x02\x9a\x01\x42\x10@\"\'r%2#^[!#$%&\'*+.^_`|~0-9A-Za-z-]{1,256}$*\x15r\x13\x18\x80@2\x0e^[^\\r\\n\\x00]*$\xba\x01\xb0\x02\n\x17request.headers.framing\x12\x88\x01Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE, Trailer, Proxy-Connection and Expect are set by the engine\x1a\x89\x01this.all(k, !k.matches(\'(?i)^(host|content-length|transfer-encoding|connection|keep-alive|upgrade|te|trailer|proxy-connection|expect)$\'))\x12\x17\n\x04\x62ody\x18\x04 \x01(\x0c\x42\t\xbaH\x06z\x04\x18\x80\x80@\x12\x11\n\tsave_body\x18\x05 \x01(\x08\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\tClickStep\x12\x1c\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\"B\n\x08\x46illStep\x12\x1c\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x18\n\x05value\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\"\xb9\x01\n\x0bWaitForStep\x12\x1e\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08H\x00\x12\x39\n\x05\x64\x65lay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\xac\x02\x32\x00H\x00\x12\x1a\n\x04text\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80 H\x00\x12\x1f\n\x0cnetwork_idle\x18\x04 \x01(\x08\x42\x07\xbaH\x04j\x02\x08\x01H\x00\x42\x12\n\tcondition\x12\x05\xbaH\x02\x08\x01\"c\n\x0b\x45xtractStep\x12\x1c\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x1b\n\tattribute\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\x12\x0c\n\x04html\x18\x04 \x01(\x08\"?\n\x0eScreenshotStep\x12\x11\n\tfull_page\x18\x01 \x01(\x08\x12\x1a\n\x08selector\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"\x0e\n\x0cSnapshotStep\"E\n\nSelectStep\x12\x1c\n\x08selector\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12\x19\n\x05value\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80 \"W\n\tPressStep\x12.\n\x03key\x18\x01 \x01(\tB!\xbaH\x1er\x1c\x10\x01\x18@2\x16^[A-Za-z0-9+_ -]+$|^.$\x12\x1a\n\x08selector\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"(\n\nScrollStep\x12\x1a\n\x08selector\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"\xae\x01\n\nAssertStep\x12\x1c\n\x06status\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xd7\x04(dH\x00\x12#\n\rtext_contains\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80 H\x00\x12&\n\x10selector_present\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08H\x00\x12%\n\x0fselector_absent\x18\x04 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08H\x00\x42\x0e\n\x05\x63heck\x12\x05\xbaH\x02\x08\x01*E\n\x06\x45ngine\x12\x16\n\x12\x45NGINE_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x45NGINE_HTTP\x10\x01\x12\x12\n\x0e\x45NGINE_BROWSER\x10\x02*\xa3\x01\n\x11\x41uthorizationMode\x12\"\n\x1e\x41UTHORIZATION_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41UTHORIZATION_MODE_PUBLIC\x10\x01\x12*\n&AUTHORIZATION_MODE_CUSTOMER_AUTHORIZED\x10\x02\x12\x1f\n\x1b\x41UTHORIZATION_MODE_INTERNAL\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -92,10 +92,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WAITFORSTEP'].fields_by_name['selector']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
   _globals['_WAITFORSTEP'].fields_by_name['delay']._loaded_options = None
   _globals['_WAITFORSTEP'].fields_by_name['delay']._serialized_options = b'\272H\n\252\001\007\"\003\010\254\0022\000'
+  _globals['_WAITFORSTEP'].fields_by_name['text']._loaded_options = None
+  _globals['_WAITFORSTEP'].fields_by_name['text']._serialized_options = b'\272H\007r\005\020\001\030\200 '
+  _globals['_WAITFORSTEP'].fields_by_name['network_idle']._loaded_options = None
+  _globals['_WAITFORSTEP'].fields_by_name['network_idle']._serialized_options = b'\272H\004j\002\010\001'
   _globals['_EXTRACTSTEP'].fields_by_name['selector']._loaded_options = None
   _globals['_EXTRACTSTEP'].fields_by_name['selector']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
   _globals['_EXTRACTSTEP'].fields_by_name['attribute']._loaded_options = None
   _globals['_EXTRACTSTEP'].fields_by_name['attribute']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_SCREENSHOTSTEP'].fields_by_name['selector']._loaded_options = None
+  _globals['_SCREENSHOTSTEP'].fields_by_name['selector']._serialized_options = b'\272H\005r\003\030\200\010'
+  _globals['_SELECTSTEP'].fields_by_name['selector']._loaded_options = None
+  _globals['_SELECTSTEP'].fields_by_name['selector']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
+  _globals['_SELECTSTEP'].fields_by_name['value']._loaded_options = None
+  _globals['_SELECTSTEP'].fields_by_name['value']._serialized_options = b'\272H\007r\005\020\001\030\200 '
+  _globals['_PRESSSTEP'].fields_by_name['key']._loaded_options = None
+  _globals['_PRESSSTEP'].fields_by_name['key']._serialized_options = b'\272H\036r\034\020\001\030@2\026^[A-Za-z0-9+_ -]+$|^.$'
+  _globals['_PRESSSTEP'].fields_by_name['selector']._loaded_options = None
+  _globals['_PRESSSTEP'].fields_by_name['selector']._serialized_options = b'\272H\005r\003\030\200\010'
+  _globals['_SCROLLSTEP'].fields_by_name['selector']._loaded_options = None
+  _globals['_SCROLLSTEP'].fields_by_name['selector']._serialized_options = b'\272H\005r\003\030\200\010'
   _globals['_ASSERTSTEP'].oneofs_by_name['check']._loaded_options = None
   _globals['_ASSERTSTEP'].oneofs_by_name['check']._serialized_options = b'\272H\002\010\001'
   _globals['_ASSERTSTEP'].fields_by_name['status']._loaded_options = None
@@ -104,10 +120,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSERTSTEP'].fields_by_name['text_contains']._serialized_options = b'\272H\007r\005\020\001\030\200 '
   _globals['_ASSERTSTEP'].fields_by_name['selector_present']._loaded_options = None
   _globals['_ASSERTSTEP'].fields_by_name['selector_present']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
-  _globals['_ENGINE']._serialized_start=3102
-  _globals['_ENGINE']._serialized_end=3171
-  _globals['_AUTHORIZATIONMODE']._serialized_start=3174
-  _globals['_AUTHORIZATIONMODE']._serialized_end=3337
+  _globals['_ASSERTSTEP'].fields_by_name['selector_absent']._loaded_options = None
+  _globals['_ASSERTSTEP'].fields_by_name['selector_absent']._serialized_options = b'\272H\007r\005\020\001\030\200\010'
+  _globals['_ENGINE']._serialized_start=3676
+  _globals['_ENGINE']._serialized_end=3745
+  _globals['_AUTHORIZATIONMODE']._serialized_start=3748
+  _globals['_AUTHORIZATIONMODE']._serialized_end=3911
   _globals['_JOBSPEC']._serialized_start=148
   _globals['_JOBSPEC']._serialized_end=878
   _globals['_JOBSPEC_LABELSENTRY']._serialized_start=778
@@ -119,21 +137,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYPOLICY']._serialized_start=959
   _globals['_RETRYPOLICY']._serialized_end=1193
   _globals['_STEP']._serialized_start=1196
-  _globals['_STEP']._serialized_end=1675
-  _globals['_REQUESTSTEP']._serialized_start=1678
-  _globals['_REQUESTSTEP']._serialized_end=2601
-  _globals['_REQUESTSTEP_HEADERSENTRY']._serialized_start=2555
-  _globals['_REQUESTSTEP_HEADERSENTRY']._serialized_end=2601
-  _globals['_CLICKSTEP']._serialized_start=2603
-  _globals['_CLICKSTEP']._serialized_end=2644
-  _globals['_FILLSTEP']._serialized_start=2646
-  _globals['_FILLSTEP']._serialized_end=2712
-  _globals['_WAITFORSTEP']._serialized_start=2714
-  _globals['_WAITFORSTEP']._serialized_end=2838
-  _globals['_EXTRACTSTEP']._serialized_start=2840
-  _globals['_EXTRACTSTEP']._serialized_end=2925
-  _globals['_SCREENSHOTSTEP']._serialized_start=2927
-  _globals['_SCREENSHOTSTEP']._serialized_end=2962
-  _globals['_ASSERTSTEP']._serialized_start=2965
-  _globals['_ASSERTSTEP']._serialized_end=3100
+  _globals['_STEP']._serialized_end=1869
+  _globals['_REQUESTSTEP']._serialized_start=1872
+  _globals['_REQUESTSTEP']._serialized_end=2814
+  _globals['_REQUESTSTEP_HEADERSENTRY']._serialized_start=2768
+  _globals['_REQUESTSTEP_HEADERSENTRY']._serialized_end=2814
+  _globals['_CLICKSTEP']._serialized_start=2816
+  _globals['_CLICKSTEP']._serialized_end=2857
+  _globals['_FILLSTEP']._serialized_start=2859
+  _globals['_FILLSTEP']._serialized_end=2925
+  _globals['_WAITFORSTEP']._serialized_start=2928
+  _globals['_WAITFORSTEP']._serialized_end=3113
+  _globals['_EXTRACTSTEP']._serialized_start=3115
+  _globals['_EXTRACTSTEP']._serialized_end=3214
+  _globals['_SCREENSHOTSTEP']._serialized_start=3216
+  _globals['_SCREENSHOTSTEP']._serialized_end=3279
+  _globals['_SNAPSHOTSTEP']._serialized_start=3281
+  _globals['_SNAPSHOTSTEP']._serialized_end=3295
+  _globals['_SELECTSTEP']._serialized_start=3297
+  _globals['_SELECTSTEP']._serialized_end=3366
+  _globals['_PRESSSTEP']._serialized_start=3368
+  _globals['_PRESSSTEP']._serialized_end=3455
+  _globals['_SCROLLSTEP']._serialized_start=3457
+  _globals['_SCROLLSTEP']._serialized_end=3497
+  _globals['_ASSERTSTEP']._serialized_start=3500
+  _globals['_ASSERTSTEP']._serialized_end=3674
 # @@protoc_insertion_point(module_scope)

@@ -281,6 +281,10 @@ class Step(_message.Message):
     EXTRACT_FIELD_NUMBER: _builtins.int
     SCREENSHOT_FIELD_NUMBER: _builtins.int
     ASSERTION_FIELD_NUMBER: _builtins.int
+    SELECT_FIELD_NUMBER: _builtins.int
+    PRESS_FIELD_NUMBER: _builtins.int
+    SCROLL_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name under which the step's output is saved for later templates and the result;
     lower_snake_case, up to 63 characters. Empty means the output is not saved.
@@ -317,6 +321,22 @@ class Step(_message.Message):
     def assertion(self) -> Global___AssertStep:
         """Check the current response or page; a failed check fails the job."""
 
+    @_builtins.property
+    def select(self) -> Global___SelectStep:
+        """Choose an option of a <select> (browser engine)."""
+
+    @_builtins.property
+    def press(self) -> Global___PressStep:
+        """Press a key, on an element or the page (browser engine)."""
+
+    @_builtins.property
+    def scroll(self) -> Global___ScrollStep:
+        """Scroll an element into view, or the page to its end (browser engine)."""
+
+    @_builtins.property
+    def snapshot(self) -> Global___SnapshotStep:
+        """Store the page's current HTML as an artifact (browser engine)."""
+
     def __init__(
         self,
         *,
@@ -329,12 +349,16 @@ class Step(_message.Message):
         extract: Global___ExtractStep | None = ...,
         screenshot: Global___ScreenshotStep | None = ...,
         assertion: Global___AssertStep | None = ...,
+        select: Global___SelectStep | None = ...,
+        press: Global___PressStep | None = ...,
+        scroll: Global___ScrollStep | None = ...,
+        snapshot: Global___SnapshotStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "request", b"request", "screenshot", b"screenshot", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "press", b"press", "request", b"request", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "snapshot", b"snapshot", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "name", b"name", "request", b"request", "screenshot", b"screenshot", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "assertion", b"assertion", "click", b"click", "extract", b"extract", "fill", b"fill", "name", b"name", "press", b"press", "request", b"request", "screenshot", b"screenshot", "scroll", b"scroll", "select", b"select", "snapshot", b"snapshot", "timeout", b"timeout", "wait_for", b"wait_for"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["request", "click", "fill", "wait_for", "extract", "screenshot", "assertion"]  # noqa: Y015
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["request", "click", "fill", "wait_for", "extract", "screenshot", "assertion", "select", "press", "scroll", "snapshot"]  # noqa: Y015
     _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
 
@@ -370,6 +394,7 @@ class RequestStep(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
+    SAVE_BODY_FIELD_NUMBER: _builtins.int
     method: _builtins.str
     """HTTP method; GET when empty. The browser engine only navigates (GET)."""
     url: _builtins.str
@@ -379,6 +404,10 @@ class RequestStep(_message.Message):
     """
     body: _builtins.bytes
     """Request body (http engine), up to 1 MiB."""
+    save_body: _builtins.bool
+    """Store the response body as an artifact (browser engine). Off by default: bodies are
+    the bulk of what a job could keep.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Request headers (http engine), 64 at most. Names are RFC 9110 tokens of up to 256
@@ -394,10 +423,11 @@ class RequestStep(_message.Message):
         url: _builtins.str = ...,
         headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         body: _builtins.bytes = ...,
+        save_body: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "headers", b"headers", "method", b"method", "save_body", b"save_body", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -459,8 +489,18 @@ class WaitForStep(_message.Message):
 
     SELECTOR_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    NETWORK_IDLE_FIELD_NUMBER: _builtins.int
     selector: _builtins.str
     """CSS selector that must become visible."""
+    text: _builtins.str
+    """Text that must appear in the page's visible text (browser engine); may contain
+    templates. Up to 4096 characters.
+    """
+    network_idle: _builtins.bool
+    """Wait until the page has had no network request for 500 ms (browser engine). Must be
+    true when set.
+    """
     @_builtins.property
     def delay(self) -> _duration_pb2.Duration:
         """Fixed delay, up to 5 min."""
@@ -470,12 +510,14 @@ class WaitForStep(_message.Message):
         *,
         selector: _builtins.str = ...,
         delay: _duration_pb2.Duration | None = ...,
+        text: _builtins.str = ...,
+        network_idle: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "delay", b"delay", "selector", b"selector"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "delay", b"delay", "network_idle", b"network_idle", "selector", b"selector", "text", b"text"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "delay", b"delay", "selector", b"selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "delay", b"delay", "network_idle", b"network_idle", "selector", b"selector", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["selector", "delay"]  # noqa: Y015
+    _WhichOneofReturnType_condition: _TypeAlias = _typing.Literal["selector", "delay", "text", "network_idle"]  # noqa: Y015
     _WhichOneofArgType_condition: _TypeAlias = _typing.Literal["condition", b"condition"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_condition) -> _WhichOneofReturnType_condition | None: ...
 
@@ -490,22 +532,26 @@ class ExtractStep(_message.Message):
     SELECTOR_FIELD_NUMBER: _builtins.int
     ATTRIBUTE_FIELD_NUMBER: _builtins.int
     ALL_FIELD_NUMBER: _builtins.int
+    HTML_FIELD_NUMBER: _builtins.int
     selector: _builtins.str
     """CSS selector, required."""
     attribute: _builtins.str
     """Attribute to read (e.g. `href`); empty means the element's text content."""
     all: _builtins.bool
     """True returns a list of every match; false returns the first match or null."""
+    html: _builtins.bool
+    """True returns each match's outer HTML instead of its text; `attribute` must be empty."""
     def __init__(
         self,
         *,
         selector: _builtins.str = ...,
         attribute: _builtins.str = ...,
         all: _builtins.bool = ...,
+        html: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "attribute", b"attribute", "selector", b"selector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "attribute", b"attribute", "html", b"html", "selector", b"selector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -513,25 +559,124 @@ Global___ExtractStep: _TypeAlias = ExtractStep  # noqa: Y015
 
 @_typing.final
 class ScreenshotStep(_message.Message):
-    """Capture a PNG screenshot as an artifact."""
+    """Capture a PNG screenshot as an artifact (browser engine)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     FULL_PAGE_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
     full_page: _builtins.bool
-    """Capture the whole scrollable page instead of the viewport."""
+    """Capture the whole scrollable page instead of the viewport; ignored with `selector`."""
+    selector: _builtins.str
+    """CSS selector of one element to capture alone; empty means the page. Up to 1024
+    characters.
+    """
     def __init__(
         self,
         *,
         full_page: _builtins.bool = ...,
+        selector: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_page", b"full_page"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_page", b"full_page", "selector", b"selector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScreenshotStep: _TypeAlias = ScreenshotStep  # noqa: Y015
+
+@_typing.final
+class SnapshotStep(_message.Message):
+    """Store the page's HTML as it is now (after scripts ran) as a `text/html` artifact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotStep: _TypeAlias = SnapshotStep  # noqa: Y015
+
+@_typing.final
+class SelectStep(_message.Message):
+    """Choose an option of the <select> element matched by a CSS selector."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """CSS selector of the <select>, required."""
+    value: _builtins.str
+    """The option's value (or, failing that, its label); may contain templates."""
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectStep: _TypeAlias = SelectStep  # noqa: Y015
+
+@_typing.final
+class PressStep(_message.Message):
+    """Press one key or chord, e.g. `Enter`, `Tab`, `Control+A`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Key name as Playwright names keys (`Enter`, `ArrowDown`, `a`, `Shift+Tab`); required,
+    up to 64 characters.
+    """
+    selector: _builtins.str
+    """CSS selector of the element to focus first; empty presses on the focused element."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PressStep: _TypeAlias = PressStep  # noqa: Y015
+
+@_typing.final
+class ScrollStep(_message.Message):
+    """Scroll an element into view, or the page to its end."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    selector: _builtins.str
+    """CSS selector of the element to bring into view; empty scrolls the page to its end."""
+    def __init__(
+        self,
+        *,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScrollStep: _TypeAlias = ScrollStep  # noqa: Y015
 
 @_typing.final
 class AssertStep(_message.Message):
@@ -542,24 +687,28 @@ class AssertStep(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     TEXT_CONTAINS_FIELD_NUMBER: _builtins.int
     SELECTOR_PRESENT_FIELD_NUMBER: _builtins.int
+    SELECTOR_ABSENT_FIELD_NUMBER: _builtins.int
     status: _builtins.int
     """The latest response's HTTP status must equal this, 100 to 599."""
     text_contains: _builtins.str
     """The latest response body or page text must contain this text."""
     selector_present: _builtins.str
     """At least one element must match this CSS selector."""
+    selector_absent: _builtins.str
+    """No element may match this CSS selector."""
     def __init__(
         self,
         *,
         status: _builtins.int = ...,
         text_contains: _builtins.str = ...,
         selector_present: _builtins.str = ...,
+        selector_absent: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "selector_present", b"selector_present", "status", b"status", "text_contains", b"text_contains"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "selector_absent", b"selector_absent", "selector_present", b"selector_present", "status", b"status", "text_contains", b"text_contains"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "selector_present", b"selector_present", "status", b"status", "text_contains", b"text_contains"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "selector_absent", b"selector_absent", "selector_present", b"selector_present", "status", b"status", "text_contains", b"text_contains"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_check: _TypeAlias = _typing.Literal["status", "text_contains", "selector_present"]  # noqa: Y015
+    _WhichOneofReturnType_check: _TypeAlias = _typing.Literal["status", "text_contains", "selector_present", "selector_absent"]  # noqa: Y015
     _WhichOneofArgType_check: _TypeAlias = _typing.Literal["check", b"check"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_check) -> _WhichOneofReturnType_check | None: ...
 

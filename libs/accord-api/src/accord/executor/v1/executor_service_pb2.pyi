@@ -84,7 +84,7 @@ class GetArtifactRequest(_message.Message):
 
     ARTIFACT_ID_FIELD_NUMBER: _builtins.int
     artifact_id: _builtins.str
-    """The artifact's id, from an ArtifactRef."""
+    """The artifact's id, from an ArtifactRef: the lowercase hex SHA-256 of its content."""
     def __init__(
         self,
         *,

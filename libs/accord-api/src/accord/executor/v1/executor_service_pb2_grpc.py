@@ -69,7 +69,8 @@ class ExecutorServiceServicer:
 
     def GetArtifact(self, request, context):
         """Streams an artifact's bytes in chunks of up to 64 KiB, the first message carrying
-        its metadata.
+        its metadata. Artifacts are the caller's tenant's only: another tenant's artifact, or
+        one pruned after the retention, is NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

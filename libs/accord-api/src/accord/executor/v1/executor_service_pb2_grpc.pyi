@@ -42,7 +42,8 @@ class ExecutorServiceStub:
     """
     GetArtifact: _grpc.UnaryStreamMultiCallable[_executor_service_pb2.GetArtifactRequest, _executor_service_pb2.GetArtifactResponse]
     """Streams an artifact's bytes in chunks of up to 64 KiB, the first message carrying
-    its metadata.
+    its metadata. Artifacts are the caller's tenant's only: another tenant's artifact, or
+    one pruned after the retention, is NOT_FOUND.
     """
     GetExecutorStatus: _grpc.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutorStatusRequest, _executor_service_pb2.GetExecutorStatusResponse]
     """Reports capacity and engine pool state."""
@@ -61,7 +62,8 @@ class ExecutorServiceAsyncStub(ExecutorServiceStub):
     """
     GetArtifact: _aio.UnaryStreamMultiCallable[_executor_service_pb2.GetArtifactRequest, _executor_service_pb2.GetArtifactResponse]  # type: ignore[assignment]
     """Streams an artifact's bytes in chunks of up to 64 KiB, the first message carrying
-    its metadata.
+    its metadata. Artifacts are the caller's tenant's only: another tenant's artifact, or
+    one pruned after the retention, is NOT_FOUND.
     """
     GetExecutorStatus: _aio.UnaryUnaryMultiCallable[_executor_service_pb2.GetExecutorStatusRequest, _executor_service_pb2.GetExecutorStatusResponse]  # type: ignore[assignment]
     """Reports capacity and engine pool state."""
@@ -89,7 +91,8 @@ class ExecutorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_executor_service_pb2.GetArtifactResponse], _abc.AsyncIterator[_executor_service_pb2.GetArtifactResponse]]:
         """Streams an artifact's bytes in chunks of up to 64 KiB, the first message carrying
-        its metadata.
+        its metadata. Artifacts are the caller's tenant's only: another tenant's artifact, or
+        one pruned after the retention, is NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
