@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class Engine:
 
     async def run(self, *steps: js.Step, tenant: str = "acme", **fields: object):  # type: ignore[no-untyped-def]
         spec = js.JobSpec(engine=js.ENGINE_BROWSER, steps=steps, **fields)  # type: ignore[arg-type]
-        return await self.engine.run(spec, tenant=tenant, job_id="job-1")
+        return await self.engine.run(spec, tenant=tenant, job_id=str(uuid.uuid4()))
 
 
 @pytest.fixture
