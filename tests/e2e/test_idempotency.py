@@ -20,6 +20,9 @@ from accord.orchestrator.v1 import (
     schedule_pb2,
     schedule_service_pb2,
     schedule_service_pb2_grpc,
+    workflow_pb2,
+    workflow_service_pb2,
+    workflow_service_pb2_grpc,
 )
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
 from accord_kit.testing import as_tenant
@@ -74,6 +77,23 @@ async def list_schedules(ch: grpc.aio.Channel, md: Md) -> list[str]:
     return [s.schedule_id for s in (await stub.ListSchedules(request, metadata=md)).schedules]
 
 
+async def create_workflow(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    workflow = workflow_pb2.Workflow(
+        display_name="status",
+        uptime=workflow_pb2.UptimeCheck(url="http://127.0.0.1:1/"),
+    )
+    workflow.calendar.interval.FromSeconds(3600)
+    request = workflow_service_pb2.CreateWorkflowRequest(request_id="same", workflow=workflow)
+    stub = workflow_service_pb2_grpc.WorkflowServiceStub(ch)
+    return [(await stub.CreateWorkflow(request, metadata=md)).workflow.workflow_id]
+
+
+async def list_workflows(ch: grpc.aio.Channel, md: Md) -> list[str]:
+    request = workflow_service_pb2.ListWorkflowsRequest(page_size=1000)
+    stub = workflow_service_pb2_grpc.WorkflowServiceStub(ch)
+    return [w.workflow_id for w in (await stub.ListWorkflows(request, metadata=md)).workflows]
+
+
 async def create_policy(ch: grpc.aio.Channel, md: Md) -> list[str]:
     policy = policy_pb2.Policy(
         display_name="local", rules=policy_pb2.PolicyRules(allowed_domains=["127.0.0.1"])
@@ -100,6 +120,11 @@ CASES: dict[str, tuple[str, Create, Listed]] = {
         "orchestrator",
         create_schedule,
         list_schedules,
+    ),
+    "accord.orchestrator.v1.WorkflowService.CreateWorkflow": (
+        "orchestrator",
+        create_workflow,
+        list_workflows,
     ),
     "accord.policy.v1.PolicyService.CreatePolicy": ("policy", create_policy, list_policies),
 }

@@ -14,7 +14,7 @@ from accord.events.v1 import workflow_events_pb2
 from accord.orchestrator.v1 import schedule_pb2
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as wsp
-from accord_kit import events, outbox, pages
+from accord_kit import events, idempotency, outbox, pages
 from accord_kit.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -71,6 +71,7 @@ class WorkflowUseCases:
         schedule.labels["workflow"] = body.WhichOneof("kind") or ""
         calendar = _calendar(schedule, now)
         async with self._engine.begin() as s:
+            await idempotency.claim(s, "workflow.create", tenant, request_id)
             earlier = await ws.by_request(s, tenant, request_id)
             if earlier is not None:
                 if earlier.body_hash != digest:
@@ -108,8 +109,8 @@ class WorkflowUseCases:
             }
             try:
                 await ws.insert_workflow(s, row, hooks)
-            except IntegrityError:  # a concurrent create with this request id or name won
-                raise AlreadyExists("a workflow with this request_id or name exists") from None
+            except IntegrityError:  # a concurrent create with this name won
+                raise AlreadyExists(f"a workflow named {body.display_name!r} exists") from None
             stored = await _existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
             await _changed(s, stored, found, "created")

@@ -29,7 +29,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/orchestrator/v1/workflow.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x05\n\x08Workflow\x12\x13\n\x0bworkflow_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12 \n\x0c\x64isplay_name\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01\x12\x43\n\x10\x63hange_detection\x18\x04 \x01(\x0b\x32\'.accord.orchestrator.v1.ChangeDetectionH\x00\x12;\n\x0cjob_postings\x18\x05 \x01(\x0b\x32#.accord.orchestrator.v1.JobPostingsH\x00\x12\x35\n\x06uptime\x18\x06 \x01(\x0b\x32#.accord.orchestrator.v1.UptimeCheckH\x00\x12>\n\x08\x63\x61lendar\x18\x07 \x01(\x0b\x32$.accord.orchestrator.v1.ScheduleSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x32\n\x06\x65ngine\x18\x08 \x01(\x0e\x32\x18.accord.common.v1.EngineB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12I\n\x12\x61uthorization_mode\x18\t \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12;\n\x08webhooks\x18\n \x03(\x0b\x32\x1f.accord.orchestrator.v1.WebhookB\x08\xbaH\x05\x92\x01\x02\x10\x05\x12\x13\n\x0bschedule_id\x18\x0b \x01(\t\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12\x36\n\x06status\x18\r \x01(\x0b\x32&.accord.orchestrator.v1.WorkflowStatus\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"\xad\x01\n\x0f\x43hangeDetection\x12&\n\x03url\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12\x1a\n\x08selector\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12*\n\x0fignore_patterns\x18\x03 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10 \"\x07r\x05\x10\x01\x18\x80\x04\x12*\n\tthreshold\x18\x04 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00\"\xf4\x02\n\x0bJobPostings\x12&\n\x03url\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12!\n\ritem_selector\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12q\n\x06\x66ields\x18\x03 \x03(\x0b\x32/.accord.orchestrator.v1.JobPostings.FieldsEntryB0\xbaH-\x9a\x01*\x08\x01\x10\x10\"\x1br\x19\x32\x17^[a-z_][a-z0-9_]{0,62}$*\x07r\x05\x10\x01\x18\x80\x08\x12\x34\n\tkey_field\x18\x04 \x01(\tB!\xbaH\x1er\x1c\x32\x1a^([a-z_][a-z0-9_]{0,62})?$\x12$\n\x12next_page_selector\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1c\n\tmax_pages\x18\x06 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x14(\x00\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xca\x02\n\x0bUptimeCheck\x12&\n\x03url\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12\x1e\n\nmin_status\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xd7\x04(\x00\x12\x1e\n\nmax_status\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xd7\x04(\x00\x12=\n\x0bmax_latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\xd8\x04\x32\x00\x12\x1f\n\rexpected_text\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12#\n\x11\x65xpected_selector\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12(\n\x14min_certificate_days\x18\x07 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xed\x02(\x00\x12$\n\x11\x66\x61ilure_threshold\x18\x08 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\"\xad\x01\n\x07Webhook\x12\x12\n\nwebhook_id\x18\x01 \x01(\t\x12&\n\x03url\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12\x1a\n\x06secret\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x10\x18\x80\x02\x12J\n\x05kinds\x18\x04 \x03(\x0e\x32(.accord.orchestrator.v1.NotificationKindB\x11\xbaH\x0e\x92\x01\x0b\x10\x06\"\x07\x82\x01\x04\x10\x01 \x00\"\xae\x01\n\x0eWorkflowStatus\x12\x32\n\x05state\x18\x01 \x01(\x0e\x32#.accord.orchestrator.v1.TargetState\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\x12\x15\n\rresults_count\x18\x03 \x01(\x03\x12\x33\n\x0flast_check_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcd\x03\n\x0eWorkflowResult\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x12\n\ntarget_url\x18\x04 \x01(\t\x12\x36\n\x07outcome\x18\x05 \x01(\x0e\x32%.accord.orchestrator.v1.ResultOutcome\x12\x0f\n\x07message\x18\x06 \x01(\t\x12>\n\x0cnotification\x18\x07 \x01(\x0e\x32(.accord.orchestrator.v1.NotificationKind\x12\x39\n\x0bpage_change\x18\x08 \x01(\x0b\x32\".accord.orchestrator.v1.PageChangeH\x00\x12:\n\x08postings\x18\t \x01(\x0b\x32&.accord.orchestrator.v1.PostingsChangeH\x00\x12\x35\n\x06uptime\x18\n \x01(\x0b\x32#.accord.orchestrator.v1.UptimeProbeH\x00\x12.\n\ncheck_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06\x64\x65tail\"p\n\nPageChange\x12\x0c\n\x04\x64iff\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64\x64\x65\x64_lines\x18\x02 \x03(\t\x12\x15\n\rremoved_lines\x18\x03 \x03(\t\x12\x14\n\x0c\x63hange_ratio\x18\x04 \x01(\x01\x12\x12\n\nline_count\x18\x05 \x01(\x05\"\x82\x01\n\x07Posting\x12\x0b\n\x03key\x18\x01 \x01(\t\x12;\n\x06\x66ields\x18\x02 \x03(\x0b\x32+.accord.orchestrator.v1.Posting.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x01\n\x0ePostingsChange\x12.\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\x0b\x32\x1f.accord.orchestrator.v1.Posting\x12\x30\n\x07removed\x18\x02 \x03(\x0b\x32\x1f.accord.orchestrator.v1.Posting\x12\r\n\x05total\x18\x03 \x01(\x05\x12\r\n\x05pages\x18\x04 \x01(\x05\"\x8d\x01\n\x0bUptimeProbe\x12\x13\n\x0bhttp_status\x18\x01 \x01(\x05\x12*\n\x07latency\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x63\x65rtificate_days\x18\x03 \x01(\x01\x12\x17\n\x0fhas_certificate\x18\x04 \x01(\x08\x12\n\n\x02up\x18\x05 \x01(\x08*\xf3\x01\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19NOTIFICATION_KIND_CHANGED\x10\x01\x12\x1f\n\x1bNOTIFICATION_KIND_NEW_ITEMS\x10\x02\x12\x1a\n\x16NOTIFICATION_KIND_DOWN\x10\x03\x12\x1f\n\x1bNOTIFICATION_KIND_RECOVERED\x10\x04\x12#\n\x1fNOTIFICATION_KIND_CHECK_FAILING\x10\x05\x12\x1a\n\x16NOTIFICATION_KIND_TEST\x10\x06*w\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTARGET_STATE_OK\x10\x01\x12\x15\n\x11TARGET_STATE_DOWN\x10\x02\x12\x1e\n\x1aTARGET_STATE_CHECK_FAILING\x10\x03*\xd8\x01\n\rResultOutcome\x12\x1e\n\x1aRESULT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17RESULT_OUTCOME_BASELINE\x10\x01\x12\x1c\n\x18RESULT_OUTCOME_UNCHANGED\x10\x02\x12\x1a\n\x16RESULT_OUTCOME_CHANGED\x10\x03\x12\x15\n\x11RESULT_OUTCOME_UP\x10\x04\x12\x17\n\x13RESULT_OUTCOME_DOWN\x10\x05\x12 \n\x1cRESULT_OUTCOME_CHECK_FAILING\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/orchestrator/v1/workflow.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf2\x05\n\x08Workflow\x12\x1c\n\x0bworkflow_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x1a\n\ttenant_id\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18?\x12 \n\x0c\x64isplay_name\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\xc8\x01\x12\x43\n\x10\x63hange_detection\x18\x04 \x01(\x0b\x32\'.accord.orchestrator.v1.ChangeDetectionH\x00\x12;\n\x0cjob_postings\x18\x05 \x01(\x0b\x32#.accord.orchestrator.v1.JobPostingsH\x00\x12\x35\n\x06uptime\x18\x06 \x01(\x0b\x32#.accord.orchestrator.v1.UptimeCheckH\x00\x12>\n\x08\x63\x61lendar\x18\x07 \x01(\x0b\x32$.accord.orchestrator.v1.ScheduleSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x32\n\x06\x65ngine\x18\x08 \x01(\x0e\x32\x18.accord.common.v1.EngineB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12I\n\x12\x61uthorization_mode\x18\t \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12;\n\x08webhooks\x18\n \x03(\x0b\x32\x1f.accord.orchestrator.v1.WebhookB\x08\xbaH\x05\x92\x01\x02\x10\x05\x12\x1c\n\x0bschedule_id\x18\x0b \x01(\tB\x07\xbaH\x04r\x02\x18@\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12\x36\n\x06status\x18\r \x01(\x0b\x32&.accord.orchestrator.v1.WorkflowStatus\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"\xad\x01\n\x0f\x43hangeDetection\x12&\n\x03url\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12\x1a\n\x08selector\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12*\n\x0fignore_patterns\x18\x03 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10 \"\x07r\x05\x10\x01\x18\x80\x04\x12*\n\tthreshold\x18\x04 \x01(\x01\x42\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00\"\xf4\x02\n\x0bJobPostings\x12&\n\x03url\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12!\n\ritem_selector\x18\x02 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x08\x12q\n\x06\x66ields\x18\x03 \x03(\x0b\x32/.accord.orchestrator.v1.JobPostings.FieldsEntryB0\xbaH-\x9a\x01*\x08\x01\x10\x10\"\x1br\x19\x32\x17^[a-z_][a-z0-9_]{0,62}$*\x07r\x05\x10\x01\x18\x80\x08\x12\x34\n\tkey_field\x18\x04 \x01(\tB!\xbaH\x1er\x1c\x32\x1a^([a-z_][a-z0-9_]{0,62})?$\x12$\n\x12next_page_selector\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x1c\n\tmax_pages\x18\x06 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x14(\x00\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xca\x02\n\x0bUptimeCheck\x12&\n\x03url\x18\x01 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12\x1e\n\nmin_status\x18\x02 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xd7\x04(\x00\x12\x1e\n\nmax_status\x18\x03 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xd7\x04(\x00\x12=\n\x0bmax_latency\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\r\xbaH\n\xaa\x01\x07\"\x03\x08\xd8\x04\x32\x00\x12\x1f\n\rexpected_text\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12#\n\x11\x65xpected_selector\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12(\n\x14min_certificate_days\x18\x07 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xed\x02(\x00\x12$\n\x11\x66\x61ilure_threshold\x18\x08 \x01(\x05\x42\t\xbaH\x06\x1a\x04\x18\x64(\x00\"\xb6\x01\n\x07Webhook\x12\x1b\n\nwebhook_id\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18@\x12&\n\x03url\x18\x02 \x01(\tB\x19\xbaH\x16r\x14\x10\x01\x18\x80\x10\x32\n^https?://\x88\x01\x01\x12\x1a\n\x06secret\x18\x03 \x01(\tB\n\xbaH\x07r\x05\x10\x10\x18\x80\x02\x12J\n\x05kinds\x18\x04 \x03(\x0e\x32(.accord.orchestrator.v1.NotificationKindB\x11\xbaH\x0e\x92\x01\x0b\x10\x06\"\x07\x82\x01\x04\x10\x01 \x00\"\xb8\x01\n\x0eWorkflowStatus\x12<\n\x05state\x18\x01 \x01(\x0e\x32#.accord.orchestrator.v1.TargetStateB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x02 \x01(\x05\x12\x15\n\rresults_count\x18\x03 \x01(\x03\x12\x33\n\x0flast_check_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcd\x03\n\x0eWorkflowResult\x12\x11\n\tresult_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x12\n\ntarget_url\x18\x04 \x01(\t\x12\x36\n\x07outcome\x18\x05 \x01(\x0e\x32%.accord.orchestrator.v1.ResultOutcome\x12\x0f\n\x07message\x18\x06 \x01(\t\x12>\n\x0cnotification\x18\x07 \x01(\x0e\x32(.accord.orchestrator.v1.NotificationKind\x12\x39\n\x0bpage_change\x18\x08 \x01(\x0b\x32\".accord.orchestrator.v1.PageChangeH\x00\x12:\n\x08postings\x18\t \x01(\x0b\x32&.accord.orchestrator.v1.PostingsChangeH\x00\x12\x35\n\x06uptime\x18\n \x01(\x0b\x32#.accord.orchestrator.v1.UptimeProbeH\x00\x12.\n\ncheck_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06\x64\x65tail\"p\n\nPageChange\x12\x0c\n\x04\x64iff\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64\x64\x65\x64_lines\x18\x02 \x03(\t\x12\x15\n\rremoved_lines\x18\x03 \x03(\t\x12\x14\n\x0c\x63hange_ratio\x18\x04 \x01(\x01\x12\x12\n\nline_count\x18\x05 \x01(\x05\"\x82\x01\n\x07Posting\x12\x0b\n\x03key\x18\x01 \x01(\t\x12;\n\x06\x66ields\x18\x02 \x03(\x0b\x32+.accord.orchestrator.v1.Posting.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x90\x01\n\x0ePostingsChange\x12.\n\x05\x61\x64\x64\x65\x64\x18\x01 \x03(\x0b\x32\x1f.accord.orchestrator.v1.Posting\x12\x30\n\x07removed\x18\x02 \x03(\x0b\x32\x1f.accord.orchestrator.v1.Posting\x12\r\n\x05total\x18\x03 \x01(\x05\x12\r\n\x05pages\x18\x04 \x01(\x05\"\x8d\x01\n\x0bUptimeProbe\x12\x13\n\x0bhttp_status\x18\x01 \x01(\x05\x12*\n\x07latency\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x10\x63\x65rtificate_days\x18\x03 \x01(\x01\x12\x17\n\x0fhas_certificate\x18\x04 \x01(\x08\x12\n\n\x02up\x18\x05 \x01(\x08*\xf3\x01\n\x10NotificationKind\x12!\n\x1dNOTIFICATION_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19NOTIFICATION_KIND_CHANGED\x10\x01\x12\x1f\n\x1bNOTIFICATION_KIND_NEW_ITEMS\x10\x02\x12\x1a\n\x16NOTIFICATION_KIND_DOWN\x10\x03\x12\x1f\n\x1bNOTIFICATION_KIND_RECOVERED\x10\x04\x12#\n\x1fNOTIFICATION_KIND_CHECK_FAILING\x10\x05\x12\x1a\n\x16NOTIFICATION_KIND_TEST\x10\x06*w\n\x0bTargetState\x12\x1c\n\x18TARGET_STATE_UNSPECIFIED\x10\x00\x12\x13\n\x0fTARGET_STATE_OK\x10\x01\x12\x15\n\x11TARGET_STATE_DOWN\x10\x02\x12\x1e\n\x1aTARGET_STATE_CHECK_FAILING\x10\x03*\xd8\x01\n\rResultOutcome\x12\x1e\n\x1aRESULT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17RESULT_OUTCOME_BASELINE\x10\x01\x12\x1c\n\x18RESULT_OUTCOME_UNCHANGED\x10\x02\x12\x1a\n\x16RESULT_OUTCOME_CHANGED\x10\x03\x12\x15\n\x11RESULT_OUTCOME_UP\x10\x04\x12\x17\n\x13RESULT_OUTCOME_DOWN\x10\x05\x12 \n\x1cRESULT_OUTCOME_CHECK_FAILING\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKFLOW'].oneofs_by_name['kind']._loaded_options = None
   _globals['_WORKFLOW'].oneofs_by_name['kind']._serialized_options = b'\272H\002\010\001'
+  _globals['_WORKFLOW'].fields_by_name['workflow_id']._loaded_options = None
+  _globals['_WORKFLOW'].fields_by_name['workflow_id']._serialized_options = b'\272H\004r\002\030@'
+  _globals['_WORKFLOW'].fields_by_name['tenant_id']._loaded_options = None
+  _globals['_WORKFLOW'].fields_by_name['tenant_id']._serialized_options = b'\272H\004r\002\030?'
   _globals['_WORKFLOW'].fields_by_name['display_name']._loaded_options = None
   _globals['_WORKFLOW'].fields_by_name['display_name']._serialized_options = b'\272H\007r\005\020\001\030\310\001'
   _globals['_WORKFLOW'].fields_by_name['calendar']._loaded_options = None
@@ -48,6 +52,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKFLOW'].fields_by_name['authorization_mode']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_WORKFLOW'].fields_by_name['webhooks']._loaded_options = None
   _globals['_WORKFLOW'].fields_by_name['webhooks']._serialized_options = b'\272H\005\222\001\002\020\005'
+  _globals['_WORKFLOW'].fields_by_name['schedule_id']._loaded_options = None
+  _globals['_WORKFLOW'].fields_by_name['schedule_id']._serialized_options = b'\272H\004r\002\030@'
   _globals['_CHANGEDETECTION'].fields_by_name['url']._loaded_options = None
   _globals['_CHANGEDETECTION'].fields_by_name['url']._serialized_options = b'\272H\026r\024\020\001\030\200\0202\n^https?://\210\001\001'
   _globals['_CHANGEDETECTION'].fields_by_name['selector']._loaded_options = None
@@ -86,44 +92,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPTIMECHECK'].fields_by_name['min_certificate_days']._serialized_options = b'\272H\007\032\005\030\355\002(\000'
   _globals['_UPTIMECHECK'].fields_by_name['failure_threshold']._loaded_options = None
   _globals['_UPTIMECHECK'].fields_by_name['failure_threshold']._serialized_options = b'\272H\006\032\004\030d(\000'
+  _globals['_WEBHOOK'].fields_by_name['webhook_id']._loaded_options = None
+  _globals['_WEBHOOK'].fields_by_name['webhook_id']._serialized_options = b'\272H\004r\002\030@'
   _globals['_WEBHOOK'].fields_by_name['url']._loaded_options = None
   _globals['_WEBHOOK'].fields_by_name['url']._serialized_options = b'\272H\026r\024\020\001\030\200\0202\n^https?://\210\001\001'
   _globals['_WEBHOOK'].fields_by_name['secret']._loaded_options = None
   _globals['_WEBHOOK'].fields_by_name['secret']._serialized_options = b'\272H\007r\005\020\020\030\200\002'
   _globals['_WEBHOOK'].fields_by_name['kinds']._loaded_options = None
   _globals['_WEBHOOK'].fields_by_name['kinds']._serialized_options = b'\272H\016\222\001\013\020\006\"\007\202\001\004\020\001 \000'
+  _globals['_WORKFLOWSTATUS'].fields_by_name['state']._loaded_options = None
+  _globals['_WORKFLOWSTATUS'].fields_by_name['state']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_POSTING_FIELDSENTRY']._loaded_options = None
   _globals['_POSTING_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_NOTIFICATIONKIND']._serialized_start=3201
-  _globals['_NOTIFICATIONKIND']._serialized_end=3444
-  _globals['_TARGETSTATE']._serialized_start=3446
-  _globals['_TARGETSTATE']._serialized_end=3565
-  _globals['_RESULTOUTCOME']._serialized_start=3568
-  _globals['_RESULTOUTCOME']._serialized_end=3784
+  _globals['_NOTIFICATIONKIND']._serialized_start=3247
+  _globals['_NOTIFICATIONKIND']._serialized_end=3490
+  _globals['_TARGETSTATE']._serialized_start=3492
+  _globals['_TARGETSTATE']._serialized_end=3611
+  _globals['_RESULTOUTCOME']._serialized_start=3614
+  _globals['_RESULTOUTCOME']._serialized_end=3830
   _globals['_WORKFLOW']._serialized_start=232
-  _globals['_WORKFLOW']._serialized_end=959
-  _globals['_CHANGEDETECTION']._serialized_start=962
-  _globals['_CHANGEDETECTION']._serialized_end=1135
-  _globals['_JOBPOSTINGS']._serialized_start=1138
-  _globals['_JOBPOSTINGS']._serialized_end=1510
-  _globals['_JOBPOSTINGS_FIELDSENTRY']._serialized_start=1465
-  _globals['_JOBPOSTINGS_FIELDSENTRY']._serialized_end=1510
-  _globals['_UPTIMECHECK']._serialized_start=1513
-  _globals['_UPTIMECHECK']._serialized_end=1843
-  _globals['_WEBHOOK']._serialized_start=1846
-  _globals['_WEBHOOK']._serialized_end=2019
-  _globals['_WORKFLOWSTATUS']._serialized_start=2022
-  _globals['_WORKFLOWSTATUS']._serialized_end=2196
-  _globals['_WORKFLOWRESULT']._serialized_start=2199
-  _globals['_WORKFLOWRESULT']._serialized_end=2660
-  _globals['_PAGECHANGE']._serialized_start=2662
-  _globals['_PAGECHANGE']._serialized_end=2774
-  _globals['_POSTING']._serialized_start=2777
-  _globals['_POSTING']._serialized_end=2907
-  _globals['_POSTING_FIELDSENTRY']._serialized_start=1465
-  _globals['_POSTING_FIELDSENTRY']._serialized_end=1510
-  _globals['_POSTINGSCHANGE']._serialized_start=2910
-  _globals['_POSTINGSCHANGE']._serialized_end=3054
-  _globals['_UPTIMEPROBE']._serialized_start=3057
-  _globals['_UPTIMEPROBE']._serialized_end=3198
+  _globals['_WORKFLOW']._serialized_end=986
+  _globals['_CHANGEDETECTION']._serialized_start=989
+  _globals['_CHANGEDETECTION']._serialized_end=1162
+  _globals['_JOBPOSTINGS']._serialized_start=1165
+  _globals['_JOBPOSTINGS']._serialized_end=1537
+  _globals['_JOBPOSTINGS_FIELDSENTRY']._serialized_start=1492
+  _globals['_JOBPOSTINGS_FIELDSENTRY']._serialized_end=1537
+  _globals['_UPTIMECHECK']._serialized_start=1540
+  _globals['_UPTIMECHECK']._serialized_end=1870
+  _globals['_WEBHOOK']._serialized_start=1873
+  _globals['_WEBHOOK']._serialized_end=2055
+  _globals['_WORKFLOWSTATUS']._serialized_start=2058
+  _globals['_WORKFLOWSTATUS']._serialized_end=2242
+  _globals['_WORKFLOWRESULT']._serialized_start=2245
+  _globals['_WORKFLOWRESULT']._serialized_end=2706
+  _globals['_PAGECHANGE']._serialized_start=2708
+  _globals['_PAGECHANGE']._serialized_end=2820
+  _globals['_POSTING']._serialized_start=2823
+  _globals['_POSTING']._serialized_end=2953
+  _globals['_POSTING_FIELDSENTRY']._serialized_start=1492
+  _globals['_POSTING_FIELDSENTRY']._serialized_end=1537
+  _globals['_POSTINGSCHANGE']._serialized_start=2956
+  _globals['_POSTINGSCHANGE']._serialized_end=3100
+  _globals['_UPTIMEPROBE']._serialized_start=3103
+  _globals['_UPTIMEPROBE']._serialized_end=3244
 # @@protoc_insertion_point(module_scope)

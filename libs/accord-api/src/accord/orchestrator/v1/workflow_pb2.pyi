@@ -165,9 +165,9 @@ class Workflow(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
-    """Server-assigned id."""
+    """Server-assigned id. Up to 64 characters."""
     tenant_id: _builtins.str
-    """The owning tenant; set by the server."""
+    """The owning tenant; set by the server. Up to 63 characters."""
     display_name: _builtins.str
     """Human-readable name, unique per tenant, 1 to 200 characters."""
     engine: _job_spec_pb2.Engine.ValueType
@@ -445,7 +445,7 @@ class Webhook(_message.Message):
     SECRET_FIELD_NUMBER: _builtins.int
     KINDS_FIELD_NUMBER: _builtins.int
     webhook_id: _builtins.str
-    """Server-assigned id."""
+    """Server-assigned id. Up to 64 characters."""
     url: _builtins.str
     """Absolute http(s) URL, up to 2048 characters."""
     secret: _builtins.str
