@@ -20,6 +20,7 @@ values, URLs) refuse them with rules of their own in the contract.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -107,6 +108,17 @@ def _carries(descriptor: Descriptor) -> bool:
 # request with nothing wrong, allocates nothing.
 Broken = tuple[str, str, str]
 _NONE: list[Broken] = []  # shared and never appended to
+
+
+def resource_id(value: str) -> str | None:
+    """A server-assigned id in its one spelling (a lower-case UUID), or None when `value`
+    is not one: for ids inside a resource an update sends whole, which the contract's
+    rules skip (only the masked fields are read)."""
+    try:
+        canonical = str(uuid.UUID(value))
+    except ValueError:
+        return None
+    return canonical if canonical == value.lower() else None
 
 
 def check(message: Message, prefix: str = "") -> list[FieldViolation]:
