@@ -282,10 +282,15 @@ async def test_watch_streams_changes_and_resumes(stack) -> None:  # type: ignore
     await stack.worker.CompleteTask(
         wpb.CompleteTaskRequest(worker_id="w1", completions=[wpb.TaskCompletion(lease=task.lease)])
     )
-    seen = [
-        r.change
-        async for r in stack.jobs.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=ACME)
+    replies = [
+        r async for r in stack.jobs.WatchJob(pb.WatchJobRequest(job_id=job.job_id), metadata=ACME)
     ]
+    seen = [r.change for r in replies]
+    # Each change comes with the job as it was then, not as it ended.
+    assert [(r.job.state, r.job.version) for r in replies] == [(c.state, c.version) for c in seen]
+    assert [len(r.job.attempts) for r in replies] == [0, 1, 1]
+    assert not replies[1].job.attempts[0].HasField("finish_time")
+    assert [r.job.HasField("finish_time") for r in replies] == [False, False, True]
     assert [c.state for c in seen] == [
         job_pb2.JOB_STATE_QUEUED,
         job_pb2.JOB_STATE_RUNNING,

@@ -363,6 +363,28 @@ async def test_unknown_and_other_tenants_schedules_are_not_found(schedules) -> N
         schedules.GetSchedule(pb.GetScheduleRequest(schedule_id="no-such-id"), metadata=ACME)
     )
     assert not_an_id.code() == grpc.StatusCode.INVALID_ARGUMENT
+    renamed = await schedules.UpdateSchedule(
+        pb.UpdateScheduleRequest(
+            schedule=schedule_pb2.Schedule(
+                schedule_id=mine.schedule_id.upper(), etag=mine.etag, display_name="renamed"
+            ),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        ),
+        metadata=ACME,
+    )
+    assert renamed.schedule.schedule_id == mine.schedule_id
+    not_an_id = await refused(
+        schedules.UpdateSchedule(
+            pb.UpdateScheduleRequest(
+                schedule=schedule_pb2.Schedule(
+                    schedule_id="no-such-id", etag=renamed.schedule.etag, display_name="x"
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+            metadata=ACME,
+        )
+    )
+    assert not_an_id.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not still.schedule.paused
 
 

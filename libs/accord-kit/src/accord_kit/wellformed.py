@@ -20,7 +20,7 @@ values, URLs) refuse them with rules of their own in the contract.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import uuid
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -62,9 +62,9 @@ def _is_uuid(field: FieldDescriptor) -> bool:
 
 
 @cache
-def _plan(descriptor: Descriptor) -> tuple[_Field, ...]:
+def _plan(descriptor: Descriptor) -> dict[str, _Field]:
     """The fields of a message type that carry strings or times, directly or nested."""
-    found: list[_Field] = []
+    found: dict[str, _Field] = {}
     for field in descriptor.fields:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             key = field.message_type.fields_by_name["key"]
@@ -73,16 +73,14 @@ def _plan(descriptor: Descriptor) -> tuple[_Field, ...]:
                 value_field.type == _MESSAGE and _carries(value_field.message_type)
             )
             if carries:
-                found.append(
-                    _Field(field.name, False, True, True, value_field.type == _MESSAGE, False)
-                )
+                message_value = value_field.type == _MESSAGE
+                found[field.name] = _Field(field.name, False, True, True, message_value, False)
         elif field.type == _STRING:
             repeated = field.is_repeated
-            found.append(_Field(field.name, True, repeated, False, False, _is_uuid(field)))
+            found[field.name] = _Field(field.name, True, repeated, False, False, _is_uuid(field))
         elif field.type == _MESSAGE and _carries(field.message_type):
-            repeated = field.is_repeated
-            found.append(_Field(field.name, False, repeated, False, False, False))
-    return tuple(found)
+            found[field.name] = _Field(field.name, False, field.is_repeated, False, False, False)
+    return found
 
 
 @cache
@@ -105,58 +103,131 @@ def _carries(descriptor: Descriptor) -> bool:
     return False
 
 
+# A broken value: its path below the message walked ("" for the message itself), what is
+# wrong, and the rule id. Paths are only built for broken values: the common case, a
+# request with nothing wrong, allocates nothing.
+Broken = tuple[str, str, str]
+_NONE: list[Broken] = []  # shared and never appended to
+
+
+def resource_id(value: str) -> str | None:
+    """A server-assigned id in its one spelling (a lower-case UUID), or None when `value`
+    is not one: for ids inside a resource an update sends whole, which the contract's
+    rules skip (only the masked fields are read)."""
+    try:
+        canonical = str(uuid.UUID(value))
+    except ValueError:
+        return None
+    return canonical if canonical == value.lower() else None
+
+
 def check(message: Message, prefix: str = "") -> list[FieldViolation]:
     """A violation for every string with NUL and every invalid duration or timestamp;
     every UUID-ruled id is lowercased in place."""
-    return list(_walk(message, prefix))
+    return [FieldViolation(prefix + path, what, rule) for path, what, rule in _walk(message)]
 
 
-def _walk(message: Message, prefix: str) -> Iterator[FieldViolation]:
-    time = _TIMES.get(message.DESCRIPTOR.full_name)
+def _walk(message: Message) -> list[Broken]:
+    name = message.DESCRIPTOR.full_name
+    if name in _JSON:
+        return _walk_json(message, name)
+    time = _TIMES.get(name)
     if time is not None:
         problem = time(message)
-        if problem is not None:
-            yield FieldViolation(prefix.removesuffix("."), problem[1], problem[0])
-        return
-    for field in _plan(message.DESCRIPTOR):
-        path = prefix + field.name
-        value = getattr(message, field.name)
+        return [("", problem[1], problem[0])] if problem is not None else _NONE
+    plan = _plan(message.DESCRIPTOR)
+    found = _NONE
+    for descriptor, value in message.ListFields():
+        field = plan.get(descriptor.name)
+        if field is None:
+            continue
         if field.is_map:
-            yield from _walk_map(field, value, path)
+            broken = _walk_map(field, value)
         elif field.is_string:
-            yield from _walk_string(field, message, value, path)
+            broken = _walk_string(field, message, value)
         elif field.repeated:
+            broken = _NONE
             for index, item in enumerate(value):
-                yield from _walk(item, f"{path}[{index}].")
-        elif message.HasField(field.name):
-            yield from _walk(value, path + ".")
+                if inner := _walk(item):
+                    broken = broken + _under(f"[{index}]", inner)
+        else:
+            broken = _walk(value)
+        if broken:
+            found = found + _under(field.name, broken)
+    return found
 
 
-def _walk_string(
-    field: _Field, message: Message, value: Any, path: str
-) -> Iterator[FieldViolation]:
-    if field.repeated:
-        for index, item in enumerate(value):
-            if "\x00" in item:
-                yield _nul(f"{path}[{index}]")
-            elif field.uuid and item != item.lower():
-                value[index] = item.lower()
-    elif "\x00" in value:
-        yield _nul(path)
-    elif field.uuid and value != value.lower():
-        setattr(message, field.name, value.lower())
+def _under(name: str, broken: list[Broken]) -> list[Broken]:
+    """`broken` as seen from the message that holds them under `name`."""
+    return [
+        (name + ("" if not path else path if path[0] == "[" else "." + path), what, rule)
+        for path, what, rule in broken
+    ]
 
 
-def _walk_map(field: _Field, entries: Any, path: str) -> Iterator[FieldViolation]:
-    for key in entries:
-        entry = f"{path}[{json.dumps(key)}]"
+def _walk_string(field: _Field, message: Message, value: Any) -> list[Broken]:
+    if not field.repeated:
+        if "\x00" in value:
+            return [_nul("")]
+        if field.uuid and value != value.lower():
+            setattr(message, field.name, value.lower())
+        return _NONE
+    found = _NONE
+    for index, item in enumerate(value):
+        if "\x00" in item:
+            found = [*found, _nul(f"[{index}]")]
+        elif field.uuid and item != item.lower():
+            value[index] = item.lower()
+    return found
+
+
+def _walk_map(field: _Field, entries: Any) -> list[Broken]:
+    found = _NONE
+    for key, item in entries.items():
         if isinstance(key, str) and "\x00" in key:
-            yield _nul(entry, "key")
-        item = entries[key]
+            found = [*found, _nul(_entry(key), "key")]
         if field.map_value_message:
-            yield from _walk(item, entry + ".")
+            if inner := _walk(item):
+                found = found + _under(_entry(key), inner)
         elif isinstance(item, str) and "\x00" in item:
-            yield _nul(entry, "value")
+            found = [*found, _nul(_entry(key), "value")]
+    return found
+
+
+_JSON = ("google.protobuf.Value", "google.protobuf.Struct", "google.protobuf.ListValue")
+
+
+def _walk_json(message: Any, name: str) -> list[Broken]:
+    """google.protobuf.Value and its kin (task results are made of them), walked directly:
+    the same rules, without the generic walk's per-node cost."""
+    if name == "google.protobuf.Struct":
+        found = _NONE
+        for key, item in message.fields.items():
+            if "\x00" in key:
+                found = [*found, _nul(_entry(key), "key")]
+            if inner := _walk_json(item, "google.protobuf.Value"):
+                found = found + _under(_entry(key), inner)
+        return _under("fields", found) if found else _NONE
+    if name == "google.protobuf.ListValue":
+        found = _NONE
+        for index, item in enumerate(message.values):
+            if inner := _walk_json(item, "google.protobuf.Value"):
+                found = found + _under(f"[{index}]", inner)
+        return _under("values", found) if found else _NONE
+    kind = message.WhichOneof("kind")
+    if kind == "string_value":
+        return [_under("string_value", [_nul("")])[0]] if "\x00" in message.string_value else _NONE
+    if kind == "struct_value":
+        inner = _walk_json(message.struct_value, "google.protobuf.Struct")
+        return _under("struct_value", inner) if inner else _NONE
+    if kind == "list_value":
+        inner = _walk_json(message.list_value, "google.protobuf.ListValue")
+        return _under("list_value", inner) if inner else _NONE
+    return _NONE
+
+
+def _entry(key: object) -> str:
+    return f"[{json.dumps(key)}]" if isinstance(key, str) else f"[{key}]"
 
 
 def _duration(value: Any) -> tuple[str, str] | None:
@@ -179,6 +250,6 @@ def _timestamp(value: Any) -> tuple[str, str] | None:
 _TIMES = {"google.protobuf.Duration": _duration, "google.protobuf.Timestamp": _timestamp}
 
 
-def _nul(path: str, part: str = "") -> FieldViolation:
+def _nul(path: str, part: str = "") -> Broken:
     what = f"map {part}" if part else "value"
-    return FieldViolation(path, f"{what} must not contain NUL (U+0000)", NO_NUL)
+    return path, f"{what} must not contain NUL (U+0000)", NO_NUL

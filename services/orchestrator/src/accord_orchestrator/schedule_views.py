@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accord.events.v1 import schedule_events_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2
-from accord_kit import events, notify, outbox
+from accord_kit import events, notify, outbox, wellformed
 from accord_kit.boundary import validate
 from accord_kit.errors import FieldViolation, InvalidArgument
 from accord_orchestrator import schedule_store as ss
@@ -67,8 +67,11 @@ def checked(body: schedule_pb2.Schedule, created: datetime) -> calendars.Calenda
 
 def mask(schedule: schedule_pb2.Schedule, mask: field_mask_pb2.FieldMask) -> set[str]:
     violations = []
-    if not schedule.schedule_id:
-        violations.append(FieldViolation("schedule.schedule_id", "required"))
+    schedule_id = wellformed.resource_id(schedule.schedule_id)
+    if schedule_id is None:
+        violations.append(FieldViolation("schedule.schedule_id", "required, a UUID"))
+    else:
+        schedule.schedule_id = schedule_id
     if not schedule.etag:
         violations.append(FieldViolation("schedule.etag", "required: the etag last read"))
     bad = [

@@ -348,7 +348,8 @@ class JobUseCases:
                 job = await _loaded(s, tenant, job_id)
                 changes = await store.changes_after(s, job_id, after)
             for c in changes:
-                yield history.to_change(c), job
+                change = history.to_change(c)
+                yield change, rules.as_of(job, change)
                 after = c.version
             if job.state in rules.TERMINAL and after >= job.version:
                 return

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.events.v1 import policy_events_pb2
 from accord.policy.v1 import policy_pb2
-from accord_kit import events, idempotency, outbox, pages
+from accord_kit import events, idempotency, outbox, pages, wellformed
 from accord_kit.boundary import validate
 from accord_kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_policy import store, telemetry
@@ -203,13 +203,14 @@ def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[
     # The policy itself is validated after the mask is applied; its id and etag say which
     # version of which policy is changed, so both are required up front.
     missing: list[FieldViolation] = []
-    if not _is_uuid(p):
+    policy_id = wellformed.resource_id(p.policy_id)
+    if policy_id is None:
         missing.append(FieldViolation("policy.policy_id", "required, the policy's id (a UUID)"))
     if not p.etag:
         missing.append(FieldViolation("policy.etag", "required: read the policy, send its etag"))
-    if missing:
+    if missing or policy_id is None:
         raise InvalidArgument("policy.policy_id and policy.etag are required", missing)
-    p.policy_id = p.policy_id.lower()
+    p.policy_id = policy_id
     bad = [
         p
         for p in mask.paths
@@ -227,13 +228,6 @@ def _validate_mask(p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask) -> set[
             ],
         )
     return set(mask.paths)
-
-
-def _is_uuid(p: policy_pb2.Policy) -> bool:
-    try:
-        return str(uuid.UUID(p.policy_id)) == p.policy_id.lower()
-    except ValueError:
-        return False
 
 
 async def record_decisions(

@@ -397,3 +397,29 @@ def choose(
         chosen.append(job)
         size += c.size
     return chosen
+
+
+def as_of(job: job_pb2.Job, change: job_pb2.JobStateChange) -> job_pb2.Job:
+    """The job as it was right after `change`, from the job as it is now: its state,
+    version, time and message then, only the attempts begun by then (the change's own
+    attempt still open if the change started it), and a result and finish time only once
+    the job had finished."""
+    if change.version >= job.version:
+        return job
+    then = job_pb2.Job()
+    then.CopyFrom(job)
+    then.state = change.state
+    then.version = change.version
+    then.status_message = change.message
+    then.update_time.CopyFrom(change.change_time)
+    kept = [a for a in job.attempts if a.number <= change.attempt]
+    del then.attempts[:]
+    then.attempts.extend(kept)
+    if change.state == RUNNING and then.attempts and then.attempts[-1].number == change.attempt:
+        running = then.attempts[-1]
+        for name in ("finish_time", "outcome", "error_message", "error_code"):
+            running.ClearField(name)
+    if change.state not in TERMINAL:
+        then.ClearField("result")
+        then.ClearField("finish_time")
+    return then

@@ -32,9 +32,13 @@ class JobStateChanged(_message.Message):
     job_id: _builtins.str
     """The job's id."""
     request_id: _builtins.str
-    """The request id the job was created with."""
+    """The request id the job was created with, on the event of its creation (`job.queued` or
+    `job.rejected`); empty on later events.
+    """
     schedule_id: _builtins.str
-    """The schedule that created the job, if any."""
+    """The schedule that fired the job, on the event of its creation (`job.queued` or
+    `job.rejected`); empty on later events and for jobs no schedule fired.
+    """
     @_builtins.property
     def change(self) -> _job_pb2.JobStateChange:
         """The change."""

@@ -21,6 +21,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _JobState:
@@ -31,8 +36,12 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
     """Not set; never stored."""
-    JOB_STATE_PENDING: _JobState.ValueType  # 1
-    """Accepted, awaiting the policy decision."""
+    @_builtins.property
+    @_deprecated("""This enum value has been marked as deprecated using proto enum value options.""")
+    def JOB_STATE_PENDING(self) -> _JobState.ValueType:   # 1
+        """Never used: no job is stored before its policy decision, and no event names this
+        state. Kept so the numbers of the other states stay; gone in v2.
+        """
     JOB_STATE_REJECTED: _JobState.ValueType  # 2
     """Denied by policy; the decision says why. Terminal."""
     JOB_STATE_QUEUED: _JobState.ValueType  # 3
@@ -49,14 +58,17 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Cancelled by a client. Terminal."""
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
-    """The lifecycle state of a job. PENDING -> REJECTED | QUEUED -> RUNNING -> SUCCEEDED |
-    FAILED (retry pending, back to QUEUED at its due time) | DEAD_LETTER | CANCELLED.
+    """The lifecycle state of a job. A job is stored once its policy decision is made, as
+    REJECTED or QUEUED; then QUEUED -> RUNNING -> SUCCEEDED | FAILED (retry pending, back to
+    QUEUED at its due time) | DEAD_LETTER | CANCELLED.
     """
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
 """Not set; never stored."""
 JOB_STATE_PENDING: JobState.ValueType  # 1
-"""Accepted, awaiting the policy decision."""
+"""Never used: no job is stored before its policy decision, and no event names this
+state. Kept so the numbers of the other states stay; gone in v2.
+"""
 JOB_STATE_REJECTED: JobState.ValueType  # 2
 """Denied by policy; the decision says why. Terminal."""
 JOB_STATE_QUEUED: JobState.ValueType  # 3
