@@ -11,11 +11,13 @@ import uuid
 
 import grpc
 import pytest
+from aiohttp import web
 
 from accord.audit.v1 import audit_service_pb2, audit_service_pb2_grpc, record_pb2
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
+from accord_kit.net import free_port
 from accord_kit.testing import REPO_ROOT, as_tenant, token
 from tests.e2e.suite import Suite
 
@@ -221,3 +223,42 @@ async def _run(*argv: str, env: dict[str, str] | None = None) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+async def test_a_page_with_text_the_database_cannot_store_still_completes(suite: Suite) -> None:
+    """A NUL in what a page returns (PostgreSQL stores none) is replaced, not the job lost."""
+
+    async def raw(_: web.Request) -> web.Response:
+        return web.Response(text="before\x00after", content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/", raw)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await allow_local_site(suite.target("policy"))
+        spec = job_spec_pb2.JobSpec(
+            engine=job_spec_pb2.ENGINE_HTTP,
+            steps=[
+                job_spec_pb2.Step(
+                    name="page",
+                    request=job_spec_pb2.RequestStep(url=f"http://127.0.0.1:{port}/"),
+                )
+            ],
+        )
+        async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
+            jobs = job_service_pb2_grpc.JobServiceStub(ch)
+            created = await jobs.CreateJob(
+                job_service_pb2.CreateJobRequest(request_id=str(uuid.uuid4()), spec=spec),
+                metadata=MD,
+            )
+            watch = job_service_pb2.WatchJobRequest(job_id=created.job.job_id)
+            states = [r.change.state async for r in jobs.WatchJob(watch, metadata=MD, timeout=60)]
+            assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED, states
+            get = job_service_pb2.GetJobRequest(job_id=created.job.job_id)
+            job = (await jobs.GetJob(get, metadata=MD)).job
+        assert job.result.outputs["page"]["body"] == "before\ufffdafter"
+    finally:
+        await runner.cleanup()

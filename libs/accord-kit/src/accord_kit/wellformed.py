@@ -253,3 +253,83 @@ _TIMES = {"google.protobuf.Duration": _duration, "google.protobuf.Timestamp": _t
 def _nul(path: str, part: str = "") -> Broken:
     what = f"map {part}" if part else "value"
     return path, f"{what} must not contain NUL (U+0000)", NO_NUL
+
+
+# What a server sends another server may carry text read off the web. `scrub` makes such a
+# message obey the same rules before it goes, so one NUL in a page, or one overlong error,
+# cannot get a whole report refused.
+REPLACEMENT = "\ufffd"
+
+
+def scrub(message: Message) -> None:
+    """In place: every NUL becomes U+FFFD and every string is cut to its field's `max_len`."""
+    name = message.DESCRIPTOR.full_name
+    if name in _JSON:
+        _scrub_json(message, name)
+        return
+    for field, value in message.ListFields():
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            _scrub_map(entry, value)
+        elif field.type == _STRING:
+            limit = _max_len(field)
+            if field.is_repeated:
+                for index, item in enumerate(value):
+                    value[index] = _clean(item, limit)
+            else:
+                setattr(message, field.name, _clean(value, limit))
+        elif field.type == _MESSAGE:
+            for item in value if field.is_repeated else (value,):
+                scrub(item)
+
+
+def _clean(text: str, limit: int | None) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", REPLACEMENT)
+    return text[:limit] if limit is not None and len(text) > limit else text
+
+
+@cache
+def _max_len(field: FieldDescriptor) -> int | None:
+    options = field.GetOptions()
+    if not options.HasExtension(validate_pb2.field):
+        return None
+    rules = options.Extensions[validate_pb2.field]
+    string = rules.repeated.items.string if field.is_repeated else rules.string
+    return string.max_len if string.HasField("max_len") else None
+
+
+def _scrub_map(entry: Descriptor, entries: Any) -> None:
+    value_field = entry.fields_by_name["value"]
+    for key in [k for k in entries if isinstance(k, str) and "\x00" in k]:
+        clean = key.replace("\x00", REPLACEMENT)
+        if value_field.type == _MESSAGE:
+            entries[clean].CopyFrom(entries[key])
+        else:
+            entries[clean] = entries[key]
+        del entries[key]
+    for key in list(entries):
+        if value_field.type == _MESSAGE:
+            scrub(entries[key])
+        elif value_field.type == _STRING:
+            entries[key] = _clean(entries[key], None)
+
+
+def _scrub_json(message: Any, name: str) -> None:
+    if name == "google.protobuf.Struct":
+        for key in [k for k in message.fields if "\x00" in k]:
+            message.fields[key.replace("\x00", REPLACEMENT)].CopyFrom(message.fields[key])
+            del message.fields[key]
+        for item in message.fields.values():
+            _scrub_json(item, "google.protobuf.Value")
+    elif name == "google.protobuf.ListValue":
+        for item in message.values:
+            _scrub_json(item, "google.protobuf.Value")
+    else:
+        kind = message.WhichOneof("kind")
+        if kind == "string_value" and "\x00" in message.string_value:
+            message.string_value = message.string_value.replace("\x00", REPLACEMENT)
+        elif kind == "struct_value":
+            _scrub_json(message.struct_value, "google.protobuf.Struct")
+        elif kind == "list_value":
+            _scrub_json(message.list_value, "google.protobuf.ListValue")

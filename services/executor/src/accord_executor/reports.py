@@ -3,7 +3,11 @@
 Reports are fenced by attempt at the orchestrator: a completion it lists as stale, or a
 failure it refuses ABORTED, means the lease went stale (expired and re-leased, or
 cancelled) and the work is dropped. UNAVAILABLE is retried
-with a bounded backoff. Each call carries the tenant it is made for as `accord-tenant`.
+with a bounded backoff. Results carry text read off the web, so each report is scrubbed to
+the contract first (NUL replaced, strings cut to their limits); a batch the orchestrator
+still refuses as invalid is sent again one completion at a time, and a completion refused
+alone is reported as the attempt's failure (`RESULT_REFUSED`) instead of being lost.
+Each call carries the tenant it is made for as `accord-tenant`.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from accord.common.v1 import job_result_pb2
 from accord.orchestrator.v1 import worker_service_pb2 as w
 from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.domain import results as r
+from accord_kit import wellformed
 from accord_kit.auth import acting_for
 from accord_kit.backoff import Backoff
 
@@ -67,7 +72,9 @@ class Reporter:
         self, tenant: str, lease: w.LeaseRef, result: job_result_pb2.JobResult
     ) -> None:
         """Queue the completion for the next batch and wait until it was reported."""
-        done = _Completion(tenant, w.TaskCompletion(lease=lease, result=result))
+        completion = w.TaskCompletion(lease=lease, result=result)
+        wellformed.scrub(completion)
+        done = _Completion(tenant, completion)
         self._completions.put_nowait(done)
         await done.reported
 
@@ -82,6 +89,7 @@ class Reporter:
             retryable=failure.retryable,
             partial_result=so_far,
         )
+        wellformed.scrub(request)
         call = partial(
             self._stub.FailTask,
             request,
@@ -142,11 +150,26 @@ class Reporter:
         try:
             response = await self._call(call)
         except grpc.aio.AioRpcError as exc:
-            log.error("worker.complete_not_reported", error=describe(exc))
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                log.error("worker.complete_not_reported", error=describe(exc))
+            elif len(items) > 1:
+                for item in items:  # find the one the contract refuses; report the rest
+                    await self._send_completions(tenant, [item])
+            else:
+                await self._refused(tenant, items[0].completion, exc)
             return
         if response.stale_leases:
             stale = sorted(_lease_text(x) for x in response.stale_leases)
             log.warning("worker.stale_leases", leases=stale)
+
+    async def _refused(
+        self, tenant: str, completion: w.TaskCompletion, exc: grpc.aio.AioRpcError
+    ) -> None:
+        log.error("worker.result_refused", job_id=completion.lease.job_id, error=describe(exc))
+        failure = r.Failure(
+            r.RESULT_REFUSED, f"the orchestrator refused the result: {exc.details()}"
+        )
+        await self.fail(tenant, completion.lease, failure, job_result_pb2.JobResult())
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
         """Retry while the orchestrator is unreachable; other errors go to the caller."""

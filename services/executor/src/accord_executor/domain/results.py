@@ -29,6 +29,8 @@ POLICY_DENIED = "POLICY_DENIED"
 # The policy service could not be asked, so nothing was sent: fail closed, try again later.
 POLICY_UNAVAILABLE = "POLICY_UNAVAILABLE"
 TOO_MANY_REDIRECTS = "TOO_MANY_REDIRECTS"
+# The orchestrator refused the finished result as the contract does not allow it.
+RESULT_REFUSED = "RESULT_REFUSED"
 
 # Failures another attempt may not hit: the network, time, or this executor itself.
 RETRYABLE = frozenset(
