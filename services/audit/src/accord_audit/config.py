@@ -1,5 +1,7 @@
 """Audit service settings, from ACCORD_AUDIT_* (and the suite-wide ACCORD_* URLs)."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -31,3 +33,15 @@ class Settings(ServiceSettings):
     retry_max: float = Field(default=5.0, gt=0)
     # Seconds between checks for new records while StreamRecords follows the log.
     stream_poll_interval: float = Field(default=0.2, gt=0)
+    # The log ids of checkpoints are `<log_origin>/tenant/<tenant>`: name the deployment here.
+    log_origin: str = Field(default="accord.audit", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+    # An Ed25519 private JWK with a `kid` (the token key format) that signs checkpoints; it is
+    # re-read when the file changes, so rotating is replacing it. Unset: a key made at start.
+    checkpoint_key_file: Path | None = None
+    # Seconds between passes that sign a checkpoint of every tenant log that has grown.
+    checkpoint_interval: float = Field(default=10.0, gt=0)
+    # Days each tenant's records keep their payload (tenant -> days; JSON in env). After it,
+    # retention erases aggregate_id and envelope; hashes and proofs stay. Absent: kept forever.
+    retention_days: dict[str, float] = Field(default_factory=dict)
+    # Seconds between retention passes.
+    retention_interval: float = Field(default=60.0, gt=0)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
 from accord_audit import tables as t
-from accord_audit.domain.records import Event, Record
+from accord_audit.domain.records import Event, Record, TenantLink
 
 # Key of the transaction-scoped advisory lock every append takes: it serialises appends
 # from all replicas, so indexes never collide and the chain never forks. ("audit.ap")
@@ -41,7 +41,10 @@ def _record(row: Row) -> Record:  # type: ignore[type-arg]
         event_time=row.event_time,
         envelope=row.envelope,
     )
-    return Record(row.record_index, event, row.append_time, row.prev_hash, row.hash)
+    link = TenantLink(row.tenant_index, row.payload_digest, row.tenant_prev_hash, row.tenant_hash)
+    return Record(
+        row.record_index, event, row.append_time, row.prev_hash, row.hash, link, row.erase_time
+    )
 
 
 async def lock_for_append(session: AsyncSession) -> None:
@@ -83,14 +86,22 @@ async def insert_records(session: AsyncSession, records: list[Record]) -> None:
             "envelope": r.event.envelope,
             "prev_hash": r.prev_hash,
             "hash": r.hash,
+            "tenant_index": r.link.index,
+            "payload_digest": r.link.payload_digest,
+            "tenant_prev_hash": r.link.prev_hash,
+            "tenant_hash": r.link.hash,
         }
         for r in records
     ]
     await session.execute(insert(t.records), rows)
 
 
-async def get_by_index(session: AsyncSession, tenant: str, index: int) -> Record | None:
-    stmt = select(t.records).where(c.tenant_id == tenant, c.record_index == index)
+async def get_by_index(
+    session: AsyncSession, tenant: str, index: int, *, tenant_log: bool = False
+) -> Record | None:
+    """The tenant's record at `index` of the log of all tenants, or of its own log."""
+    column = c.tenant_index if tenant_log else c.record_index
+    stmt = select(t.records).where(c.tenant_id == tenant, column == index)
     row = (await session.execute(stmt)).one_or_none()
     return _record(row) if row else None
 
@@ -115,11 +126,37 @@ def _filtered(f: RecordFilter) -> Select:  # type: ignore[type-arg]
 
 
 async def list_records(
-    session: AsyncSession, f: RecordFilter, from_index: int, limit: int
+    session: AsyncSession, f: RecordFilter, from_index: int, limit: int, *, tenant_log: bool = False
 ) -> list[Record]:
-    """Up to `limit` matching records at or after `from_index`, in log order."""
-    stmt = _filtered(f).where(c.record_index >= from_index).order_by(c.record_index).limit(limit)
+    """Up to `limit` matching records at or after `from_index`, in log order; indexes are of
+    the log of all tenants, or with `tenant_log` of the tenant's own."""
+    column = c.tenant_index if tenant_log else c.record_index
+    stmt = _filtered(f).where(column >= from_index).order_by(column).limit(limit)
     return [_record(r) for r in (await session.execute(stmt)).all()]
+
+
+async def tenant_range(
+    session: AsyncSession, tenant: str, start: int, end: int, limit: int
+) -> list[Record]:
+    """Up to `limit` of the tenant's records with start <= tenant index < end, in order."""
+    stmt = (
+        select(t.records)
+        .where(c.tenant_id == tenant, c.tenant_index >= start, c.tenant_index < end)
+        .order_by(c.tenant_index)
+        .limit(limit)
+    )
+    return [_record(r) for r in (await session.execute(stmt)).all()]
+
+
+async def erase_before(session: AsyncSession, tenant: str, before: datetime, now: datetime) -> int:
+    """Erase the payload of the tenant's records appended before `before`; how many."""
+    stmt = (
+        update(t.records)
+        .where(c.tenant_id == tenant, c.append_time < before, c.erase_time.is_(None))
+        .values(aggregate_id="", envelope=b"", erase_time=now)
+    )
+    result = await session.execute(stmt)
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def log_range(session: AsyncSession, start: int, end: int, limit: int) -> list[Record]:
