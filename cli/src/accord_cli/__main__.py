@@ -1,13 +1,13 @@
 """`accord`: the command line. `accord up` runs the whole suite; `accord auth` manages tokens;
 `accord policies` reads, changes and asks the tenant's policies; `accord schedules` manages
-schedules."""
+schedules; `accord audit` reads, exports and verifies the audit log."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from accord_cli import auth, policies, schedules, up
+from accord_cli import audit, auth, policies, schedules, up
 
 
 def main() -> None:
@@ -17,6 +17,7 @@ def main() -> None:
     auth.register(commands)
     policies.register(commands)
     schedules.register(commands)
+    audit.register(commands)
     args = parser.parse_args()
     sys.exit(args.run(args))
 

@@ -89,7 +89,10 @@ class TenantLogs:
         return len(behind)
 
     async def keys(self) -> list[tuple[str, bytes, datetime]]:
-        async with self._sessions() as s:
+        """Every key that has signed, and the current one, which may not have signed yet."""
+        key_id, key = self._signer.current()
+        async with self._sessions.begin() as s:
+            await treestore.save_key(s, key_id, public_bytes(key), datetime.now(UTC))
             return await treestore.keys(s)
 
     async def _resolve_size(self, tenant: str, requested: int, field: str) -> Checkpoint | None:

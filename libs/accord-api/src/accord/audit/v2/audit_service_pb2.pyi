@@ -270,7 +270,9 @@ class ListCheckpointKeysResponse(_message.Message):
     KEYS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[_record_pb2.CheckpointKey]:
-        """Every key that has signed a checkpoint, oldest first; the last is the current one."""
+        """Every key that has signed a checkpoint and the key signing now, in the order they were
+        first used or listed; the last is the current one.
+        """
 
     def __init__(
         self,

@@ -136,7 +136,8 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCheckpointKeys(self, request, context):
-        """Lists every public key that has signed checkpoints, for verifiers to pin.
+        """Lists every public key that has signed checkpoints, and the current one, for verifiers to
+        pin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,7 +55,9 @@ class AuditServiceStub:
     the log has grown since the last), or the stored one of a given size.
     """
     ListCheckpointKeys: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.ListCheckpointKeysRequest, _audit_service_pb2.ListCheckpointKeysResponse]
-    """Lists every public key that has signed checkpoints, for verifiers to pin."""
+    """Lists every public key that has signed checkpoints, and the current one, for verifiers to
+    pin.
+    """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetInclusionProofRequest, _audit_service_pb2.GetInclusionProofResponse]
     """Proves a record is in the tenant's tree of a given size (RFC 9162 inclusion proof)."""
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetConsistencyProofRequest, _audit_service_pb2.GetConsistencyProofResponse]
@@ -96,7 +98,9 @@ class AuditServiceAsyncStub(AuditServiceStub):
     the log has grown since the last), or the stored one of a given size.
     """
     ListCheckpointKeys: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.ListCheckpointKeysRequest, _audit_service_pb2.ListCheckpointKeysResponse]  # type: ignore[assignment]
-    """Lists every public key that has signed checkpoints, for verifiers to pin."""
+    """Lists every public key that has signed checkpoints, and the current one, for verifiers to
+    pin.
+    """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetInclusionProofRequest, _audit_service_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """Proves a record is in the tenant's tree of a given size (RFC 9162 inclusion proof)."""
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetConsistencyProofRequest, _audit_service_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
@@ -164,7 +168,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_service_pb2.ListCheckpointKeysRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.ListCheckpointKeysResponse, _abc.Awaitable[_audit_service_pb2.ListCheckpointKeysResponse]]:
-        """Lists every public key that has signed checkpoints, for verifiers to pin."""
+        """Lists every public key that has signed checkpoints, and the current one, for verifiers to
+        pin.
+        """
 
     @_abc_1.abstractmethod
     def GetInclusionProof(
