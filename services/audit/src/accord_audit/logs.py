@@ -19,7 +19,7 @@ from accord_audit.signer import Signer, public_bytes
 from accord_kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 # Records read per query while verifying or exporting: bounds memory, not the range.
-CHUNK = 1000
+CHUNK = 5000
 
 
 def _invalid(field: str, why: str) -> InvalidArgument:
@@ -122,13 +122,12 @@ class TenantLogs:
                 if cp is not None and isinstance(key, int):
                     raise NotFound(f"audit record {index} not found")
                 raise _invalid("tree_size", f"must be greater than the record's index {index}")
-            wanted = merkle.inclusion_nodes(index, size) | {(0, index)}
-            nodes = (await treestore.nodes(s, {tenant: wanted}))[tenant]
-            leaf = await store.get_by_index(s, tenant, index, tenant_log=True)
+            nodes = await treestore.nodes(s, {tenant: merkle.inclusion_nodes(index, size)})
+            leaf = await store.tenant_hash_at(s, tenant, index)
         if leaf is None:
             raise NotFound(f"audit record {index} not found")
-        hashes = merkle.inclusion_proof(index, size, nodes)
-        return Inclusion(index, size, leaf.link.hash, hashes, cp)
+        hashes = merkle.inclusion_proof(index, size, nodes[tenant])
+        return Inclusion(index, size, leaf, hashes, cp)
 
     async def consistency(
         self, tenant: str, from_size: int, to_size: int
@@ -159,10 +158,8 @@ class TenantLogs:
                 return LogCheck(start, b"").finish(start + 1)
             check = LogCheck(start, prev)
             while check.next_index < end:
-                upper = min(end, check.next_index + CHUNK)
-                found = await store.tenant_range(s, tenant, check.next_index, upper, CHUNK)
-                leaves = await treestore.leaves(s, tenant, check.next_index, upper)
-                if not found or not check.feed(found, leaves):
+                found = await store.entries(s, tenant, check.next_index, end, CHUNK)
+                if not found or not check.feed(found):
                     break
         return check.finish(end)
 

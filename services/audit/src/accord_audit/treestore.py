@@ -5,17 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from accord_audit import store
 from accord_audit import tables as t
 from accord_audit.domain.checkpoints import Checkpoint
 from accord_audit.domain.merkle import Node
-
-# Node keys per query: bounds the statement's size, not the number of nodes.
-NODE_CHUNK = 2000
 
 
 async def heads(session: AsyncSession, tenants: Iterable[str]) -> dict[str, tuple[int, bytes]]:
@@ -42,40 +40,46 @@ async def save_heads(session: AsyncSession, moved: Mapping[str, tuple[int, bytes
     await session.execute(stmt)
 
 
+_NODES = """
+SELECT w.tenant_id, w.level, w.node_index, n.hash
+FROM unnest($1::text[], $2::smallint[], $3::bigint[]) AS w(tenant_id, level, node_index)
+JOIN audit.tree_nodes n
+  ON n.tenant_id = w.tenant_id AND n.level = w.level AND n.node_index = w.node_index
+"""
+
+
 async def nodes(
     session: AsyncSession, wanted: Mapping[str, Iterable[Node]]
 ) -> dict[str, dict[Node, bytes]]:
-    """The stored nodes asked for, per tenant; a node not stored is absent from the answer."""
+    """The stored nodes asked for, per tenant; a node not stored is absent from the answer.
+
+    One statement whatever the number of nodes (arrays, not a list of literals), so it is
+    prepared once and a proof costs one round trip.
+    """
     keys = [(tenant, lv, ix) for tenant, coords in wanted.items() for lv, ix in coords]
     found: dict[str, dict[Node, bytes]] = {tenant: {} for tenant in wanted}
-    n = t.tree_nodes.c
-    for start in range(0, len(keys), NODE_CHUNK):
-        chunk = keys[start : start + NODE_CHUNK]
-        stmt = select(n.tenant_id, n.level, n.node_index, n.hash).where(
-            tuple_(n.tenant_id, n.level, n.node_index).in_(chunk)
-        )
-        for r in (await session.execute(stmt)).all():
-            found[r.tenant_id][(r.level, r.node_index)] = r.hash
+    if not keys:
+        return found
+    tenants, levels, indexes = (list(column) for column in zip(*keys, strict=True))
+    rows = await (await store.driver(session)).fetch(_NODES, tenants, levels, indexes)
+    for tenant, level, index, digest in rows:
+        found[tenant][(level, index)] = digest
     return found
 
 
 async def insert_nodes(session: AsyncSession, added: Mapping[str, Mapping[Node, bytes]]) -> None:
     rows = [
-        {"tenant_id": tenant, "level": lv, "node_index": ix, "hash": digest}
+        (tenant, lv, ix, digest)
         for tenant, new in added.items()
         for (lv, ix), digest in new.items()
     ]
     if rows:
-        await session.execute(insert(t.tree_nodes), rows)
-
-
-async def leaves(session: AsyncSession, tenant: str, start: int, end: int) -> dict[int, bytes]:
-    """The stored leaf hashes (level 0) of the tenant's records start <= index < end."""
-    n = t.tree_nodes.c
-    stmt = select(n.node_index, n.hash).where(
-        n.tenant_id == tenant, n.level == 0, n.node_index >= start, n.node_index < end
-    )
-    return {r.node_index: r.hash for r in (await session.execute(stmt)).all()}
+        await (await store.driver(session)).copy_records_to_table(
+            t.tree_nodes.name,
+            schema_name=t.SCHEMA,
+            columns=("tenant_id", "level", "node_index", "hash"),
+            records=rows,
+        )
 
 
 def _checkpoint(row: Row, log_id: str) -> Checkpoint:  # type: ignore[type-arg]

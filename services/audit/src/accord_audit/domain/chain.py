@@ -41,21 +41,39 @@ def _prefixed(data: bytes) -> bytes:
 
 def body(event: Event) -> bytes:
     """The record's canonical bytes after its index (see the module docstring)."""
-    micros = (event.event_time - _EPOCH) // _MICROSECOND
-    texts = (
-        event.event_id,
-        event.event_type,
-        event.tenant_id,
-        event.aggregate_type,
-        event.aggregate_id,
+    e = event
+    return body_of(
+        e.event_id,
+        e.event_type,
+        e.tenant_id,
+        e.aggregate_type,
+        e.aggregate_id,
+        e.event_time,
+        e.envelope,
     )
-    return b"".join(
-        [
-            *(_prefixed(t.encode()) for t in texts),
-            micros.to_bytes(8, "big", signed=True),
-            _prefixed(event.envelope),
-        ]
-    )
+
+
+def body_of(
+    event_id: str,
+    event_type: str,
+    tenant_id: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    event_time: datetime,
+    envelope: bytes,
+) -> bytes:
+    """body() from the fields themselves: what a verifier reading rows computes."""
+    since = event_time - _EPOCH
+    micros = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
+    parts = []
+    for text in (event_id, event_type, tenant_id, aggregate_type, aggregate_id):
+        data = text.encode()
+        parts.append(len(data).to_bytes(4, "big"))
+        parts.append(data)
+    parts.append(micros.to_bytes(8, "big", signed=True))
+    parts.append(len(envelope).to_bytes(4, "big"))
+    parts.append(envelope)
+    return b"".join(parts)
 
 
 def canonical(index: int, event: Event) -> bytes:

@@ -6,14 +6,34 @@ checked by their digest-based chain and leaf only, and listed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
 
 from accord_audit.domain import chain, merkle
-from accord_audit.domain.records import Record
 
 # How many erased indexes a check reports one by one; the count is always exact.
 ERASED_LISTED = 1000
+
+
+class Entry(NamedTuple):
+    """One record of a tenant log as stored, with the Merkle leaf hash stored for it."""
+
+    log_index: int
+    event_id: str
+    event_type: str
+    tenant_id: str
+    aggregate_type: str
+    aggregate_id: str
+    event_time: datetime
+    envelope: bytes
+    payload_digest: bytes
+    prev_hash: bytes
+    hash: bytes
+    erased: bool
+    leaf: bytes | None
 
 
 @dataclass
@@ -32,27 +52,27 @@ class LogCheck:
         self.first_invalid, self.failure = index, why
         return False
 
-    def feed(self, records: Iterable[Record], leaves: Mapping[int, bytes]) -> bool:
+    def feed(self, entries: Iterable[Entry]) -> bool:
         """Check the next records; False once one fails (stop feeding)."""
-        for r in records:
-            link = r.link
-            if link.index != self.next_index:
+        sha256 = hashlib.sha256
+        for e in entries:
+            if e.log_index != self.next_index:
                 return self._fail(self.next_index, "record is missing")
             self.checked += 1
-            if link.prev_hash != self.prev_hash:
-                return self._fail(link.index, "prev_hash is not the previous record's hash")
-            if r.erase_time is not None:
+            if e.prev_hash != self.prev_hash:
+                return self._fail(e.log_index, "prev_hash is not the previous record's hash")
+            if e.erased:
                 self.erased_count += 1
                 if len(self.erased) < ERASED_LISTED:
-                    self.erased.append(link.index)
-            elif chain.payload_digest(r.event) != link.payload_digest:
-                return self._fail(link.index, "payload does not match payload_digest")
-            if chain.tenant_hash(self.prev_hash, link.index, link.payload_digest) != link.hash:
-                return self._fail(link.index, "hash does not match the chain")
-            if leaves.get(link.index) != merkle.leaf_hash(link.hash):
-                return self._fail(link.index, "Merkle leaf does not match the record's hash")
+                    self.erased.append(e.log_index)
+            elif sha256(chain.body_of(*e[1:8])).digest() != e.payload_digest:
+                return self._fail(e.log_index, "payload does not match payload_digest")
+            if chain.tenant_hash(self.prev_hash, e.log_index, e.payload_digest) != e.hash:
+                return self._fail(e.log_index, "hash does not match the chain")
+            if e.leaf != merkle.leaf_hash(e.hash):
+                return self._fail(e.log_index, "Merkle leaf does not match the record's hash")
             self.next_index += 1
-            self.prev_hash = link.hash
+            self.prev_hash = e.hash
         return True
 
     def finish(self, end_index: int) -> LogCheck:
