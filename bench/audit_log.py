@@ -14,7 +14,8 @@ audit service (accord_audit.app.App), then measures:
 3. VerifyRange (v2) over that whole tenant log through gRPC, and the v1 VerifyRange of the
    log of all tenants beside it.
 4. Inclusion and consistency proof latency at that size through gRPC (`--proofs` each, random
-   indexes and sizes, one call at a time): p50, p99, max.
+   indexes and sizes, one call at a time): p50, p99, max; beside them the floor of any read,
+   a pooled session running `SELECT 1` in this process.
 
 Targets (DESIGN.md, the audit issue): proofs under 10 ms, VerifyRange of 1,000,000 records
 under 10 s, appends keeping up with the suite's end-to-end job rate times events per job.
@@ -162,6 +163,18 @@ async def proofs(
     return quantiles(inclusion), quantiles(consistency)
 
 
+async def round_trip(app: App, n: int) -> str:
+    """What any read costs before it does anything: a pooled session and one query."""
+    sessions = db.sessionmaker(app._backing.engine)
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        async with sessions() as s:
+            await s.execute(select(1))
+        samples.append(time.perf_counter() - start)
+    return quantiles(samples)
+
+
 @contextlib.asynccontextmanager
 async def backing(workdir: Path) -> AsyncIterator[tuple[str, str]]:
     os.environ.update(tokens.provision(workdir / "auth", tokens.generate_key()))
@@ -238,6 +251,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
                         "",
                     )
                 )
+                floor = await round_trip(app, args.proofs)
+                rows.append(("floor: SELECT 1 in a pooled session", floor, "(no gRPC)"))
                 inclusion, consistency = await proofs(stub, args.records, args.proofs, md)
                 rows.append((f"inclusion proof at {args.records:,}", inclusion, "target < 10 ms"))
                 rows.append(

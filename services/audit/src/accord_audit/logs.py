@@ -26,6 +26,10 @@ def _invalid(field: str, why: str) -> InvalidArgument:
     return InvalidArgument("request is invalid", [FieldViolation(field, why)])
 
 
+def _past(field: str, size: int, log_size: int) -> FailedPrecondition:
+    return FailedPrecondition(f"{field} {size} is past the end of the log ({log_size} records)")
+
+
 @dataclass(frozen=True)
 class Inclusion:
     index: int
@@ -95,20 +99,9 @@ class TenantLogs:
             await treestore.save_key(s, key_id, public_bytes(key), datetime.now(UTC))
             return await treestore.keys(s)
 
-    async def _resolve_size(self, tenant: str, requested: int, field: str) -> Checkpoint | None:
-        """None when `requested` (not 0) is within the log; else the checkpoint 0 stands for."""
-        if requested == 0:
-            return await self.sign(tenant)
-        async with self._sessions() as s:
-            size = await treestore.size(s, tenant)
-        if requested > size:
-            raise FailedPrecondition(
-                f"{field} {requested} is past the end of the log ({size} records)"
-            )
-        return None
-
     async def inclusion(self, tenant: str, key: int | str, tree_size: int) -> Inclusion:
-        cp = await self._resolve_size(tenant, tree_size, "tree_size")
+        """Tree size 0 is the latest checkpoint's; everything else is read in one session."""
+        cp = await self.sign(tenant) if tree_size == 0 else None
         size = cp.tree_size if cp else tree_size
         async with self._sessions() as s:
             if isinstance(key, str):
@@ -118,12 +111,14 @@ class TenantLogs:
                 index = found.link.index
             else:
                 index = key
+            log_size, leaf = await store.size_and_hash(s, tenant, index)
+            if size > log_size:
+                raise _past("tree_size", size, log_size)
             if index >= size:
                 if cp is not None and isinstance(key, int):
                     raise NotFound(f"audit record {index} not found")
                 raise _invalid("tree_size", f"must be greater than the record's index {index}")
             nodes = await treestore.nodes(s, {tenant: merkle.inclusion_nodes(index, size)})
-            leaf = await store.tenant_hash_at(s, tenant, index)
         if leaf is None:
             raise NotFound(f"audit record {index} not found")
         hashes = merkle.inclusion_proof(index, size, nodes[tenant])
@@ -133,11 +128,14 @@ class TenantLogs:
         self, tenant: str, from_size: int, to_size: int
     ) -> tuple[int, list[bytes]]:
         """(to_size, the proof): to_size 0 is the latest checkpoint's."""
-        cp = await self._resolve_size(tenant, to_size, "to_size")
-        to_size = cp.tree_size if cp else to_size
+        if to_size == 0:
+            to_size = (await self.sign(tenant)).tree_size
         if from_size > to_size:
             raise _invalid("from_size", f"must be at most to_size ({to_size})")
         async with self._sessions() as s:
+            log_size, _ = await store.size_and_hash(s, tenant, 0)
+            if to_size > log_size:
+                raise _past("to_size", to_size, log_size)
             wanted = merkle.consistency_nodes(from_size, to_size) if from_size < to_size else set()
             nodes = (await treestore.nodes(s, {tenant: wanted}))[tenant]
         return to_size, merkle.consistency_proof(from_size, to_size, nodes)

@@ -40,11 +40,16 @@ async def save_heads(session: AsyncSession, moved: Mapping[str, tuple[int, bytes
     await session.execute(stmt)
 
 
+# LATERAL with LIMIT keeps this a loop of primary-key lookups, one per node asked for: a
+# generic plan of a plain join may scan the whole tree instead.
 _NODES = """
 SELECT w.tenant_id, w.level, w.node_index, n.hash
 FROM unnest($1::text[], $2::smallint[], $3::bigint[]) AS w(tenant_id, level, node_index)
-JOIN audit.tree_nodes n
-  ON n.tenant_id = w.tenant_id AND n.level = w.level AND n.node_index = w.node_index
+CROSS JOIN LATERAL (
+  SELECT hash FROM audit.tree_nodes
+  WHERE tenant_id = w.tenant_id AND level = w.level AND node_index = w.node_index
+  LIMIT 1
+) AS n
 """
 
 
