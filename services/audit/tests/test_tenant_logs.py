@@ -12,6 +12,7 @@ import asyncpg
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from accord.audit.v1 import audit_service_pb2 as pb1
 from accord.audit.v2 import audit_service_pb2 as pb
 from accord.audit.v2 import record_pb2
 from accord_audit.testing import Harness
@@ -229,6 +230,8 @@ async def test_retention_erases_payloads_and_every_proof_still_verifies(audit: H
         )
         assert verify_inclusion(erased[m].hash, m, 5, list(got.hashes), before.root_hash)
     assert not any(r.HasField("erase_time") for r in await audit.log("other"))
+    whole = await audit.stub.VerifyRange(pb1.VerifyRangeRequest())  # the operator's, v1
+    assert (whole.valid, whole.checked_count) == (True, 8)
 
 
 async def test_a_new_record_after_erasure_extends_the_same_tree(audit: Harness) -> None:
