@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from accord.audit.v1 import audit_service_pb2 as pb1
 from accord.audit.v2 import audit_service_pb2 as pb
 from accord.audit.v2 import record_pb2
-from accord_audit.testing import Harness
+from accord_audit.testing import Harness, eventually
 from accord_kit.testing import as_tenant, refused
 from services.audit.tests.rfc9162 import mth, verify_consistency, verify_inclusion
 
@@ -248,3 +248,29 @@ async def test_a_new_record_after_erasure_extends_the_same_tree(audit: Harness) 
     )
     assert verify_consistency(3, 4, mth([r.hash for r in log]), cp.root_hash, list(proof.hashes))
     assert (await verify(audit)).erased_count == 3
+
+
+async def test_a_redelivered_event_takes_no_index_and_checkpoints_come_unasked(
+    audit: Harness,
+) -> None:
+    first, second = audit.event(tenant="acme"), audit.event(tenant="acme")
+    await audit.publish(first)
+    await audit.publish(first, msg_id="again")  # past JetStream's dedupe: delivered twice
+    await audit.publish(second)
+    await audit.wait_for(first, second)
+    log = await audit.log("acme")
+    assert [(r.index, r.event_id) for r in log] == [(0, first.event_id), (1, second.event_id)]
+
+    async def signed() -> record_pb2.Checkpoint | None:
+        try:
+            found = await audit.v2.GetCheckpoint(
+                pb.GetCheckpointRequest(tree_size=2), metadata=ACME
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            return None
+        return found.checkpoint
+
+    cp = await eventually(signed, what="the periodic checkpoint of size 2")
+    assert cp.root_hash == mth([r.hash for r in log])

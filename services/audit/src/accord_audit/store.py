@@ -205,10 +205,7 @@ async def log_range(session: AsyncSession, start: int, end: int, limit: int) -> 
     """Up to `limit` records of every tenant with start <= index < end, in log order: what
     the operator's verification reads, so built from the driver's rows by position."""
     rows = await (await driver(session)).fetch(_LOG_RANGE, start, end, limit)
-    return [
-        Record(r[0], Event(*r[1:8]), r[8], r[9], r[10], None, r[11])
-        for r in rows
-    ]
+    return [Record(r[0], Event(*r[1:8]), r[8], r[9], r[10], None, r[11]) for r in rows]
 
 
 async def hash_at(session: AsyncSession, index: int) -> bytes | None:

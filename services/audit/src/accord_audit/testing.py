@@ -37,6 +37,7 @@ def settings_for(database_url: str, nats_url: str, producer: str, durable: str) 
         fetch_timeout=0.2,
         retry_initial=0.05,
         stream_poll_interval=0.05,
+        checkpoint_interval=0.5,
     )
 
 
