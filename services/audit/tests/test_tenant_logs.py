@@ -5,6 +5,7 @@ test's RFC 9162 verifier, signed checkpoints, verification of a tampered log, re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime
 
@@ -274,3 +275,18 @@ async def test_a_redelivered_event_takes_no_index_and_checkpoints_come_unasked(
 
     cp = await eventually(signed, what="the periodic checkpoint of size 2")
     assert cp.root_hash == mth([r.hash for r in log])
+
+
+async def test_stream_follows_the_tenant_log_by_its_own_indexes(audit: Harness) -> None:
+    await fill(audit, acme=2, other=3)
+    stream = audit.v2.StreamRecords(pb.StreamRecordsRequest(from_index=1), metadata=ACME)
+    got: list[int] = []
+    async with asyncio.timeout(30):  # the record published below arrives long before
+        async for item in stream:
+            got.append(item.record.index)
+            if len(got) == 1:
+                await audit.publish(audit.event(tenant="other"), audit.event(tenant="acme"))
+            if len(got) == 2:
+                break
+    stream.cancel()
+    assert got == [1, 2]
