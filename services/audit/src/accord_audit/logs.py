@@ -84,13 +84,22 @@ class TenantLogs:
             stored = await treestore.checkpoint_at(s, tenant, log_id, size)
         return stored or made
 
-    async def sign_all(self, limit: int = 1000) -> int:
-        """Sign a checkpoint of every tenant log that has grown; how many were signed."""
-        async with self._sessions() as s:
-            behind = await treestore.logs_behind(s, limit)
-        for tenant in behind:
-            await self.sign(tenant)
-        return len(behind)
+    async def sign_all(self, page: int = 1000, pages: int = 100) -> int:
+        """Sign a checkpoint of every tenant log that has grown; how many were signed.
+
+        Page by page: a signed log is no longer behind, so each page is the next tenants; at
+        most `pages` pages a pass, so logs that keep growing cannot keep one pass going.
+        """
+        signed = 0
+        for _ in range(pages):
+            async with self._sessions() as s:
+                behind = await treestore.logs_behind(s, page)
+            for tenant in behind:
+                await self.sign(tenant)
+            signed += len(behind)
+            if len(behind) < page:
+                break
+        return signed
 
     async def keys(self) -> list[tuple[str, bytes, datetime]]:
         """Every key that has signed, and the current one, which may not have signed yet."""
