@@ -228,25 +228,25 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
                 stub = audit_service_pb2_grpc.AuditServiceStub(ch)
                 phase("VerifyRange (v2, the tenant's log)")
-                start = time.perf_counter()
-                check = await stub.VerifyRange(pb.VerifyRangeRequest(), metadata=md, timeout=600)
-                took = time.perf_counter() - start
+                start, cpu = time.perf_counter(), time.process_time()
+                check = await stub.VerifyRange(pb.VerifyRangeRequest(), metadata=md, timeout=900)
+                took, cpu = time.perf_counter() - start, time.process_time() - cpu
                 rows.append(
                     (
                         f"VerifyRange v2, {check.checked_count:,} records",
-                        f"{took:.1f} s (valid={check.valid})",
+                        f"{took:.1f} s (valid={check.valid}), {cpu:.1f} s CPU here",
                         "target < 10 s",
                     )
                 )
                 phase("VerifyRange (v1, the log of all tenants)")
                 v1 = grpc1.AuditServiceStub(ch)
-                start = time.perf_counter()
-                whole = await v1.VerifyRange(pb1.VerifyRangeRequest(), metadata=md, timeout=600)
-                took = time.perf_counter() - start
+                start, cpu = time.perf_counter(), time.process_time()
+                whole = await v1.VerifyRange(pb1.VerifyRangeRequest(), metadata=md, timeout=900)
+                took, cpu = time.perf_counter() - start, time.process_time() - cpu
                 rows.append(
                     (
                         f"VerifyRange v1, {whole.checked_count:,} records",
-                        f"{took:.1f} s (valid={whole.valid})",
+                        f"{took:.1f} s (valid={whole.valid}), {cpu:.1f} s CPU here",
                         "(the operator's check)",
                     )
                 )
