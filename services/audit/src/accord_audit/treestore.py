@@ -144,10 +144,6 @@ async def logs_behind(session: AsyncSession, limit: int) -> list[str]:
     return list((await session.execute(stmt)).scalars())
 
 
-async def tenants(session: AsyncSession) -> list[str]:
-    return list((await session.execute(select(t.logs.c.tenant_id))).scalars())
-
-
 async def save_key(session: AsyncSession, key_id: str, public: bytes, now: datetime) -> None:
     stmt = insert(t.checkpoint_keys).values(key_id=key_id, public_key=public, first_use_time=now)
     await session.execute(stmt.on_conflict_do_nothing())

@@ -14,7 +14,6 @@ and the signature is Ed25519 over exactly those bytes.
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -39,21 +38,6 @@ def note(log_id: str, tree_size: int, root_hash: bytes, time: datetime) -> bytes
     micros = (time - _EPOCH) // _MICROSECOND
     root = base64.b64encode(root_hash).decode()
     return f"{log_id}\n{tree_size}\n{root}\n{micros}\n".encode()
-
-
-def parse_note(text: bytes) -> tuple[str, int, bytes, datetime]:
-    """(log id, tree size, root hash, time) of a note; ValueError when it is not one."""
-    try:
-        lines = text.decode().split("\n")
-        if len(lines) != 5 or lines[4] != "":
-            raise ValueError("a checkpoint note is four lines, each ending in a newline")
-        root = base64.b64decode(lines[2], validate=True)
-        size, micros = int(lines[1]), int(lines[3])
-    except (UnicodeDecodeError, binascii.Error) as exc:
-        raise ValueError(f"not a checkpoint note: {exc}") from None
-    if size < 0 or len(root) != 32:
-        raise ValueError("a checkpoint note has a negative size or a root not 32 bytes long")
-    return lines[0], size, root, _EPOCH + micros * _MICROSECOND
 
 
 def sign(
