@@ -22,8 +22,10 @@ class Settings(ServiceSettings):
     producers: list[str] = Field(default=["orchestrator", "policy"], min_length=1)
     # Durable consumer name on each stream; replicas share it so each event reaches one.
     durable_name: str = Field(default="accord-audit", pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    # Messages fetched per pull, appended in one transaction.
-    batch_size: int = Field(default=100, ge=1, le=1000)
+    # Messages fetched per pull, appended in one transaction. A pull returns what is there,
+    # so a large batch adds no wait; under load it amortises the append transaction's round
+    # trips (bench/audit_log.py: batch 1000 appends ~2.5x the rate of batch 100).
+    batch_size: int = Field(default=1000, ge=1, le=1000)
     # Seconds one pull waits for messages before asking again.
     fetch_timeout: float = Field(default=1.0, gt=0)
     # Seconds before JetStream redelivers a message this replica took but did not ack.
