@@ -50,6 +50,7 @@ HOSTS = {
     "accord.policy.v1.TokenService": "policy",
     "accord.executor.v1.ExecutorService": "executor",
     "accord.audit.v1.AuditService": "audit",
+    "accord.audit.v2.AuditService": "audit",
 }
 PASSED_AUTH = {
     grpc.StatusCode.OK,

@@ -18,6 +18,7 @@ import pytest
 
 from accord.orchestrator.v1 import job_pb2
 from accord_kit.stack import Stack
+from tests.e2e.audit_log import assert_log_in_order_and_verified
 from tests.e2e.suite import Launch
 from tests.e2e.workload import assert_exactly_once, connect, poll, settle, submit
 
@@ -172,8 +173,9 @@ async def test_sigkill_the_audit_service(launch: Launch) -> None:
     async def chaos() -> None:
         await killed(stack, "audit")
 
-    await survives(stack, chaos, tag="audit")
+    run = await survives(stack, chaos, tag="audit")
     await asyncio.to_thread(stack.wait_serving, "audit")
+    await assert_log_in_order_and_verified(stack, run.jobs)
 
 
 async def test_restart_nats(launch: Launch) -> None:

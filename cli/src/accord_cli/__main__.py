@@ -1,16 +1,17 @@
 """`accord`: the command line. `accord up` runs the whole suite; `accord auth` manages tokens;
 `accord jobs` submits and follows jobs; `accord policies` reads, changes and asks the
 tenant's policies; `accord schedules` manages schedules; `accord workflows` and
-`accord webhooks` manage workflows and their webhooks; `accord mcp` serves all of it to AI
-assistants. Every group shares `accord_cli.connect` (addresses, token, TLS, profiles) and
-`accord_cli.output` (tables, `--json`, `--output-file`, exit codes)."""
+`accord webhooks` manage workflows and their webhooks; `accord audit` reads, exports and
+verifies the audit log; `accord mcp` serves all of it to AI assistants. Every group shares
+`accord_cli.connect` (addresses, token, TLS, profiles) and `accord_cli.output` (tables,
+`--json`, `--output-file`, exit codes)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from accord_cli import auth, jobs, mcp_server, policies, schedules, up, workflows
+from accord_cli import audit, auth, jobs, mcp_server, policies, schedules, up, workflows
 from accord_cli.connect import add_global_options
 
 
@@ -24,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     policies.register(commands)
     schedules.register(commands)
     workflows.register(commands)
+    audit.register(commands)
     mcp_server.register(commands)
     return found
 

@@ -15,7 +15,6 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from accord.audit.v1 import audit_service_pb2_grpc
 from accord_audit.app import App, migrate
 from accord_audit.testing import Harness, settings_for
 from accord_kit import events
@@ -59,5 +58,4 @@ async def audit(
     audit_app: App, nc: Client, producer: str, database_url: str
 ) -> AsyncIterator[Harness]:
     async with channel(audit_app.port) as ch:
-        stub = audit_service_pb2_grpc.AuditServiceStub(ch)
-        yield Harness(audit_app, stub, nc, producer, database_url)
+        yield Harness.over(audit_app, ch, nc, producer, database_url)

@@ -304,10 +304,11 @@ async def test_a_page_token_is_bound_to_its_filters(audit: Harness) -> None:
         assert "page_token" in violations(err.value)
 
 
-async def test_proof_rpcs_are_unimplemented_for_now(audit: Harness) -> None:
+async def test_v1_proof_rpcs_are_unimplemented_and_point_to_v2(audit: Harness) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await audit.stub.GetCheckpoint(pb.GetCheckpointRequest())
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "accord.audit.v2.AuditService" in str(err.value.details())
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await anext(aiter(audit.stub.ExportRecords(pb.ExportRecordsRequest())))
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED

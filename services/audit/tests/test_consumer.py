@@ -16,7 +16,6 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from accord.audit.v1 import audit_service_pb2 as pb
-from accord.audit.v1 import audit_service_pb2_grpc
 from accord_audit.app import App, migrate
 from accord_audit.testing import Harness, eventually, settings_for
 from accord_kit import events
@@ -28,8 +27,7 @@ async def running(app: App, nc: Client) -> AsyncIterator[Harness]:
     await app.start()
     try:
         async with channel(app.port) as ch:
-            stub = audit_service_pb2_grpc.AuditServiceStub(ch)
-            yield Harness(app, stub, nc, app.settings.producers[0], app.settings.database_url)
+            yield Harness.over(app, ch, nc, app.settings.producers[0], app.settings.database_url)
     finally:
         await app.stop()
 
@@ -134,7 +132,7 @@ async def test_stop_ends_followers_unavailable_with_where_to_resume(
     stopping: asyncio.Task[None] | None = None
     try:
         async with channel(app.port) as ch:
-            audit = Harness(app, audit_service_pb2_grpc.AuditServiceStub(ch), nc, producer, "")
+            audit = Harness.over(app, ch, nc, producer, "")
             event = audit.event()
             await audit.publish(event)
             call = audit.stub.StreamRecords(pb.StreamRecordsRequest(), metadata=as_tenant("acme"))

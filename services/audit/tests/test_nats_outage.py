@@ -14,7 +14,6 @@ import nats
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from accord.audit.v1 import audit_service_pb2_grpc
 from accord_audit.app import App, migrate
 from accord_audit.testing import Harness, eventually, settings_for
 from accord_kit import revocations
@@ -49,7 +48,6 @@ async def test_the_consumer_and_health_recover_within_seconds(
     try:
         async with channel(app.port) as ch:
             health = health_pb2_grpc.HealthStub(ch)
-            stub = audit_service_pb2_grpc.AuditServiceStub(ch)
             await wait_status(health, SERVING, RECOVERY)
             loop = asyncio.get_running_loop()
             async with nats_outage(own_nats, kind):
@@ -62,7 +60,7 @@ async def test_the_consumer_and_health_recover_within_seconds(
             await wait_status(health, SERVING, RECOVERY)
             writer = await nats.connect(own_nats.url)
             try:
-                audit = Harness(app, stub, writer, producer, database_url)
+                audit = Harness.over(app, ch, writer, producer, database_url)
                 event = audit.event()
                 await audit.publish(event)
                 token_id = f"after-{kind}"

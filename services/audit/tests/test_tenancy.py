@@ -3,7 +3,8 @@ tenant A ("acme") are invisible to tenant B ("other") through every read the API
 
 Every test first waits until acme's records are in the log (read back as acme), so that
 what B does not see is absent because of the tenant, not because it was not appended yet.
-Checkpoints, proofs and export answer UNIMPLEMENTED in this release and are not covered.
+In v1 checkpoints, proofs and export answer UNIMPLEMENTED; the per-tenant logs of v2 are
+covered in test_tenant_logs.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """AuditService servicer: map each request to one use case and back.
 
-Checkpoints, proofs and export arrive with the Merkle tree; until then they are UNIMPLEMENTED.
+Checkpoints, proofs and export are per tenant log, in accord.audit.v2 (v2_api.py); here they
+answer UNIMPLEMENTED and say so.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from accord_kit import caller
 from accord_kit.errors import Unimplemented
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-MERKLE = "checkpoints, proofs and export arrive with the audit Merkle tree"
+MERKLE = "checkpoints, proofs and export are per tenant log: call accord.audit.v2.AuditService"
 
 
 class AuditApi(audit_service_pb2_grpc.AuditServiceServicer):

@@ -11,8 +11,9 @@ from google.protobuf import timestamp_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord.audit.v1 import audit_service_pb2 as pb
-from accord_audit import store
-from accord_audit.domain import chain
+from accord.audit.v2 import audit_service_pb2 as pb2
+from accord_audit import store, treestore
+from accord_audit.domain import chain, merkle
 from accord_audit.domain.records import Event, Record
 from accord_kit import pages
 from accord_kit.errors import (
@@ -56,13 +57,18 @@ class AuditUseCases:
             fresh = [e for e in unique.values() if e.event_id not in seen]
             head_index, head_hash = await store.head(s) or (-1, chain.GENESIS)
             records = chain.extend(head_index, head_hash, fresh, datetime.now(UTC))
+            heads = await treestore.heads(s, {r.event.tenant_id for r in records})
+            records, moved = chain.tenant_links(heads, records)
             await store.insert_records(s, records)
+            await treestore.insert_nodes(s, await _grow_trees(s, heads, records))
+            await treestore.save_heads(s, moved)
         return records
 
-    async def get(self, tenant: str, key: int | str) -> Record:
+    async def get(self, tenant: str, key: int | str, *, tenant_log: bool = False) -> Record:
+        """A record by event id or by index (of the tenant's own log with `tenant_log`)."""
         async with self._sessions() as s:
             if isinstance(key, int):
-                found = await store.get_by_index(s, tenant, key)
+                found = await store.get_by_index(s, tenant, key, tenant_log=tenant_log)
             else:
                 found = await store.get_by_event_id(s, tenant, key)
         if found is None:
@@ -70,10 +76,15 @@ class AuditUseCases:
         return found
 
     async def list_records(
-        self, tenant: str, request: pb.ListRecordsRequest
+        self,
+        tenant: str,
+        request: pb.ListRecordsRequest | pb2.ListRecordsRequest,
+        *,
+        tenant_log: bool = False,
     ) -> tuple[list[Record], str]:
         f = _filter(tenant, request)
         token_filters = [
+            "tenant-log" if tenant_log else "log",
             tenant,
             f.event_type_prefix,
             f.aggregate_id,
@@ -83,12 +94,19 @@ class AuditUseCases:
         position = pages.decode(request.page_token, token_filters, shape=(pages.INDEX,))
         limit = pages.page_size(request.page_size)
         async with self._sessions() as s:
-            found = await store.list_records(s, f, position[0] if position else 0, limit + 1)
+            found = await store.list_records(
+                s, f, position[0] if position else 0, limit + 1, tenant_log=tenant_log
+            )
         if len(found) <= limit:
             return found, ""
-        return found[:limit], pages.encode([found[limit].index], token_filters)
+        last = found[limit]
+        return found[:limit], pages.encode(
+            [last.link.index if tenant_log else last.index], token_filters
+        )
 
-    async def stream(self, tenant: str, from_index: int, prefix: str) -> AsyncIterator[Record]:
+    async def stream(
+        self, tenant: str, from_index: int, prefix: str, *, tenant_log: bool = False
+    ) -> AsyncIterator[Record]:
         """The tenant's records from `from_index`, then new ones as they are appended.
 
         Shutdown ends it UNAVAILABLE with the index to resume from, so that a follower
@@ -97,11 +115,12 @@ class AuditUseCases:
         f = store.RecordFilter(tenant, event_type_prefix=prefix)
         while not self._closing.is_set():
             async with self._sessions() as s:
-                found = await store.list_records(s, f, from_index, CHUNK)
+                found = await store.list_records(s, f, from_index, CHUNK, tenant_log=tenant_log)
             for record in found:
                 yield record
             if found:
-                from_index = found[-1].index + 1
+                last = found[-1]
+                from_index = (last.link.index if tenant_log else last.index) + 1
             if len(found) < CHUNK:
                 # Appends can come from any replica, so the log itself is what is watched.
                 # Indexes become visible in order (the append lock is held to commit), so
@@ -142,7 +161,21 @@ class AuditUseCases:
         return verifier.finish(end)
 
 
-def _filter(tenant: str, request: pb.ListRecordsRequest) -> store.RecordFilter:
+async def _grow_trees(
+    s: AsyncSession, heads: dict[str, tuple[int, bytes]], records: list[Record]
+) -> dict[str, dict[merkle.Node, bytes]]:
+    """The tree nodes the new records complete in each of their tenants' trees."""
+    leaves: dict[str, list[bytes]] = {}
+    for r in records:
+        leaves.setdefault(r.event.tenant_id, []).append(r.link.hash)
+    sizes = {tenant: heads.get(tenant, (0, b""))[0] for tenant in leaves}
+    known = await treestore.nodes(s, {k: merkle.frontier(n) for k, n in sizes.items()})
+    return {k: merkle.append(sizes[k], known[k], leaves[k]) for k in leaves}
+
+
+def _filter(
+    tenant: str, request: pb.ListRecordsRequest | pb2.ListRecordsRequest
+) -> store.RecordFilter:
     after = before = None
     if request.HasField("event_time_after"):
         after = _time(request.event_time_after, "event_time_after")

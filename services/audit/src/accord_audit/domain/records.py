@@ -29,14 +29,36 @@ class Event:
 
 
 @dataclass(frozen=True)
+class TenantLink:
+    """A record's place in its tenant's own log (see chain.tenant_link)."""
+
+    index: int
+    payload_digest: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True)
 class Record:
-    """One entry of the log: an event at its index, chained to the entry before it."""
+    """One entry of the log: an event at its index, chained to the entry before it.
+
+    Every record is in two chains: the log of all tenants (`index`, `prev_hash`, `hash`) and
+    its tenant's own log (`tenant`). `erase_time` is set once retention erased the payload.
+    """
 
     index: int
     event: Event
     append_time: datetime
     prev_hash: bytes
     hash: bytes
+    tenant: TenantLink | None = None
+    erase_time: datetime | None = None
+
+    @property
+    def link(self) -> TenantLink:
+        if self.tenant is None:
+            raise ValueError(f"record {self.index} has no tenant log link")
+        return self.tenant
 
 
 def parse_event(data: bytes) -> Event:

@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class AuditServiceStub:
-    """The tamper-evident record of every decision and state change. Records are scoped to the
-    caller's tenant; proofs and checkpoints cover the whole log.
+    """The tamper-evident record of every decision and state change, as one log of every tenant's
+    records. Reads are scoped to the caller's tenant but show indexes of the whole log; tenants
+    should use accord.audit.v2, where each tenant has a log of its own with its own indexes,
+    chain, Merkle tree and checkpoints. v1 remains the operator's view of the whole log.
     """
 
     def __init__(self, channel):
@@ -79,8 +81,10 @@ class AuditServiceStub:
 
 
 class AuditServiceServicer:
-    """The tamper-evident record of every decision and state change. Records are scoped to the
-    caller's tenant; proofs and checkpoints cover the whole log.
+    """The tamper-evident record of every decision and state change, as one log of every tenant's
+    records. Reads are scoped to the caller's tenant but show indexes of the whole log; tenants
+    should use accord.audit.v2, where each tenant has a log of its own with its own indexes,
+    chain, Merkle tree and checkpoints. v1 remains the operator's view of the whole log.
     """
 
     def ListRecords(self, request, context):
@@ -105,21 +109,21 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCheckpoint(self, request, context):
-        """Returns the latest signed checkpoint.
+        """Answers UNIMPLEMENTED: checkpoints are per tenant log (accord.audit.v2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetInclusionProof(self, request, context):
-        """Proves a record is in the tree of a given size (RFC 6962 audit path).
+        """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetConsistencyProof(self, request, context):
-        """Proves one tree size is a prefix of a larger one (RFC 6962 consistency proof).
+        """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -134,7 +138,7 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportRecords(self, request, context):
-        """Streams a range of records with a checkpoint and inclusion proofs for offline checking.
+        """Answers UNIMPLEMENTED: exports are per tenant log (accord.audit.v2).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,8 +196,10 @@ def add_AuditServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
-    """The tamper-evident record of every decision and state change. Records are scoped to the
-    caller's tenant; proofs and checkpoints cover the whole log.
+    """The tamper-evident record of every decision and state change, as one log of every tenant's
+    records. Reads are scoped to the caller's tenant but show indexes of the whole log; tenants
+    should use accord.audit.v2, where each tenant has a log of its own with its own indexes,
+    chain, Merkle tree and checkpoints. v1 remains the operator's view of the whole log.
     """
 
     @staticmethod

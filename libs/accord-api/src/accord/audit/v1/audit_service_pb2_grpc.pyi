@@ -27,8 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuditServiceStub:
-    """The tamper-evident record of every decision and state change. Records are scoped to the
-    caller's tenant; proofs and checkpoints cover the whole log.
+    """The tamper-evident record of every decision and state change, as one log of every tenant's
+    records. Reads are scoped to the caller's tenant but show indexes of the whole log; tenants
+    should use accord.audit.v2, where each tenant has a log of its own with its own indexes,
+    chain, Merkle tree and checkpoints. v1 remains the operator's view of the whole log.
     """
 
     @_typing.overload
@@ -42,22 +44,24 @@ class AuditServiceStub:
     StreamRecords: _grpc.UnaryStreamMultiCallable[_audit_service_pb2.StreamRecordsRequest, _audit_service_pb2.StreamRecordsResponse]
     """Streams records from an index, then follows new ones as they are appended."""
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetCheckpointRequest, _audit_service_pb2.GetCheckpointResponse]
-    """Returns the latest signed checkpoint."""
+    """Answers UNIMPLEMENTED: checkpoints are per tenant log (accord.audit.v2)."""
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetInclusionProofRequest, _audit_service_pb2.GetInclusionProofResponse]
-    """Proves a record is in the tree of a given size (RFC 6962 audit path)."""
+    """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2)."""
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetConsistencyProofRequest, _audit_service_pb2.GetConsistencyProofResponse]
-    """Proves one tree size is a prefix of a larger one (RFC 6962 consistency proof)."""
+    """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2)."""
     VerifyRange: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyRangeRequest, _audit_service_pb2.VerifyRangeResponse]
     """Recomputes the hash chain over a range and reports the first mismatch.
     The chain spans every tenant's records, so only a service (operator) token may call it.
     """
     ExportRecords: _grpc.UnaryStreamMultiCallable[_audit_service_pb2.ExportRecordsRequest, _audit_service_pb2.ExportRecordsResponse]
-    """Streams a range of records with a checkpoint and inclusion proofs for offline checking."""
+    """Answers UNIMPLEMENTED: exports are per tenant log (accord.audit.v2)."""
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
-    """The tamper-evident record of every decision and state change. Records are scoped to the
-    caller's tenant; proofs and checkpoints cover the whole log.
+    """The tamper-evident record of every decision and state change, as one log of every tenant's
+    records. Reads are scoped to the caller's tenant but show indexes of the whole log; tenants
+    should use accord.audit.v2, where each tenant has a log of its own with its own indexes,
+    chain, Merkle tree and checkpoints. v1 remains the operator's view of the whole log.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -68,21 +72,23 @@ class AuditServiceAsyncStub(AuditServiceStub):
     StreamRecords: _aio.UnaryStreamMultiCallable[_audit_service_pb2.StreamRecordsRequest, _audit_service_pb2.StreamRecordsResponse]  # type: ignore[assignment]
     """Streams records from an index, then follows new ones as they are appended."""
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetCheckpointRequest, _audit_service_pb2.GetCheckpointResponse]  # type: ignore[assignment]
-    """Returns the latest signed checkpoint."""
+    """Answers UNIMPLEMENTED: checkpoints are per tenant log (accord.audit.v2)."""
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetInclusionProofRequest, _audit_service_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
-    """Proves a record is in the tree of a given size (RFC 6962 audit path)."""
+    """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2)."""
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetConsistencyProofRequest, _audit_service_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
-    """Proves one tree size is a prefix of a larger one (RFC 6962 consistency proof)."""
+    """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2)."""
     VerifyRange: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyRangeRequest, _audit_service_pb2.VerifyRangeResponse]  # type: ignore[assignment]
     """Recomputes the hash chain over a range and reports the first mismatch.
     The chain spans every tenant's records, so only a service (operator) token may call it.
     """
     ExportRecords: _aio.UnaryStreamMultiCallable[_audit_service_pb2.ExportRecordsRequest, _audit_service_pb2.ExportRecordsResponse]  # type: ignore[assignment]
-    """Streams a range of records with a checkpoint and inclusion proofs for offline checking."""
+    """Answers UNIMPLEMENTED: exports are per tenant log (accord.audit.v2)."""
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The tamper-evident record of every decision and state change. Records are scoped to the
-    caller's tenant; proofs and checkpoints cover the whole log.
+    """The tamper-evident record of every decision and state change, as one log of every tenant's
+    records. Reads are scoped to the caller's tenant but show indexes of the whole log; tenants
+    should use accord.audit.v2, where each tenant has a log of its own with its own indexes,
+    chain, Merkle tree and checkpoints. v1 remains the operator's view of the whole log.
     """
 
     @_abc_1.abstractmethod
@@ -115,7 +121,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_service_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.GetCheckpointResponse, _abc.Awaitable[_audit_service_pb2.GetCheckpointResponse]]:
-        """Returns the latest signed checkpoint."""
+        """Answers UNIMPLEMENTED: checkpoints are per tenant log (accord.audit.v2)."""
 
     @_abc_1.abstractmethod
     def GetInclusionProof(
@@ -123,7 +129,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_service_pb2.GetInclusionProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.GetInclusionProofResponse, _abc.Awaitable[_audit_service_pb2.GetInclusionProofResponse]]:
-        """Proves a record is in the tree of a given size (RFC 6962 audit path)."""
+        """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2)."""
 
     @_abc_1.abstractmethod
     def GetConsistencyProof(
@@ -131,7 +137,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_service_pb2.GetConsistencyProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.GetConsistencyProofResponse, _abc.Awaitable[_audit_service_pb2.GetConsistencyProofResponse]]:
-        """Proves one tree size is a prefix of a larger one (RFC 6962 consistency proof)."""
+        """Answers UNIMPLEMENTED: proofs are per tenant log (accord.audit.v2)."""
 
     @_abc_1.abstractmethod
     def VerifyRange(
@@ -149,6 +155,6 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_service_pb2.ExportRecordsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audit_service_pb2.ExportRecordsResponse], _abc.AsyncIterator[_audit_service_pb2.ExportRecordsResponse]]:
-        """Streams a range of records with a checkpoint and inclusion proofs for offline checking."""
+        """Answers UNIMPLEMENTED: exports are per tenant log (accord.audit.v2)."""
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
