@@ -217,7 +217,7 @@ def run_checkpoint(args: argparse.Namespace) -> int:
 
 @_run
 def run_keys(args: argparse.Namespace) -> int:
-    response = _call(args, "ListCheckpointKeys", pb.ListCheckpointKeysRequest())
+    response = _call(args, "GetCheckpointKeys", pb.GetCheckpointKeysRequest())
     text = "\n".join(f"{k.key_id}  {k.public_key.hex()}" for k in response.keys)
     print(_json(response) if args.json else text)
     return OK

@@ -68,7 +68,7 @@ def read_keys(path: Path) -> dict[str, Ed25519PublicKey]:
     text = path.read_text().strip()
     raw: dict[str, bytes] = {}
     if text.startswith("{"):
-        listed = json_format.Parse(text, pb.ListCheckpointKeysResponse())
+        listed = json_format.Parse(text, pb.GetCheckpointKeysResponse())
         raw = {k.key_id: k.public_key for k in listed.keys}
     else:
         key_id, _, encoded = text.rpartition(":")

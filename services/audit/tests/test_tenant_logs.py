@@ -58,7 +58,7 @@ async def checkpoint(audit: Harness, metadata: object = ACME) -> record_pb2.Chec
 
 
 async def signed_by_a_listed_key(audit: Harness, cp: record_pb2.Checkpoint) -> bool:
-    keys = (await audit.v2.ListCheckpointKeys(pb.ListCheckpointKeysRequest())).keys
+    keys = (await audit.v2.GetCheckpointKeys(pb.GetCheckpointKeysRequest())).keys
     key = next(k for k in keys if k.key_id == cp.key_id)
     Ed25519PublicKey.from_public_bytes(key.public_key).verify(cp.signature, cp.note)
     return True

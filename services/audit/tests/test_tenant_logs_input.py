@@ -15,6 +15,7 @@ from accord_kit.testing import as_tenant, field_violations, refused
 ACME = as_tenant("acme")
 BAD = grpc.StatusCode.INVALID_ARGUMENT
 MISSING = grpc.StatusCode.NOT_FOUND
+UNKNOWN_EVENT = "0b4c1f2e-6d5a-4e3b-9c8d-7f6e5d4c3b2a"
 PAST = grpc.StatusCode.FAILED_PRECONDITION
 
 Call = Callable[[Harness], Awaitable[object]]
@@ -57,9 +58,15 @@ CASES: list[tuple[str, Call, grpc.StatusCode, str]] = [
     ),
     (
         "get unknown id",
-        lambda a: a.v2.GetRecord(pb.GetRecordRequest(event_id="nope"), metadata=ACME),
+        lambda a: a.v2.GetRecord(pb.GetRecordRequest(event_id=UNKNOWN_EVENT), metadata=ACME),
         MISSING,
         "",
+    ),
+    (
+        "get id not a uuid",
+        lambda a: a.v2.GetRecord(pb.GetRecordRequest(event_id="nope"), metadata=ACME),
+        BAD,
+        "event_id",
     ),
     (
         "stream negative",
@@ -100,7 +107,7 @@ CASES: list[tuple[str, Call, grpc.StatusCode, str]] = [
     (
         "inclusion unknown id",
         lambda a: a.v2.GetInclusionProof(
-            pb.GetInclusionProofRequest(event_id="nope"), metadata=ACME
+            pb.GetInclusionProofRequest(event_id=UNKNOWN_EVENT), metadata=ACME
         ),
         MISSING,
         "",
@@ -223,7 +230,7 @@ async def test_every_bad_request_is_refused_with_its_status_and_field(three: Har
     log = await three.log("acme")
     assert [r.index for r in log] == [0, 1, 2]
     assert (await three.v2.VerifyRange(pb.VerifyRangeRequest(), metadata=ACME)).valid
-    keys = await three.v2.ListCheckpointKeys(pb.ListCheckpointKeysRequest(), metadata=ACME)
+    keys = await three.v2.GetCheckpointKeys(pb.GetCheckpointKeysRequest(), metadata=ACME)
     assert len(keys.keys) == 1
 
 

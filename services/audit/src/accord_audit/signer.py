@@ -1,6 +1,6 @@
 """The checkpoint signing key: an Ed25519 JWK file re-read when it changes, so the key rotates
 the way token keys do (write the new key file; checkpoints it signed name its id, and every key
-that ever signed stays listed by ListCheckpointKeys). Without a file, a key made at start.
+that ever signed stays listed by GetCheckpointKeys). Without a file, a key made at start.
 """
 
 from __future__ import annotations

@@ -50,15 +50,15 @@ class AuditApiV2(audit_service_pb2_grpc.AuditServiceServicer):
         found = await self._logs.checkpoint(caller.tenant(), request.tree_size)
         return pb.GetCheckpointResponse(checkpoint=checkpoint_proto(found))
 
-    async def ListCheckpointKeys(
-        self, request: pb.ListCheckpointKeysRequest, context: Ctx
-    ) -> pb.ListCheckpointKeysResponse:
+    async def GetCheckpointKeys(
+        self, request: pb.GetCheckpointKeysRequest, context: Ctx
+    ) -> pb.GetCheckpointKeysResponse:
         keys = []
         for key_id, public, first_use in await self._logs.keys():
             key = record_pb2.CheckpointKey(key_id=key_id, public_key=public)
             key.first_use_time.FromDatetime(first_use)
             keys.append(key)
-        return pb.ListCheckpointKeysResponse(keys=keys)
+        return pb.GetCheckpointKeysResponse(keys=keys)
 
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: Ctx

@@ -28,7 +28,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#accord/audit/v2/audit_service.proto\x12\x0f\x61\x63\x63ord.audit.v2\x1a\x1c\x61\x63\x63ord/audit/v2/record.proto\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x12ListRecordsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12#\n\x11\x65vent_type_prefix\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1e\n\x0c\x61ggregate_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x34\n\x10\x65vent_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x65vent_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x13ListRecordsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.accord.audit.v2.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"Y\n\x10GetRecordRequest\x12\x18\n\x05index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x12\x1d\n\x08\x65vent_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@H\x00\x42\x0c\n\x03key\x12\x05\xbaH\x02\x08\x01\"A\n\x11GetRecordResponse\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.accord.audit.v2.AuditRecord\"X\n\x14StreamRecordsRequest\x12\x1b\n\nfrom_index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12#\n\x11\x65vent_type_prefix\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"E\n\x15StreamRecordsResponse\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.accord.audit.v2.AuditRecord\"2\n\x14GetCheckpointRequest\x12\x1a\n\ttree_size\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"H\n\x15GetCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.accord.audit.v2.Checkpoint\"\x1b\n\x19ListCheckpointKeysRequest\"J\n\x1aListCheckpointKeysResponse\x12,\n\x04keys\x18\x01 \x03(\x0b\x32\x1e.accord.audit.v2.CheckpointKey\"}\n\x18GetInclusionProofRequest\x12\x18\n\x05index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x12\x1d\n\x08\x65vent_id\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@H\x00\x12\x1a\n\ttree_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x42\x0c\n\x03key\x12\x05\xbaH\x02\x08\x01\"\x8c\x01\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12/\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1b.accord.audit.v2.Checkpoint\"R\n\x1aGetConsistencyProofRequest\x12\x1a\n\tfrom_size\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x01\x12\x18\n\x07to_size\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"Q\n\x1bGetConsistencyProofResponse\x12\x11\n\tfrom_size\x18\x01 \x01(\x03\x12\x0f\n\x07to_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"N\n\x12VerifyRangeRequest\x12\x1c\n\x0bstart_index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1a\n\tend_index\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\x97\x01\n\x13VerifyRangeResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x1b\n\x13\x66irst_invalid_index\x18\x02 \x01(\x03\x12\x15\n\rchecked_count\x18\x03 \x01(\x03\x12\x0f\n\x07\x66\x61ilure\x18\x04 \x01(\t\x12\x14\n\x0c\x65rased_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x65rased_indexes\x18\x06 \x03(\x03\"x\n\x14\x45xportRecordsRequest\x12\x1c\n\x0bstart_index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1a\n\tend_index\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12&\n\x15\x63onsistency_from_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\xca\x01\n\x15\x45xportRecordsResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.accord.audit.v2.CheckpointH\x00\x12\x43\n\x0b\x63onsistency\x18\x02 \x01(\x0b\x32,.accord.audit.v2.GetConsistencyProofResponseH\x00\x12\x31\n\x06record\x18\x03 \x01(\x0b\x32\x1f.accord.audit.v2.ExportedRecordH\x00\x42\x06\n\x04item\"W\n\x0e\x45xportedRecord\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.accord.audit.v2.AuditRecord\x12\x17\n\x0finclusion_proof\x18\x02 \x03(\x0c\x32\x98\x08\n\x0c\x41uditService\x12h\n\x0bListRecords\x12#.accord.audit.v2.ListRecordsRequest\x1a$.accord.audit.v2.ListRecordsResponse\"\x0e\xca\xf3\x18\naudit:read\x12\x62\n\tGetRecord\x12!.accord.audit.v2.GetRecordRequest\x1a\".accord.audit.v2.GetRecordResponse\"\x0e\xca\xf3\x18\naudit:read\x12p\n\rStreamRecords\x12%.accord.audit.v2.StreamRecordsRequest\x1a&.accord.audit.v2.StreamRecordsResponse\"\x0e\xca\xf3\x18\naudit:read0\x01\x12n\n\rGetCheckpoint\x12%.accord.audit.v2.GetCheckpointRequest\x1a&.accord.audit.v2.GetCheckpointResponse\"\x0e\xca\xf3\x18\naudit:read\x12}\n\x12ListCheckpointKeys\x12*.accord.audit.v2.ListCheckpointKeysRequest\x1a+.accord.audit.v2.ListCheckpointKeysResponse\"\x0e\xca\xf3\x18\naudit:read\x12z\n\x11GetInclusionProof\x12).accord.audit.v2.GetInclusionProofRequest\x1a*.accord.audit.v2.GetInclusionProofResponse\"\x0e\xca\xf3\x18\naudit:read\x12\x80\x01\n\x13GetConsistencyProof\x12+.accord.audit.v2.GetConsistencyProofRequest\x1a,.accord.audit.v2.GetConsistencyProofResponse\"\x0e\xca\xf3\x18\naudit:read\x12h\n\x0bVerifyRange\x12#.accord.audit.v2.VerifyRangeRequest\x1a$.accord.audit.v2.VerifyRangeResponse\"\x0e\xca\xf3\x18\naudit:read\x12p\n\rExportRecords\x12%.accord.audit.v2.ExportRecordsRequest\x1a&.accord.audit.v2.ExportRecordsResponse\"\x0e\xca\xf3\x18\naudit:read0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#accord/audit/v2/audit_service.proto\x12\x0f\x61\x63\x63ord.audit.v2\x1a\x1c\x61\x63\x63ord/audit/v2/record.proto\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x02\n\x12ListRecordsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12#\n\x11\x65vent_type_prefix\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1e\n\x0c\x61ggregate_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x34\n\x10\x65vent_time_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x65vent_time_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x13ListRecordsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.accord.audit.v2.AuditRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"X\n\x10GetRecordRequest\x12\x18\n\x05index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x12\x1c\n\x08\x65vent_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01H\x00\x42\x0c\n\x03key\x12\x05\xbaH\x02\x08\x01\"A\n\x11GetRecordResponse\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.accord.audit.v2.AuditRecord\"X\n\x14StreamRecordsRequest\x12\x1b\n\nfrom_index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12#\n\x11\x65vent_type_prefix\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"E\n\x15StreamRecordsResponse\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.accord.audit.v2.AuditRecord\"2\n\x14GetCheckpointRequest\x12\x1a\n\ttree_size\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"H\n\x15GetCheckpointResponse\x12/\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.accord.audit.v2.Checkpoint\"\x1a\n\x18GetCheckpointKeysRequest\"I\n\x19GetCheckpointKeysResponse\x12,\n\x04keys\x18\x01 \x03(\x0b\x32\x1e.accord.audit.v2.CheckpointKey\"|\n\x18GetInclusionProofRequest\x12\x18\n\x05index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00H\x00\x12\x1c\n\x08\x65vent_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01H\x00\x12\x1a\n\ttree_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x42\x0c\n\x03key\x12\x05\xbaH\x02\x08\x01\"\x8c\x01\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x03\x12\x11\n\ttree_size\x18\x02 \x01(\x03\x12\x0c\n\x04leaf\x18\x03 \x01(\x0c\x12\x0e\n\x06hashes\x18\x04 \x03(\x0c\x12/\n\ncheckpoint\x18\x05 \x01(\x0b\x32\x1b.accord.audit.v2.Checkpoint\"R\n\x1aGetConsistencyProofRequest\x12\x1a\n\tfrom_size\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x01\x12\x18\n\x07to_size\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"Q\n\x1bGetConsistencyProofResponse\x12\x11\n\tfrom_size\x18\x01 \x01(\x03\x12\x0f\n\x07to_size\x18\x02 \x01(\x03\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"N\n\x12VerifyRangeRequest\x12\x1c\n\x0bstart_index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1a\n\tend_index\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\x97\x01\n\x13VerifyRangeResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x1b\n\x13\x66irst_invalid_index\x18\x02 \x01(\x03\x12\x15\n\rchecked_count\x18\x03 \x01(\x03\x12\x0f\n\x07\x66\x61ilure\x18\x04 \x01(\t\x12\x14\n\x0c\x65rased_count\x18\x05 \x01(\x03\x12\x16\n\x0e\x65rased_indexes\x18\x06 \x03(\x03\"x\n\x14\x45xportRecordsRequest\x12\x1c\n\x0bstart_index\x18\x01 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12\x1a\n\tend_index\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12&\n\x15\x63onsistency_from_size\x18\x03 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\"\xca\x01\n\x15\x45xportRecordsResponse\x12\x31\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1b.accord.audit.v2.CheckpointH\x00\x12\x43\n\x0b\x63onsistency\x18\x02 \x01(\x0b\x32,.accord.audit.v2.GetConsistencyProofResponseH\x00\x12\x31\n\x06record\x18\x03 \x01(\x0b\x32\x1f.accord.audit.v2.ExportedRecordH\x00\x42\x06\n\x04item\"W\n\x0e\x45xportedRecord\x12,\n\x06record\x18\x01 \x01(\x0b\x32\x1c.accord.audit.v2.AuditRecord\x12\x17\n\x0finclusion_proof\x18\x02 \x03(\x0c\x32\x95\x08\n\x0c\x41uditService\x12h\n\x0bListRecords\x12#.accord.audit.v2.ListRecordsRequest\x1a$.accord.audit.v2.ListRecordsResponse\"\x0e\xca\xf3\x18\naudit:read\x12\x62\n\tGetRecord\x12!.accord.audit.v2.GetRecordRequest\x1a\".accord.audit.v2.GetRecordResponse\"\x0e\xca\xf3\x18\naudit:read\x12p\n\rStreamRecords\x12%.accord.audit.v2.StreamRecordsRequest\x1a&.accord.audit.v2.StreamRecordsResponse\"\x0e\xca\xf3\x18\naudit:read0\x01\x12n\n\rGetCheckpoint\x12%.accord.audit.v2.GetCheckpointRequest\x1a&.accord.audit.v2.GetCheckpointResponse\"\x0e\xca\xf3\x18\naudit:read\x12z\n\x11GetCheckpointKeys\x12).accord.audit.v2.GetCheckpointKeysRequest\x1a*.accord.audit.v2.GetCheckpointKeysResponse\"\x0e\xca\xf3\x18\naudit:read\x12z\n\x11GetInclusionProof\x12).accord.audit.v2.GetInclusionProofRequest\x1a*.accord.audit.v2.GetInclusionProofResponse\"\x0e\xca\xf3\x18\naudit:read\x12\x80\x01\n\x13GetConsistencyProof\x12+.accord.audit.v2.GetConsistencyProofRequest\x1a,.accord.audit.v2.GetConsistencyProofResponse\"\x0e\xca\xf3\x18\naudit:read\x12h\n\x0bVerifyRange\x12#.accord.audit.v2.VerifyRangeRequest\x1a$.accord.audit.v2.VerifyRangeResponse\"\x0e\xca\xf3\x18\naudit:read\x12p\n\rExportRecords\x12%.accord.audit.v2.ExportRecordsRequest\x1a&.accord.audit.v2.ExportRecordsResponse\"\x0e\xca\xf3\x18\naudit:read0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,7 +48,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRECORDREQUEST'].fields_by_name['index']._loaded_options = None
   _globals['_GETRECORDREQUEST'].fields_by_name['index']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_GETRECORDREQUEST'].fields_by_name['event_id']._loaded_options = None
-  _globals['_GETRECORDREQUEST'].fields_by_name['event_id']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_GETRECORDREQUEST'].fields_by_name['event_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_STREAMRECORDSREQUEST'].fields_by_name['from_index']._loaded_options = None
   _globals['_STREAMRECORDSREQUEST'].fields_by_name['from_index']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_STREAMRECORDSREQUEST'].fields_by_name['event_type_prefix']._loaded_options = None
@@ -60,7 +60,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['index']._loaded_options = None
   _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['index']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['event_id']._loaded_options = None
-  _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['event_id']._serialized_options = b'\272H\006r\004\020\001\030@'
+  _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['event_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['tree_size']._loaded_options = None
   _globals['_GETINCLUSIONPROOFREQUEST'].fields_by_name['tree_size']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_GETCONSISTENCYPROOFREQUEST'].fields_by_name['from_size']._loaded_options = None
@@ -85,8 +85,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITSERVICE'].methods_by_name['StreamRecords']._serialized_options = b'\312\363\030\naudit:read'
   _globals['_AUDITSERVICE'].methods_by_name['GetCheckpoint']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['GetCheckpoint']._serialized_options = b'\312\363\030\naudit:read'
-  _globals['_AUDITSERVICE'].methods_by_name['ListCheckpointKeys']._loaded_options = None
-  _globals['_AUDITSERVICE'].methods_by_name['ListCheckpointKeys']._serialized_options = b'\312\363\030\naudit:read'
+  _globals['_AUDITSERVICE'].methods_by_name['GetCheckpointKeys']._loaded_options = None
+  _globals['_AUDITSERVICE'].methods_by_name['GetCheckpointKeys']._serialized_options = b'\312\363\030\naudit:read'
   _globals['_AUDITSERVICE'].methods_by_name['GetInclusionProof']._loaded_options = None
   _globals['_AUDITSERVICE'].methods_by_name['GetInclusionProof']._serialized_options = b'\312\363\030\naudit:read'
   _globals['_AUDITSERVICE'].methods_by_name['GetConsistencyProof']._loaded_options = None
@@ -100,39 +100,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTRECORDSRESPONSE']._serialized_start=439
   _globals['_LISTRECORDSRESPONSE']._serialized_end=532
   _globals['_GETRECORDREQUEST']._serialized_start=534
-  _globals['_GETRECORDREQUEST']._serialized_end=623
-  _globals['_GETRECORDRESPONSE']._serialized_start=625
-  _globals['_GETRECORDRESPONSE']._serialized_end=690
-  _globals['_STREAMRECORDSREQUEST']._serialized_start=692
-  _globals['_STREAMRECORDSREQUEST']._serialized_end=780
-  _globals['_STREAMRECORDSRESPONSE']._serialized_start=782
-  _globals['_STREAMRECORDSRESPONSE']._serialized_end=851
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=853
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=903
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=905
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=977
-  _globals['_LISTCHECKPOINTKEYSREQUEST']._serialized_start=979
-  _globals['_LISTCHECKPOINTKEYSREQUEST']._serialized_end=1006
-  _globals['_LISTCHECKPOINTKEYSRESPONSE']._serialized_start=1008
-  _globals['_LISTCHECKPOINTKEYSRESPONSE']._serialized_end=1082
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1084
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1209
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1212
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1352
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1354
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1436
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1438
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1519
-  _globals['_VERIFYRANGEREQUEST']._serialized_start=1521
-  _globals['_VERIFYRANGEREQUEST']._serialized_end=1599
-  _globals['_VERIFYRANGERESPONSE']._serialized_start=1602
-  _globals['_VERIFYRANGERESPONSE']._serialized_end=1753
-  _globals['_EXPORTRECORDSREQUEST']._serialized_start=1755
-  _globals['_EXPORTRECORDSREQUEST']._serialized_end=1875
-  _globals['_EXPORTRECORDSRESPONSE']._serialized_start=1878
-  _globals['_EXPORTRECORDSRESPONSE']._serialized_end=2080
-  _globals['_EXPORTEDRECORD']._serialized_start=2082
-  _globals['_EXPORTEDRECORD']._serialized_end=2169
-  _globals['_AUDITSERVICE']._serialized_start=2172
-  _globals['_AUDITSERVICE']._serialized_end=3220
+  _globals['_GETRECORDREQUEST']._serialized_end=622
+  _globals['_GETRECORDRESPONSE']._serialized_start=624
+  _globals['_GETRECORDRESPONSE']._serialized_end=689
+  _globals['_STREAMRECORDSREQUEST']._serialized_start=691
+  _globals['_STREAMRECORDSREQUEST']._serialized_end=779
+  _globals['_STREAMRECORDSRESPONSE']._serialized_start=781
+  _globals['_STREAMRECORDSRESPONSE']._serialized_end=850
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=852
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=902
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=904
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=976
+  _globals['_GETCHECKPOINTKEYSREQUEST']._serialized_start=978
+  _globals['_GETCHECKPOINTKEYSREQUEST']._serialized_end=1004
+  _globals['_GETCHECKPOINTKEYSRESPONSE']._serialized_start=1006
+  _globals['_GETCHECKPOINTKEYSRESPONSE']._serialized_end=1079
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1081
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1205
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1208
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1348
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1350
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1432
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1434
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1515
+  _globals['_VERIFYRANGEREQUEST']._serialized_start=1517
+  _globals['_VERIFYRANGEREQUEST']._serialized_end=1595
+  _globals['_VERIFYRANGERESPONSE']._serialized_start=1598
+  _globals['_VERIFYRANGERESPONSE']._serialized_end=1749
+  _globals['_EXPORTRECORDSREQUEST']._serialized_start=1751
+  _globals['_EXPORTRECORDSREQUEST']._serialized_end=1871
+  _globals['_EXPORTRECORDSRESPONSE']._serialized_start=1874
+  _globals['_EXPORTRECORDSRESPONSE']._serialized_end=2076
+  _globals['_EXPORTEDRECORD']._serialized_start=2078
+  _globals['_EXPORTEDRECORD']._serialized_end=2165
+  _globals['_AUDITSERVICE']._serialized_start=2168
+  _globals['_AUDITSERVICE']._serialized_end=3213
 # @@protoc_insertion_point(module_scope)

@@ -105,7 +105,7 @@ class GetRecordRequest(_message.Message):
     index: _builtins.int
     """The record's index in the tenant's log."""
     event_id: _builtins.str
-    """The id of the event the record holds."""
+    """The id of the event the record holds (a UUID)."""
     def __init__(
         self,
         *,
@@ -245,8 +245,8 @@ class GetCheckpointResponse(_message.Message):
 Global___GetCheckpointResponse: _TypeAlias = GetCheckpointResponse  # noqa: Y015
 
 @_typing.final
-class ListCheckpointKeysRequest(_message.Message):
-    """Request of AuditService.ListCheckpointKeys."""
+class GetCheckpointKeysRequest(_message.Message):
+    """Request of AuditService.GetCheckpointKeys."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -259,11 +259,11 @@ class ListCheckpointKeysRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListCheckpointKeysRequest: _TypeAlias = ListCheckpointKeysRequest  # noqa: Y015
+Global___GetCheckpointKeysRequest: _TypeAlias = GetCheckpointKeysRequest  # noqa: Y015
 
 @_typing.final
-class ListCheckpointKeysResponse(_message.Message):
-    """Response of AuditService.ListCheckpointKeys."""
+class GetCheckpointKeysResponse(_message.Message):
+    """Response of AuditService.GetCheckpointKeys."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -285,7 +285,7 @@ class ListCheckpointKeysResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ListCheckpointKeysResponse: _TypeAlias = ListCheckpointKeysResponse  # noqa: Y015
+Global___GetCheckpointKeysResponse: _TypeAlias = GetCheckpointKeysResponse  # noqa: Y015
 
 @_typing.final
 class GetInclusionProofRequest(_message.Message):
@@ -299,7 +299,7 @@ class GetInclusionProofRequest(_message.Message):
     index: _builtins.int
     """The record's index in the tenant's log."""
     event_id: _builtins.str
-    """The id of the event the record holds."""
+    """The id of the event the record holds (a UUID)."""
     tree_size: _builtins.int
     """The tree size to prove against, greater than the record's index and at most the log's
     size; 0 means the latest checkpoint's (see GetCheckpoint), which is then returned too.

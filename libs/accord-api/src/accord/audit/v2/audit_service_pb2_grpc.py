@@ -65,10 +65,10 @@ class AuditServiceStub:
                 request_serializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointRequest.SerializeToString,
                 response_deserializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointResponse.FromString,
                 _registered_method=True)
-        self.ListCheckpointKeys = channel.unary_unary(
-                '/accord.audit.v2.AuditService/ListCheckpointKeys',
-                request_serializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.ListCheckpointKeysRequest.SerializeToString,
-                response_deserializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.ListCheckpointKeysResponse.FromString,
+        self.GetCheckpointKeys = channel.unary_unary(
+                '/accord.audit.v2.AuditService/GetCheckpointKeys',
+                request_serializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointKeysRequest.SerializeToString,
+                response_deserializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointKeysResponse.FromString,
                 _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/accord.audit.v2.AuditService/GetInclusionProof',
@@ -135,9 +135,9 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListCheckpointKeys(self, request, context):
-        """Lists every public key that has signed checkpoints, and the current one, for verifiers to
-        pin.
+    def GetCheckpointKeys(self, request, context):
+        """The key set: every public key that has signed checkpoints, and the current one, for
+        verifiers to pin. A handful of keys (one per rotation), so it is one answer, not a list.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,10 +196,10 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     request_deserializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointRequest.FromString,
                     response_serializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointResponse.SerializeToString,
             ),
-            'ListCheckpointKeys': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListCheckpointKeys,
-                    request_deserializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.ListCheckpointKeysRequest.FromString,
-                    response_serializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.ListCheckpointKeysResponse.SerializeToString,
+            'GetCheckpointKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpointKeys,
+                    request_deserializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointKeysRequest.FromString,
+                    response_serializer=accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointKeysResponse.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
@@ -352,7 +352,7 @@ class AuditService:
             _registered_method=True)
 
     @staticmethod
-    def ListCheckpointKeys(request,
+    def GetCheckpointKeys(request,
             target,
             options=(),
             channel_credentials=None,
@@ -365,9 +365,9 @@ class AuditService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/accord.audit.v2.AuditService/ListCheckpointKeys',
-            accord_dot_audit_dot_v2_dot_audit__service__pb2.ListCheckpointKeysRequest.SerializeToString,
-            accord_dot_audit_dot_v2_dot_audit__service__pb2.ListCheckpointKeysResponse.FromString,
+            '/accord.audit.v2.AuditService/GetCheckpointKeys',
+            accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointKeysRequest.SerializeToString,
+            accord_dot_audit_dot_v2_dot_audit__service__pb2.GetCheckpointKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,9 +54,9 @@ class AuditServiceStub:
     """Returns a signed checkpoint of the tenant's log: the latest (signing a new one first when
     the log has grown since the last), or the stored one of a given size.
     """
-    ListCheckpointKeys: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.ListCheckpointKeysRequest, _audit_service_pb2.ListCheckpointKeysResponse]
-    """Lists every public key that has signed checkpoints, and the current one, for verifiers to
-    pin.
+    GetCheckpointKeys: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetCheckpointKeysRequest, _audit_service_pb2.GetCheckpointKeysResponse]
+    """The key set: every public key that has signed checkpoints, and the current one, for
+    verifiers to pin. A handful of keys (one per rotation), so it is one answer, not a list.
     """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.GetInclusionProofRequest, _audit_service_pb2.GetInclusionProofResponse]
     """Proves a record is in the tenant's tree of a given size (RFC 9162 inclusion proof)."""
@@ -97,9 +97,9 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """Returns a signed checkpoint of the tenant's log: the latest (signing a new one first when
     the log has grown since the last), or the stored one of a given size.
     """
-    ListCheckpointKeys: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.ListCheckpointKeysRequest, _audit_service_pb2.ListCheckpointKeysResponse]  # type: ignore[assignment]
-    """Lists every public key that has signed checkpoints, and the current one, for verifiers to
-    pin.
+    GetCheckpointKeys: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetCheckpointKeysRequest, _audit_service_pb2.GetCheckpointKeysResponse]  # type: ignore[assignment]
+    """The key set: every public key that has signed checkpoints, and the current one, for
+    verifiers to pin. A handful of keys (one per rotation), so it is one answer, not a list.
     """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.GetInclusionProofRequest, _audit_service_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """Proves a record is in the tenant's tree of a given size (RFC 9162 inclusion proof)."""
@@ -163,13 +163,13 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def ListCheckpointKeys(
+    def GetCheckpointKeys(
         self,
-        request: _audit_service_pb2.ListCheckpointKeysRequest,
+        request: _audit_service_pb2.GetCheckpointKeysRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_audit_service_pb2.ListCheckpointKeysResponse, _abc.Awaitable[_audit_service_pb2.ListCheckpointKeysResponse]]:
-        """Lists every public key that has signed checkpoints, and the current one, for verifiers to
-        pin.
+    ) -> _typing.Union[_audit_service_pb2.GetCheckpointKeysResponse, _abc.Awaitable[_audit_service_pb2.GetCheckpointKeysResponse]]:
+        """The key set: every public key that has signed checkpoints, and the current one, for
+        verifiers to pin. A handful of keys (one per rotation), so it is one answer, not a list.
         """
 
     @_abc_1.abstractmethod

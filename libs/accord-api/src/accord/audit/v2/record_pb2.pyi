@@ -152,7 +152,7 @@ class Checkpoint(_message.Message):
     signature: _builtins.bytes
     """Ed25519 signature (64 bytes) over `note`."""
     key_id: _builtins.str
-    """Id of the signing key; see AuditService.ListCheckpointKeys."""
+    """Id of the signing key; see AuditService.GetCheckpointKeys."""
     @_builtins.property
     def checkpoint_time(self) -> _timestamp_pb2.Timestamp:
         """When the checkpoint was made (whole microseconds)."""
