@@ -35,7 +35,10 @@ async def assert_log_in_order_and_verified(stack: Stack, job_ids: Sequence[str])
         if event.aggregate_type == "job" and event.payload.Unpack(change):
             versions.setdefault(change.job_id, []).append(change.change.version)
     out_of_order = [j for j in job_ids if versions.get(j) != sorted(versions.get(j, []))]
-    assert not out_of_order, f"{len(out_of_order)} jobs audited out of order: {out_of_order[:3]}"
+    assert not out_of_order, (
+        f"{len(out_of_order)} jobs audited out of order, of {len(rows)} records: "
+        f"{[(j, versions.get(j)) for j in out_of_order[:3]]}"
+    )
     async with grpc.aio.insecure_channel(stack.target("audit")) as channel:
         stub = audit_service_pb2_grpc.AuditServiceStub(channel)
         tenant = as_tenant(TENANT)

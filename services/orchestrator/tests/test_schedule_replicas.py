@@ -18,7 +18,7 @@ from accord_orchestrator.app import App
 from accord_orchestrator.domain import schedules as rules
 
 SCHEDULES = 200
-# Seconds of fires; the figure is 30, and more only lengthens the test.
+# Seconds of fires: enough to show each fire exactly once; more only lengthens the test.
 SECONDS = int(os.environ.get("ACCORD_TEST_REPLICA_SECONDS", "30"))
 
 

@@ -11,6 +11,7 @@ import structlog
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 from prometheus_client import Counter
 
 from accord.events.v1 import envelope_pb2
@@ -86,9 +87,20 @@ class Consumer:
             ack_wait=self._settings.ack_wait,
         )
         durable = self._settings.durable_name
-        return await self._nc.jetstream().pull_subscribe(
-            subjects[0], durable=durable, stream=stream, config=config
-        )
+        js = self._nc.jetstream()
+        with contextlib.suppress(NotFoundError):
+            info = await js.consumer_info(stream, durable)
+            if info.num_ack_pending:
+                # A process died holding a batch: JetStream would redeliver it only after
+                # ack_wait, behind newer events, and the log would hold a job's changes out
+                # of order. Start again from the first unacknowledged event instead; what
+                # was appended already is skipped by its event id.
+                floor = info.ack_floor.stream_seq if info.ack_floor else 0
+                await js.delete_consumer(stream, durable)
+                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_seq = (floor or 0) + 1
+                log.info("audit.consumer_rewound", producer=producer, from_seq=floor + 1)
+        return await js.pull_subscribe(subjects[0], durable=durable, stream=stream, config=config)
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         try:
