@@ -19,7 +19,7 @@ from accord_orchestrator.domain import schedules as rules
 
 SCHEDULES = 200
 # Seconds of fires: enough to show each fire exactly once; more only lengthens the test.
-SECONDS = int(os.environ.get("ACCORD_TEST_REPLICA_SECONDS", "30"))
+SECONDS = int(os.environ.get("ACCORD_TEST_REPLICA_SECONDS", "10"))
 
 
 async def test_two_replicas_fire_each_fire_exactly_once(stack) -> None:  # type: ignore[no-untyped-def]
