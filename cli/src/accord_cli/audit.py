@@ -28,11 +28,12 @@ from google.protobuf.message import Message
 
 from accord.audit.v2 import audit_service_pb2 as pb
 from accord.audit.v2 import audit_service_pb2_grpc, record_pb2
-from accord_cli import audit_verify
+from accord_cli import audit_verify, output
 from accord_cli.connect import add_connection_options, resolve
 from accord_kit import auth
 
-OK, INVALID, USAGE, MISSING, FAILED = 0, 1, 2, 3, 4
+INVALID, FAILED = output.FAILED, output.UNAVAILABLE  # a failed verification; a failed call
+OK, USAGE, MISSING = output.OK, output.USAGE, output.MISSING
 _CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: USAGE,
     grpc.StatusCode.NOT_FOUND: MISSING,

@@ -35,7 +35,7 @@ from accord.orchestrator.v1 import workflow_service_pb2_grpc
 from accord_cli import schedules
 from accord_cli.auth import ttl
 from accord_cli.connect import add_connection_options, resolve
-from accord_cli.output import USAGE, Exit, Printer, add_output_options, command
+from accord_cli.output import USAGE, Exit, Printer, add_output_options, command, table
 
 ENGINES = {"http": js.ENGINE_HTTP, "browser": js.ENGINE_BROWSER}
 MODES = {
@@ -247,11 +247,8 @@ def _runner(run: Run) -> Callable[[argparse.Namespace], int]:
 
 
 def _table(rows: Sequence[tuple[str, ...]], token: str) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    if token:
-        lines.append(f"next page: --page-token {token}")
-    return "\n".join(lines)
+    text = table(rows[0], rows[1:])
+    return f"{text}\nnext page: --page-token {token}" if token else text
 
 
 def _name(enum: Any, value: int, prefix: str) -> str:
