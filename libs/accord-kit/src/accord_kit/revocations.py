@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 import nats.errors
 import structlog
 from nats.aio.client import Client
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from accord_kit.backoff import Backoff
 from accord_kit.nats import Connection, Reconnected
@@ -62,8 +62,8 @@ async def bucket(nc: Client) -> KeyValue:
 class Revocations:
     """The set of revoked token ids, kept current from the bucket.
 
-    A watch applies each revocation as it is written. A fresh watch, replaying the whole
-    bucket, replaces it as soon as the NATS connection is re-established (a watch does not
+    A watch applies each revocation as it is written. A fresh read of the whole bucket
+    replaces it as soon as the NATS connection is re-established (a watch does not
     outlive a restart or a hung server) and every RESYNC_SECONDS regardless, so a service
     never keeps serving on a list it stopped hearing.
     """
@@ -105,26 +105,27 @@ class Revocations:
                     await nc.unless_reconnected(epoch, backoff.sleep())
 
     async def _watch_once(self, nc: Connection, loaded: asyncio.Future[None]) -> None:
+        # The watch starts first, so nothing written while the snapshot is read is missed; it
+        # then replays the bucket again on top of the snapshot, which changes nothing. Its own
+        # end-of-replay marker is not used: nats-py can send it before the replay (when the
+        # server has delivered but the client not yet read), which would swap in a short list.
         watcher = await (await bucket(nc)).watchall()
-        replay: set[str] | None = set()  # the whole bucket, until its end marker
         until = asyncio.get_running_loop().time() + self.RESYNC_SECONDS
         try:
+            self._revoked = {entry.token_id for entry in await listed(nc)}
+            if not loaded.done():
+                loaded.set_result(None)
             while (left := until - asyncio.get_running_loop().time()) > 0:
                 try:
                     entry = await watcher.updates(timeout=left)  # type: ignore[no-untyped-call]
                 except nats.errors.TimeoutError:
                     return
-                if entry is None:  # replay done: swap in the complete list
-                    if replay is not None:
-                        self._revoked, replay = replay, None
-                    if not loaded.done():
-                        loaded.set_result(None)
+                if entry is None:
                     continue
-                target = self._revoked if replay is None else replay
                 if entry.operation in (KV_DEL, KV_PURGE):
-                    target.discard(entry.key)
+                    self._revoked.discard(entry.key)
                 else:
-                    target.add(entry.key)
+                    self._revoked.add(entry.key)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
@@ -153,20 +154,35 @@ async def revoke(
 
 
 async def listed(nc: Client, tenant: str | None = None) -> list[Revocation]:
-    """The list, oldest revocation first: every entry, or only `tenant`'s tokens."""
-    kv = await bucket(nc)
-    watcher = await kv.watchall()
+    """The list, oldest revocation first: every entry, or only `tenant`'s tokens.
+
+    It reads the bucket's last value per key through a pull consumer, which counts what is
+    left in each message it hands over, so the read ends exactly at the end of the bucket.
+    """
+    await bucket(nc)
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=LOAD_TIMEOUT,
+        mem_storage=True,
+    )
+    js = nc.jetstream()
+    sub = await js.pull_subscribe(f"$KV.{BUCKET}.>", stream=f"KV_{BUCKET}", config=config)
     entries: list[Revocation] = []
     try:
-        async for entry in watcher:
-            if entry is None:
-                break
-            if entry.operation not in (KV_DEL, KV_PURGE) and entry.value:
-                found = Revocation(**json.loads(entry.value))
+        left = (await sub.consumer_info()).num_pending
+        while left > 0:
+            for msg in await sub.fetch(batch=min(left, 512), timeout=LOAD_TIMEOUT):
+                left = msg.metadata.num_pending
+                headers = msg.headers or {}
+                if KV_OP in headers or KV_MARKER_REASON in headers or not msg.data:
+                    continue  # deleted, purged or expired
+                found = Revocation(**json.loads(msg.data))
                 if tenant is None or found.tenant == tenant:
                     entries.append(found)
     finally:
-        await watcher.stop()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
     return sorted(entries, key=lambda e: (e.revoked_at, e.token_id))
 
 
