@@ -170,7 +170,7 @@ async def listed(nc: Client, tenant: str | None = None) -> list[Revocation]:
     sub = await js.pull_subscribe(f"$KV.{BUCKET}.>", stream=f"KV_{BUCKET}", config=config)
     entries: list[Revocation] = []
     try:
-        left = (await sub.consumer_info()).num_pending
+        left = (await sub.consumer_info()).num_pending or 0
         while left > 0:
             for msg in await sub.fetch(batch=min(left, 512), timeout=LOAD_TIMEOUT):
                 left = msg.metadata.num_pending
