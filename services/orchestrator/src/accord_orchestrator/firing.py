@@ -116,7 +116,8 @@ class Firer:
         either: set[asyncio.Future[Any]] = {held, task}
         done, _ = await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         if held in done:
-            self._held[task] = held.result()
+            if not task.done():  # a pass already ended is no longer in flight (see _ended)
+                self._held[task] = held.result()
             return len(held.result())
         held.cancel()
         return 0
