@@ -15,8 +15,10 @@ from pathlib import Path
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
+# protos/ is the one include root: Accord's own files under accord/, and protovalidate's
+# buf/validate/validate.proto (vendored, see protos/README.md) beside them.
 PROTOS = ROOT / "protos"
-VALIDATE_SET = PROTOS / "third_party" / "buf_validate.binpb"
+VALIDATE = "buf/validate/validate.proto"
 OUT = ROOT / "libs" / "accord-api" / "src"
 # Generated trees; everything else under OUT (none today) is hand-kept.
 GENERATED = ("accord", "buf")
@@ -29,7 +31,7 @@ def _accord_protos() -> list[str]:
 
 def _protoc(*args: str) -> None:
     well_known = str(resources.files("grpc_tools") / "_proto")
-    argv = ["protoc", f"-I{PROTOS}", f"-I{well_known}", f"--descriptor_set_in={VALIDATE_SET}"]
+    argv = ["protoc", f"-I{PROTOS}", f"-I{well_known}"]
     if protoc.main([*argv, *args]) != 0:
         sys.exit(f"protoc failed: {' '.join(args)}")
 
@@ -38,7 +40,7 @@ def generate(out: Path) -> None:
     files = _accord_protos()
     targets = [f"--python_out={out}", f"--mypy_out={out}"]
     _protoc(*targets, f"--grpc_python_out={out}", f"--mypy_grpc_out={out}", *files)
-    _protoc(*targets, "buf/validate/validate.proto")
+    _protoc(*targets, VALIDATE)
     _protoc("--include_imports", "--include_source_info", f"-o{out / DESCRIPTOR_SET}", *files)
     for package in GENERATED:
         for folder in [out / package, *(p for p in (out / package).rglob("*") if p.is_dir())]:

@@ -1,27 +1,44 @@
-"""Writes buf/validate/validate.proto as a FileDescriptorSet into protos/third_party.
+"""Renews protos/buf/validate/validate.proto from a protovalidate source distribution on PyPI.
 
-The protovalidate rules our protos import ship on PyPI only as compiled descriptors, so we
-keep the descriptor (not the source) and feed it to protoc with --descriptor_set_in.
-Run with: uv run --no-project --with protovalidate==2.1.0 python scripts/vendor_protovalidate.py
+protovalidate's wheels carry no .proto file; its sdist (1.1.2, for one) carries the
+validate.proto it was built against under `upstream/proto/`. Take it from the release
+whose rules the pinned runtime (`protovalidate` in libs/accord-kit) implements, then run
+`make protos`. See protos/README.md.
+Run with: uv run --no-project --with pip python scripts/vendor_protovalidate.py 1.1.2
 """
 
-import ast
+import argparse
+import hashlib
+import subprocess
+import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2  # type: ignore[import-not-found,unused-ignore]
-from protovalidate._gen.buf.validate import validate_pb  # type: ignore[import-not-found]
-
-OUT = Path(__file__).resolve().parent.parent / "protos" / "third_party" / "buf_validate.binpb"
+MEMBER = "upstream/proto/buf/validate/validate.proto"
+OUT = Path(__file__).resolve().parent.parent / "protos" / "buf" / "validate" / "validate.proto"
 
 
 def main() -> None:
-    source = Path(validate_pb.__file__).read_text()
-    start = source.index("_DESC = file_desc(\n") + len("_DESC = file_desc(\n")
-    literal = source[start : source.index("\n", start)].strip().rstrip(",")
-    file_proto = descriptor_pb2.FileDescriptorProto.FromString(ast.literal_eval(literal))
-    file_set = descriptor_pb2.FileDescriptorSet(file=[file_proto])
-    OUT.write_bytes(file_set.SerializeToString(deterministic=True))
-    print(f"wrote {OUT} ({file_proto.name}, {len(file_proto.message_type)} messages)")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("version", help="the protovalidate sdist to take the file from")
+    version = parser.parse_args().version
+    with tempfile.TemporaryDirectory() as scratch:
+        subprocess.run(
+            [
+                sys.executable,
+                *("-m", "pip", "download", "--quiet", "--no-deps", "--dest", scratch),
+                *("--no-binary", "protovalidate", f"protovalidate=={version}"),
+            ],
+            check=True,
+        )
+        with tarfile.open(Path(scratch) / f"protovalidate-{version}.tar.gz") as sdist:
+            member = sdist.extractfile(f"protovalidate-{version}/{MEMBER}")
+            if member is None:
+                sys.exit(f"protovalidate {version} carries no {MEMBER}")
+            source = member.read()
+    OUT.write_bytes(source)
+    print(f"wrote {OUT} from protovalidate {version} (sha256 {hashlib.sha256(source).hexdigest()})")
 
 
 if __name__ == "__main__":

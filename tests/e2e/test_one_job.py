@@ -193,12 +193,21 @@ async def test_grpcurl_lists_services_and_runs_a_job(suite: Suite, site: str) ->
     assert "spec.engine" in invalid.stderr, invalid.stderr
 
 
-async def test_node_client_creates_and_gets_a_job(suite: Suite, site: str) -> None:
+@pytest.mark.parametrize(
+    "client",
+    [
+        # @grpc/grpc-js with the .proto files loaded at run time by @grpc/proto-loader.
+        pytest.param("client.js", id="proto-loader"),
+        # Code generated from protos/ at `npm ci`, over @connectrpc/connect-node's gRPC.
+        pytest.param("static_client.js", id="generated"),
+    ],
+)
+async def test_node_client_creates_and_gets_a_job(suite: Suite, site: str, client: str) -> None:
     await allow_local_site(suite.target("policy"), "node")
     request_id = f"node-{uuid.uuid4().hex[:8]}"
     out = await _run(
         "node",
-        str(REPO_ROOT / "tests/e2e/node/client.js"),
+        str(REPO_ROOT / "tests/e2e/node" / client),
         suite.target("orchestrator"),
         site,
         request_id,

@@ -1,16 +1,16 @@
-// A Node.js client of Accord using @grpc/grpc-js and @grpc/proto-loader on the descriptor set
-// compiled from protos/ (libs/accord-api/src/accord/descriptor_set.binpb). Creates a job,
-// gets it back and prints both as JSON. Usage: ACCORD_TOKEN=<token> node client.js <host:port>
-// <url> <request_id>
+// A Node.js client of Accord using @grpc/grpc-js and @grpc/proto-loader on the repository's
+// .proto files as they are: protos/ is the one include directory. Creates a job, gets it
+// back and prints both as JSON. Usage: ACCORD_TOKEN=<token> node client.js <host:port> <url>
+// <request_id>
 "use strict";
 
-const fs = require("fs");
 const path = require("path");
 const grpc = require("@grpc/grpc-js");
 const protoLoader = require("@grpc/proto-loader");
 
-const descriptorSet = path.resolve(__dirname, "../../../libs/accord-api/src/accord/descriptor_set.binpb");
-const definition = protoLoader.loadFileDescriptorSetFromBuffer(fs.readFileSync(descriptorSet), {
+const protos = path.resolve(__dirname, "../../../protos");
+const definition = protoLoader.loadSync("accord/orchestrator/v1/job_service.proto", {
+  includeDirs: [protos],
   keepCase: true,
   enums: String,
   longs: String,
