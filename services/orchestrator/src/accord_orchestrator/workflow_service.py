@@ -1,5 +1,6 @@
-"""Workflow use cases: create (with its schedule, in one transaction), read, list, delete,
-pause, resume, run now, results, the delivery log, and a test delivery."""
+"""Workflow use cases: create (with its schedule, in one transaction), read, list, update
+(its schedule follows), delete, pause, resume, run now, results, the delivery log, and a
+test delivery."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from accord.events.v1 import workflow_events_pb2
 from accord.orchestrator.v1 import schedule_pb2
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as wsp
-from accord_kit import events, idempotency, outbox, pages
+from accord_kit import events, idempotency, outbox, pages, wellformed
+from accord_kit.boundary import validate
 from accord_kit.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
@@ -27,13 +30,14 @@ from accord_orchestrator import schedule_views as sviews
 from accord_orchestrator import store
 from accord_orchestrator import tables as t
 from accord_orchestrator import workflow_store as ws
+from accord_orchestrator.domain import workflow_updates as updates
 from accord_orchestrator.domain import workflows as rules
 from accord_orchestrator.history import PRODUCER
 from accord_orchestrator.schedule_service import ScheduleUseCases
 from accord_orchestrator.secrets import SecretBox
 from accord_orchestrator.webhooks import Deliverer, new_id, new_row, payload, to_delivery
 
-SERVER_FIELDS = ("workflow_id", "tenant_id", "schedule_id", "paused", "status")
+SERVER_FIELDS = ("workflow_id", "tenant_id", "schedule_id", "paused", "status", "etag")
 
 
 class WorkflowUseCases:
@@ -104,6 +108,7 @@ class WorkflowUseCases:
                 "body_hash": digest,
                 "schedule_id": made.schedule_id,
                 "state": rules.State().to_json(),
+                "etag": uuid.uuid4().hex,
                 "create_time": now,
                 "update_time": now,
             }
@@ -117,13 +122,113 @@ class WorkflowUseCases:
         self._schedules.changed()
         return found
 
+    async def update(self, tenant: str, request: wsp.UpdateWorkflowRequest) -> wf.Workflow:
+        """Apply the masked fields under the workflow's etag, checked as a create is; the
+        schedule gets the new calendar and job, and a retry with the request id is answered
+        with the workflow as it is."""
+        workflow_id = _named(request.workflow)
+        now = store.utcnow()
+        digest = _update_digest(request)
+        async with self._engine.begin() as s:
+            await idempotency.claim(s, "workflow.update", tenant, request.request_id)
+            earlier = await ws.update_by_request(s, tenant, request.request_id)
+            if earlier is not None:
+                if earlier != (workflow_id, digest):
+                    raise AlreadyExists(
+                        "request_id was already used with a different update",
+                        metadata={"workflow_id": earlier[0]},
+                    )
+                return await self._view(s, await _existing(s, tenant, workflow_id))
+            current = await _existing(s, tenant, workflow_id, lock=True)
+            if request.workflow.etag != current.etag:
+                raise Aborted(
+                    "etag is stale; read the workflow again", metadata={"etag": current.etag}
+                )
+            merged = self._merged(current, request)
+            body, secrets = _definition(merged)
+            schedule = schedule_pb2.Schedule(
+                display_name=f"workflow {workflow_id}",
+                spec=body.calendar,
+                job_template=rules.job_spec(body),
+            )
+            _calendar(schedule, now)
+            if body.display_name != current.body.display_name and await ws.name_taken(
+                s, tenant, body.display_name
+            ):
+                raise AlreadyExists(f"a workflow named {body.display_name!r} exists")
+            if secrets and self._box is None:
+                raise FailedPrecondition(
+                    "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
+                )
+            ids = [h.webhook_id for h in merged.webhooks]
+            hooks = self._hook_rows(workflow_id, tenant, body, secrets, ids)
+            body.ClearField("webhooks")
+            state = updates.rebaselined(current.body, body, current.state)
+            values = {
+                "display_name": body.display_name,
+                "body": body.SerializeToString(deterministic=True),
+                "state": state.to_json(),
+                "etag": uuid.uuid4().hex,
+                "update_time": now,
+            }
+            made = {
+                "tenant_id": tenant,
+                "request_id": request.request_id,
+                "workflow_id": workflow_id,
+                "request_hash": digest,
+                "create_time": now,
+            }
+            await ws.save_definition(s, workflow_id, values, hooks, made)
+            await self._schedules.redefine(
+                s, tenant, current.schedule_id, body.calendar, schedule.job_template, now
+            )
+            stored = await _existing(s, tenant, workflow_id)
+            found = await self._view(s, stored)
+            await _changed(s, stored, found, "updated")
+        self._schedules.changed()
+        return found
+
+    def _merged(self, current: ws.Stored, request: wsp.UpdateWorkflowRequest) -> wf.Workflow:
+        """The workflow the update leads to, validated as CreateWorkflow validates one:
+        kept webhooks carry their ids, and their stored secrets unless a new one is given."""
+        problems = updates.mask_problems(
+            current.body.WhichOneof("kind") or "", request.update_mask.paths
+        )
+        if problems:
+            raise InvalidArgument("the update is invalid", [FieldViolation(*p) for p in problems])
+        view = wf.Workflow()
+        view.CopyFrom(current.body)
+        view.webhooks.extend(h.view() for h in current.hooks)
+        merged = updates.merged(view, request.workflow, request.update_mask)
+        known = {h.webhook_id: h for h in current.hooks}
+        problems = updates.hook_problems(merged.webhooks, set(known))
+        for hook in merged.webhooks:
+            if hook.webhook_id in known and not hook.secret and self._box is not None:
+                stored = known[hook.webhook_id]
+                hook.secret = self._box.open(stored.sealed, stored.webhook_id)
+        checked = wf.Workflow()
+        checked.CopyFrom(merged)
+        for hook in checked.webhooks:
+            hook.ClearField("webhook_id")  # the server's, checked above
+        validate(checked, "workflow.")
+        problems += rules.check_definition(merged)
+        if problems:
+            raise InvalidArgument("workflow is invalid", [FieldViolation(*p) for p in problems])
+        return merged
+
     def _hook_rows(
-        self, workflow_id: str, tenant: str, body: wf.Workflow, secrets: list[str]
+        self,
+        workflow_id: str,
+        tenant: str,
+        body: wf.Workflow,
+        secrets: list[str],
+        ids: list[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """The `webhooks` rows, each secret sealed under its webhook's id."""
+        """The `webhooks` rows, each secret sealed under its webhook's id (kept from `ids`
+        where one is given, else new)."""
         rows = []
         for i, (hook, secret) in enumerate(zip(body.webhooks, secrets, strict=True)):
-            hook_id = str(uuid.uuid4())
+            hook_id = (ids[i] if ids else "") or str(uuid.uuid4())
             assert self._box is not None  # checked before: webhooks need a key
             rows.append(
                 {
@@ -276,7 +381,36 @@ def to_workflow(d: ws.Stored, *, paused: bool) -> wf.Workflow:
         st.last_check_time.FromDatetime(d.state.last_check)
     view.create_time.FromDatetime(d.create_time)
     view.update_time.FromDatetime(d.update_time)
+    view.etag = d.etag
     return view
+
+
+def _named(workflow: wf.Workflow) -> str:
+    """The workflow an update names, with the etag it was read with; both required."""
+    violations = []
+    workflow_id = wellformed.resource_id(workflow.workflow_id)
+    if workflow_id is None:
+        violations.append(FieldViolation("workflow.workflow_id", "required, a UUID"))
+    if not workflow.etag:
+        violations.append(FieldViolation("workflow.etag", "required: the etag last read"))
+    elif len(workflow.etag) > 128:
+        violations.append(FieldViolation("workflow.etag", "at most 128 characters"))
+    if violations:
+        raise InvalidArgument("the update is invalid", violations)
+    assert workflow_id is not None
+    return workflow_id
+
+
+def _update_digest(request: wsp.UpdateWorkflowRequest) -> str:
+    """Identifies an update for idempotency; secrets enter only as their hashes."""
+    copy = wsp.UpdateWorkflowRequest()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")
+    copy.update_mask.paths.sort()  # the same fields, in any order
+    secrets = [h.secret for h in copy.workflow.webhooks]
+    for h in copy.workflow.webhooks:
+        h.ClearField("secret")
+    return _digest(copy, secrets)
 
 
 def _definition(workflow: wf.Workflow) -> tuple[wf.Workflow, list[str]]:
@@ -293,8 +427,8 @@ def _definition(workflow: wf.Workflow) -> tuple[wf.Workflow, list[str]]:
     return body, secrets
 
 
-def _digest(body: wf.Workflow, secrets: list[str]) -> str:
-    """Identifies a create request for idempotency; secrets enter only as their hashes."""
+def _digest(body: Any, secrets: list[str]) -> str:
+    """Identifies a request for idempotency; secrets enter only as their hashes."""
     h = hashlib.sha256(body.SerializeToString(deterministic=True))
     for secret in secrets:
         h.update(hashlib.sha256(secret.encode()).digest())
