@@ -1,10 +1,12 @@
 """What the workflow tests run against: policy, orchestrator and one executor in process, a
-local site whose pages the test rewrites, and a webhook receiver that checks signatures."""
+local site whose pages the test rewrites, and a webhook receiver that checks signatures.
+`browser_workflow_cluster` is the same with Chromium in the executor."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -32,6 +34,7 @@ from accord.orchestrator.v1 import workflow_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
 from accord_executor.app import App as ExecutorApp
 from accord_executor.config import Settings as ExecutorSettings
+from accord_executor.engines.browser import SYSTEM_CHROMIUM, find_browser
 from accord_kit.net import free_port
 from accord_kit.testing import as_tenant, channel, eventually
 from accord_orchestrator.app import App as OrchestratorApp
@@ -75,6 +78,7 @@ class Cluster:
     tls_site: str
     port: int  # the orchestrator's
     settings: OrchestratorSettings  # the orchestrator's, for replicas
+    executor_port: int = 0
 
 
 def verify(headers: dict[str, str], body: bytes, now: float) -> str | None:
@@ -165,6 +169,33 @@ def _receiver_app(receiver: Receiver) -> web.Application:
 async def workflow_cluster(
     database_url: str, nats_url: str, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
+    async with _running(database_url, nats_url, tmp_path, None) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """The Chromium the browser workflows drive; their tests fail, not skip, without one."""
+    if os.access(SYSTEM_CHROMIUM, os.X_OK):
+        return SYSTEM_CHROMIUM
+    probe = asyncio.run(find_browser(None))
+    if probe.executable is None:
+        pytest.fail(f"the browser tests need Chromium (make install): {probe.reason}")
+    return probe.executable
+
+
+@pytest.fixture
+async def browser_workflow_cluster(
+    database_url: str, nats_url: str, tmp_path: Path, chromium_path: str
+) -> AsyncIterator[Cluster]:
+    async with _running(database_url, nats_url, tmp_path, chromium_path) as cluster:
+        yield cluster
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    database_url: str, nats_url: str, tmp_path: Path, chromium: str | None
+) -> AsyncIterator[Cluster]:
     site = Site("")
     site_runner, site_port = await _serve(_site_app(site))
     site.base = f"http://127.0.0.1:{site_port}"
@@ -203,7 +234,9 @@ async def workflow_cluster(
             concurrency=2,
             prefetch=0,
             poll_wait_seconds=1.0,
-            browser_executable="/nonexistent/chromium",
+            # A missing path skips Playwright's driver probe, which costs a second per start.
+            browser_executable=chromium or "/nonexistent/chromium",
+            artifact_dir=str(tmp_path / "artifacts"),
             ca_file=str(cert),
         )
     )
@@ -239,6 +272,7 @@ async def workflow_cluster(
                 f"https://127.0.0.1:{tls_port}",
                 orchestrator.port,
                 settings,
+                executor.port,
             )
     finally:
         await executor.stop()
