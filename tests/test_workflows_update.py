@@ -100,7 +100,8 @@ async def test_update_changes_target_calendar_and_rotates_a_secret(
     request = update(change, paths)
     updated = (await c.workflows.UpdateWorkflow(request, metadata=MD)).workflow
 
-    assert updated.etag and updated.etag != made.etag
+    assert updated.etag
+    assert updated.etag != made.etag
     assert updated.change_detection.url == f"{c.site.base}/other"
     assert updated.change_detection.selector == "aside"
     assert updated.change_detection.threshold == 0.5
