@@ -136,9 +136,7 @@ async def test_update_changes_target_calendar_and_rotates_a_secret(
     assert again.etag == updated.etag
     other = wf.Workflow(workflow_id=made.workflow_id, etag=updated.etag, display_name="x")
     err = await refused(
-        c.workflows.UpdateWorkflow(
-            update(other, ["display_name"], request.request_id), metadata=MD
-        )
+        c.workflows.UpdateWorkflow(update(other, ["display_name"], request.request_id), metadata=MD)
     )
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
 
@@ -149,9 +147,7 @@ async def test_a_stale_etag_is_aborted_and_changes_nothing(workflow_cluster: Clu
     first = wf.Workflow(workflow_id=made.workflow_id, etag=made.etag)
     first.change_detection.selector = "aside"
     current = (
-        await c.workflows.UpdateWorkflow(
-            update(first, ["change_detection.selector"]), metadata=MD
-        )
+        await c.workflows.UpdateWorkflow(update(first, ["change_detection.selector"]), metadata=MD)
     ).workflow
     late = wf.Workflow(workflow_id=made.workflow_id, etag=made.etag, display_name="late")
     err = await refused(c.workflows.UpdateWorkflow(update(late, ["display_name"]), metadata=MD))
@@ -178,9 +174,7 @@ async def test_bad_updates_are_invalid_argument_and_change_nothing(
     def change() -> wf.Workflow:
         return wf.Workflow(workflow_id=made.workflow_id, etag=made.etag)
 
-    async def bad(
-        workflow: wf.Workflow, paths: list[str], request_id: str = ""
-    ) -> dict[str, str]:
+    async def bad(workflow: wf.Workflow, paths: list[str], request_id: str = "") -> dict[str, str]:
         err = await refused(
             c.workflows.UpdateWorkflow(update(workflow, paths, request_id), metadata=MD)
         )
