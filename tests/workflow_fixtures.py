@@ -51,10 +51,12 @@ TOLERANCE = 300
 
 @dataclass
 class Site:
-    """Pages served at `base`; the test sets `pages[path]` (body, status, delay)."""
+    """Pages served at `base`; the test sets `pages[path]` (body, status, delay). `asked`
+    lists the paths requested, in order."""
 
     base: str
     pages: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
 
     def set(self, path: str, body: str, status: int = 200, delay: float = 0.0) -> None:
         self.pages[path] = (body, status, delay)
@@ -136,6 +138,7 @@ async def _serve(
 
 def _site_app(site: Site) -> web.Application:
     async def page(request: web.Request) -> web.Response:
+        site.asked.append(request.path)
         if request.path not in site.pages:
             raise web.HTTPNotFound()
         body, status, delay = site.pages[request.path]
@@ -208,7 +211,8 @@ async def _running(
     tls_runner, tls_port = await _serve(_site_app(site), context)
 
     common = {"database_url": database_url, "nats_url": nats_url, "port": 0, "metrics_port": 0}
-    policy_settings = PolicySettings(**common)
+    # A robots.txt that failed is fetched again after a second, not a minute.
+    policy_settings = PolicySettings(**common, robots_error_ttl=1.0)
     await asyncio.to_thread(migrate_policy, policy_settings)
     policy = PolicyApp(policy_settings)
     await policy.start()

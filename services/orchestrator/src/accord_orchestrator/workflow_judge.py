@@ -171,6 +171,10 @@ def _checked(job: job_pb2.Job, url: str) -> rules.Checked:
         reason = (last.error_message if last is not None else "") or job.status_message
         if job.state == job_pb2.JOB_STATE_REJECTED:
             reason = f"the policy refused the check: {job.status_message}"
+        refused = [
+            (x.code, x.message) for r in job.result.requests if not r.sent for x in r.reasons
+        ]
+        reason = rules.refusal(refused) or reason
         return rules.Checked(
             job_id=job.job_id,
             ran=False,

@@ -9,6 +9,7 @@ consecutive failures (uptime and checks that could not run).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -30,6 +31,9 @@ DEFAULT_MIN_STATUS, DEFAULT_MAX_STATUS = 200, 399
 DEFAULT_CERTIFICATE_DAYS = 14
 # Job error codes that mean the check was not allowed to run, rather than the target failing.
 REFUSED = frozenset({"POLICY_DENIED", "POLICY_UNAVAILABLE", "TEMPLATE_ERROR", "INVALID_URL"})
+# The policy's reason when the target's robots.txt could not be fetched (RFC 9309 reads
+# that as disallow-all): the check was not made, which tells nothing of the target.
+ROBOTS_UNAVAILABLE = "ROBOTS_UNAVAILABLE"
 
 OK, DOWN, FAILING = wf.TARGET_STATE_OK, wf.TARGET_STATE_DOWN, wf.TARGET_STATE_CHECK_FAILING
 
@@ -162,6 +166,16 @@ def check_definition(workflow: wf.Workflow) -> list[tuple[str, str]]:
         if not hook.secret:
             problems.append((f"workflow.webhooks[{i}].secret", "is required"))
     return problems
+
+
+def refusal(reasons: Sequence[tuple[str, str]]) -> str:
+    """Why a check was not made, in words, when the policy's reasons (code, message) for
+    refusing its request say more than the executor's error: a robots.txt that could not
+    be fetched is told as that, not as a failure of the target. Empty when they do not."""
+    for code, message in reasons:
+        if code == ROBOTS_UNAVAILABLE:
+            return f"not checked: {message}"
+    return ""
 
 
 def judge(workflow: wf.Workflow, state: State, checked: Checked) -> Judgement:
