@@ -11,11 +11,10 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from accord.events.v1 import workflow_events_pb2
 from accord.orchestrator.v1 import schedule_pb2
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as wsp
-from accord_kit import events, idempotency, outbox, pages, wellformed
+from accord_kit import idempotency, pages
 from accord_kit.boundary import validate
 from accord_kit.errors import (
     Aborted,
@@ -23,21 +22,17 @@ from accord_kit.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
-    NotFound,
 )
 from accord_orchestrator import schedule_store as ss
 from accord_orchestrator import schedule_views as sviews
 from accord_orchestrator import store
-from accord_orchestrator import tables as t
 from accord_orchestrator import workflow_store as ws
+from accord_orchestrator import workflow_views as views
 from accord_orchestrator.domain import workflow_updates as updates
 from accord_orchestrator.domain import workflows as rules
-from accord_orchestrator.history import PRODUCER
 from accord_orchestrator.schedule_service import ScheduleUseCases
 from accord_orchestrator.secrets import SecretBox
 from accord_orchestrator.webhooks import Deliverer, new_id, new_row, payload, to_delivery
-
-SERVER_FIELDS = ("workflow_id", "tenant_id", "schedule_id", "paused", "status", "etag")
 
 
 class WorkflowUseCases:
@@ -54,7 +49,7 @@ class WorkflowUseCases:
         self._deliverer = deliverer
 
     async def create(self, tenant: str, request_id: str, workflow: wf.Workflow) -> wf.Workflow:
-        body, secrets = _definition(workflow)
+        body, secrets = views.definition(workflow)
         problems = rules.check_definition(workflow)
         if problems:
             raise InvalidArgument(
@@ -64,7 +59,7 @@ class WorkflowUseCases:
             raise FailedPrecondition(
                 "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
             )
-        digest = _digest(body, secrets)
+        digest = views.digest(body, secrets)
         now = store.utcnow()
         schedule = schedule_pb2.Schedule(
             display_name="workflow",  # named after the workflow's id once it has one
@@ -73,7 +68,7 @@ class WorkflowUseCases:
             overlap_policy=schedule_pb2.OVERLAP_POLICY_SKIP,
         )
         schedule.labels["workflow"] = body.WhichOneof("kind") or ""
-        calendar = _calendar(schedule, now)
+        calendar = views.calendar(schedule, now)
         async with self._engine.begin() as s:
             await idempotency.claim(s, "workflow.create", tenant, request_id)
             earlier = await ws.by_request(s, tenant, request_id)
@@ -116,9 +111,9 @@ class WorkflowUseCases:
                 await ws.insert_workflow(s, row, hooks)
             except IntegrityError:  # a concurrent create with this name won
                 raise AlreadyExists(f"a workflow named {body.display_name!r} exists") from None
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
-            await _changed(s, stored, found, "created")
+            await views.changed(s, stored, found, "created")
         self._schedules.changed()
         return found
 
@@ -126,9 +121,9 @@ class WorkflowUseCases:
         """Apply the masked fields under the workflow's etag, checked as a create is; the
         schedule gets the new calendar and job, and a retry with the request id is answered
         with the workflow as it is."""
-        workflow_id = _named(request.workflow)
+        workflow_id = views.named(request.workflow)
         now = store.utcnow()
-        digest = _update_digest(request)
+        digest = views.update_digest(request)
         async with self._engine.begin() as s:
             await idempotency.claim(s, "workflow.update", tenant, request.request_id)
             earlier = await ws.update_by_request(s, tenant, request.request_id)
@@ -138,20 +133,20 @@ class WorkflowUseCases:
                         "request_id was already used with a different update",
                         metadata={"workflow_id": earlier[0]},
                     )
-                return await self._view(s, await _existing(s, tenant, workflow_id))
-            current = await _existing(s, tenant, workflow_id, lock=True)
+                return await self._view(s, await views.existing(s, tenant, workflow_id))
+            current = await views.existing(s, tenant, workflow_id, lock=True)
             if request.workflow.etag != current.etag:
                 raise Aborted(
                     "etag is stale; read the workflow again", metadata={"etag": current.etag}
                 )
             merged = self._merged(current, request)
-            body, secrets = _definition(merged)
+            body, secrets = views.definition(merged)
             schedule = schedule_pb2.Schedule(
                 display_name=f"workflow {workflow_id}",
                 spec=body.calendar,
                 job_template=rules.job_spec(body),
             )
-            _calendar(schedule, now)
+            views.calendar(schedule, now)
             if body.display_name != current.body.display_name and await ws.name_taken(
                 s, tenant, body.display_name
             ):
@@ -182,9 +177,9 @@ class WorkflowUseCases:
             await self._schedules.redefine(
                 s, tenant, current.schedule_id, body.calendar, schedule.job_template, now
             )
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
-            await _changed(s, stored, found, "updated")
+            await views.changed(s, stored, found, "updated")
         self._schedules.changed()
         return found
 
@@ -245,7 +240,7 @@ class WorkflowUseCases:
 
     async def get(self, tenant: str, workflow_id: str) -> wf.Workflow:
         async with self._engine.connect() as s:
-            return await self._view(s, await _existing(s, tenant, workflow_id))
+            return await self._view(s, await views.existing(s, tenant, workflow_id))
 
     async def list_workflows(
         self, tenant: str, request: wsp.ListWorkflowsRequest
@@ -254,22 +249,22 @@ class WorkflowUseCases:
         position = pages.decode(request.page_token, [tenant], shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
             found = await ws.list_workflows(s, tenant, position, limit + 1)
-            views = [await self._view(s, d) for d in found[:limit]]
+            shown = [await self._view(s, d) for d in found[:limit]]
         if len(found) <= limit:
-            return views, ""
+            return shown, ""
         last = found[limit - 1]
-        return views, pages.encode([last.create_time.isoformat(), last.workflow_id], [tenant])
+        return shown, pages.encode([last.create_time.isoformat(), last.workflow_id], [tenant])
 
     async def delete(self, tenant: str, workflow_id: str) -> None:
         async with self._engine.begin() as s:
-            stored = await _existing(s, tenant, workflow_id, lock=True)
+            stored = await views.existing(s, tenant, workflow_id, lock=True)
             found = await self._view(s, stored)
             schedule = await ss.get(s, tenant, stored.schedule_id, lock=True)
             if schedule is not None:
                 await ss.delete_schedule(s, stored.schedule_id)
                 await sviews.changed(s, schedule, "deleted")
             await ws.delete_workflow(s, workflow_id)
-            await _changed(s, stored, found, "deleted")
+            await views.changed(s, stored, found, "deleted")
         self._schedules.changed()
 
     async def pause(self, tenant: str, workflow_id: str, note: str) -> wf.Workflow:
@@ -282,20 +277,20 @@ class WorkflowUseCases:
         self, tenant: str, workflow_id: str, note: str, *, paused: bool
     ) -> wf.Workflow:
         async with self._engine.connect() as s:
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
         if paused:
             await self._schedules.pause(tenant, stored.schedule_id, note)
         else:
             await self._schedules.resume(tenant, stored.schedule_id)
         async with self._engine.begin() as s:
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
-            await _changed(s, stored, found, "paused" if paused else "resumed")
+            await views.changed(s, stored, found, "paused" if paused else "resumed")
         return found
 
     async def run(self, tenant: str, workflow_id: str, request_id: str) -> str:
         async with self._engine.connect() as s:
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
         job_id, _ = await self._schedules.trigger(
             tenant, stored.schedule_id, request_id, schedule_pb2.OVERLAP_POLICY_SKIP
         )
@@ -308,7 +303,7 @@ class WorkflowUseCases:
         filters = [tenant, request.workflow_id]
         position = pages.decode(request.page_token, filters, shape=(pages.INDEX,))
         async with self._engine.connect() as s:
-            await _existing(s, tenant, request.workflow_id)
+            await views.existing(s, tenant, request.workflow_id)
             before = position[0] if position else None
             found = await ws.list_results(s, request.workflow_id, before, limit + 1)
         if len(found) <= limit:
@@ -322,13 +317,13 @@ class WorkflowUseCases:
         filters = [tenant, request.workflow_id, request.webhook_id]
         position = pages.decode(request.page_token, filters, shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
-            _hook_of(await _existing(s, tenant, request.workflow_id), request.webhook_id)
+            views.hook_of(await views.existing(s, tenant, request.workflow_id), request.webhook_id)
             found = await ws.list_deliveries(s, request.webhook_id, position, limit + 1)
-        views = [to_delivery(r) for r in found[:limit]]
+        shown = [to_delivery(r) for r in found[:limit]]
         if len(found) <= limit:
-            return views, ""
+            return shown, ""
         last = found[limit - 1]
-        return views, pages.encode([last.create_time.isoformat(), last.delivery_id], filters)
+        return shown, pages.encode([last.create_time.isoformat(), last.delivery_id], filters)
 
     async def test_webhook(
         self, tenant: str, workflow_id: str, webhook_id: str, request_id: str
@@ -337,8 +332,8 @@ class WorkflowUseCases:
         the delivery it made."""
         now = store.utcnow()
         async with self._engine.begin() as s:
-            stored = await _existing(s, tenant, workflow_id)
-            hook = _hook_of(stored, webhook_id)
+            stored = await views.existing(s, tenant, workflow_id)
+            hook = views.hook_of(stored, webhook_id)
             earlier = await ws.delivery_by_request(s, webhook_id, request_id)
             if earlier is not None:
                 return to_delivery(earlier)
@@ -362,125 +357,4 @@ class WorkflowUseCases:
 
     async def _view(self, s: AsyncConnection, d: ws.Stored) -> wf.Workflow:
         schedule = await ss.get(s, d.tenant_id, d.schedule_id)
-        return to_workflow(d, paused=schedule.paused if schedule is not None else True)
-
-
-def to_workflow(d: ws.Stored, *, paused: bool) -> wf.Workflow:
-    view = wf.Workflow()
-    view.CopyFrom(d.body)
-    view.workflow_id = d.workflow_id
-    view.tenant_id = d.tenant_id
-    view.schedule_id = d.schedule_id
-    view.paused = paused
-    view.webhooks.extend(h.view() for h in d.hooks)
-    st = view.status
-    st.state = wf.TargetState.ValueType(d.state.target)
-    st.consecutive_failures = d.state.failures
-    st.results_count = d.state.count
-    if d.state.last_check is not None:
-        st.last_check_time.FromDatetime(d.state.last_check)
-    view.create_time.FromDatetime(d.create_time)
-    view.update_time.FromDatetime(d.update_time)
-    view.etag = d.etag
-    return view
-
-
-def _named(workflow: wf.Workflow) -> str:
-    """The workflow an update names, with the etag it was read with; both required."""
-    violations = []
-    workflow_id = wellformed.resource_id(workflow.workflow_id)
-    if workflow_id is None:
-        violations.append(FieldViolation("workflow.workflow_id", "required, a UUID"))
-    if not workflow.etag:
-        violations.append(FieldViolation("workflow.etag", "required: the etag last read"))
-    elif len(workflow.etag) > 128:
-        violations.append(FieldViolation("workflow.etag", "at most 128 characters"))
-    if violations:
-        raise InvalidArgument("the update is invalid", violations)
-    assert workflow_id is not None
-    return workflow_id
-
-
-def _update_digest(request: wsp.UpdateWorkflowRequest) -> str:
-    """Identifies an update for idempotency; secrets enter only as their hashes."""
-    copy = wsp.UpdateWorkflowRequest()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")
-    copy.update_mask.paths.sort()  # the same fields, in any order
-    secrets = [h.secret for h in copy.workflow.webhooks]
-    for h in copy.workflow.webhooks:
-        h.ClearField("secret")
-    return _digest(copy, secrets)
-
-
-def _definition(workflow: wf.Workflow) -> tuple[wf.Workflow, list[str]]:
-    """The stored definition (server fields cleared, webhook ids and secrets removed) and
-    the secrets, in webhook order."""
-    body = wf.Workflow()
-    body.CopyFrom(workflow)
-    for name in (*SERVER_FIELDS, "create_time", "update_time"):
-        body.ClearField(name)  # type: ignore[arg-type]
-    secrets = [h.secret for h in body.webhooks]
-    for h in body.webhooks:
-        h.ClearField("secret")
-        h.ClearField("webhook_id")
-    return body, secrets
-
-
-def _digest(body: Any, secrets: list[str]) -> str:
-    """Identifies a request for idempotency; secrets enter only as their hashes."""
-    h = hashlib.sha256(body.SerializeToString(deterministic=True))
-    for secret in secrets:
-        h.update(hashlib.sha256(secret.encode()).digest())
-    return h.hexdigest()
-
-
-def _calendar(schedule: schedule_pb2.Schedule, now: Any) -> Any:
-    """The calendar, checked as a schedule's is; problems named as the workflow's fields."""
-    try:
-        return sviews.checked(schedule, now)
-    except InvalidArgument as exc:
-        raise InvalidArgument(
-            "workflow is invalid",
-            [
-                FieldViolation(
-                    v.field.replace("schedule.spec", "workflow.calendar", 1).replace(
-                        "schedule.job_template", "workflow", 1
-                    ),
-                    v.description,
-                    v.reason,
-                )
-                for v in exc.violations
-            ],
-        ) from None
-
-
-def _hook_of(stored: ws.Stored, webhook_id: str) -> ws.Hook:
-    for hook in stored.hooks:
-        if hook.webhook_id == webhook_id:
-            return hook
-    raise NotFound(f"webhook {webhook_id} not found")
-
-
-async def _existing(
-    s: AsyncConnection, tenant: str, workflow_id: str, *, lock: bool = False
-) -> ws.Stored:
-    found = await ws.get(s, tenant, workflow_id, lock=lock)
-    if found is None:
-        raise NotFound(f"workflow {workflow_id} not found")
-    return found
-
-
-async def _changed(s: AsyncConnection, d: ws.Stored, view: wf.Workflow, event: str) -> None:
-    await outbox.enqueue(
-        s,
-        t.outbox,
-        events.envelope(
-            producer=PRODUCER,
-            aggregate="workflow",
-            event=event,
-            aggregate_id=d.workflow_id,
-            tenant_id=d.tenant_id,
-            payload=workflow_events_pb2.WorkflowChanged(workflow_id=d.workflow_id, workflow=view),
-        ),
-    )
+        return views.to_workflow(d, paused=schedule.paused if schedule is not None else True)
