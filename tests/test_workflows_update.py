@@ -4,6 +4,7 @@ and a stale etag or bad input changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -245,3 +246,60 @@ async def test_bad_updates_are_invalid_argument_and_change_nothing(
         update(fine, ["change_detection.selector"], request_id="req-selector"), metadata=MD
     )
     assert done.workflow.change_detection.selector == "aside"
+
+
+async def test_concurrent_updates_apply_once_and_one_etag_wins(workflow_cluster: Cluster) -> None:
+    c = workflow_cluster
+    made = await watched(c)
+    renamed = wf.Workflow(workflow_id=made.workflow_id, etag=made.etag, display_name="renamed")
+    same = update(renamed, ["display_name"], request_id="one-update")
+    replies = await asyncio.gather(
+        *(c.workflows.UpdateWorkflow(same, metadata=MD) for _ in range(10))
+    )
+    assert len({r.workflow.etag for r in replies}) == 1  # applied once, answered ten times
+    etag = replies[0].workflow.etag
+
+    def rival(i: int) -> wsp.UpdateWorkflowRequest:
+        return update(
+            wf.Workflow(workflow_id=made.workflow_id, etag=etag, display_name=f"rival-{i}"),
+            ["display_name"],
+        )
+
+    raced = await asyncio.gather(
+        *(c.workflows.UpdateWorkflow(rival(i), metadata=MD) for i in range(5)),
+        return_exceptions=True,
+    )
+    won = [r for r in raced if isinstance(r, wsp.UpdateWorkflowResponse)]
+    lost = [r for r in raced if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1
+    assert [e.code() for e in lost] == [grpc.StatusCode.ABORTED] * 4
+    assert (await get(c, made.workflow_id)).display_name == won[0].workflow.display_name
+
+
+async def test_a_removed_webhook_goes_with_its_delivery_log(workflow_cluster: Cluster) -> None:
+    c = workflow_cluster
+    made = await watched(c)
+    hook = made.webhooks[0]
+    change = wf.Workflow(workflow_id=made.workflow_id, etag=made.etag)
+    change.webhooks.add(url=c.receiver.url, secret=ROTATED)  # a new one instead
+    updated = (await c.workflows.UpdateWorkflow(update(change, ["webhooks"]), metadata=MD)).workflow
+    [added] = updated.webhooks
+    assert added.webhook_id != hook.webhook_id
+    err = await refused(
+        c.workflows.ListWebhookDeliveries(
+            wsp.ListWebhookDeliveriesRequest(
+                workflow_id=made.workflow_id, webhook_id=hook.webhook_id
+            ),
+            metadata=MD,
+        )
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    sent = await c.workflows.TestWebhook(
+        wsp.TestWebhookRequest(
+            workflow_id=made.workflow_id, webhook_id=added.webhook_id, request_id="new-hook"
+        ),
+        metadata=MD,
+    )
+    headers, body = c.receiver.received[-1]
+    assert headers["Accord-Webhook-Id"] == sent.delivery.delivery_id
+    assert signed_with(ROTATED, headers, body)
