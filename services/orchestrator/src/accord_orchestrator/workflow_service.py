@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import schedule_pb2
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as wsp
@@ -139,25 +141,7 @@ class WorkflowUseCases:
                 raise Aborted(
                     "etag is stale; read the workflow again", metadata={"etag": current.etag}
                 )
-            merged = self._merged(current, request)
-            body, secrets = views.definition(merged)
-            schedule = schedule_pb2.Schedule(
-                display_name=f"workflow {workflow_id}",
-                spec=body.calendar,
-                job_template=rules.job_spec(body),
-            )
-            views.calendar(schedule, now)
-            if body.display_name != current.body.display_name and await ws.name_taken(
-                s, tenant, body.display_name
-            ):
-                raise AlreadyExists(f"a workflow named {body.display_name!r} exists")
-            if secrets and self._box is None:
-                raise FailedPrecondition(
-                    "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
-                )
-            ids = [h.webhook_id for h in merged.webhooks]
-            hooks = self._hook_rows(workflow_id, tenant, body, secrets, ids)
-            body.ClearField("webhooks")
+            body, hooks, template = await self._checked(s, tenant, current, request, now)
             state = updates.rebaselined(current.body, body, current.state)
             values = {
                 "display_name": body.display_name,
@@ -173,15 +157,49 @@ class WorkflowUseCases:
                 "request_hash": digest,
                 "create_time": now,
             }
-            await ws.save_definition(s, workflow_id, values, hooks, made)
+            try:
+                await ws.save_definition(s, workflow_id, values, hooks, made)
+            except IntegrityError:  # a concurrent update took this name
+                raise AlreadyExists(f"a workflow named {body.display_name!r} exists") from None
             await self._schedules.redefine(
-                s, tenant, current.schedule_id, body.calendar, schedule.job_template, now
+                s, tenant, current.schedule_id, body.calendar, template, now
             )
             stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
             await views.changed(s, stored, found, "updated")
         self._schedules.changed()
         return found
+
+    async def _checked(
+        self,
+        s: AsyncConnection,
+        tenant: str,
+        current: ws.Stored,
+        request: wsp.UpdateWorkflowRequest,
+        now: datetime,
+    ) -> tuple[wf.Workflow, list[dict[str, Any]], job_spec_pb2.JobSpec]:
+        """The definition the update leads to (checked as a create's is), its webhook rows
+        and the job its schedule will fire."""
+        merged = self._merged(current, request)
+        body, secrets = views.definition(merged)
+        schedule = schedule_pb2.Schedule(
+            display_name=f"workflow {current.workflow_id}",
+            spec=body.calendar,
+            job_template=rules.job_spec(body),
+        )
+        views.calendar(schedule, now)
+        if body.display_name != current.body.display_name and await ws.name_taken(
+            s, tenant, body.display_name
+        ):
+            raise AlreadyExists(f"a workflow named {body.display_name!r} exists")
+        if secrets and self._box is None:
+            raise FailedPrecondition(
+                "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
+            )
+        ids = [h.webhook_id for h in merged.webhooks]
+        hooks = self._hook_rows(current.workflow_id, tenant, body, secrets, ids)
+        body.ClearField("webhooks")
+        return body, hooks, schedule.job_template
 
     def _merged(self, current: ws.Stored, request: wsp.UpdateWorkflowRequest) -> wf.Workflow:
         """The workflow the update leads to, validated as CreateWorkflow validates one:
