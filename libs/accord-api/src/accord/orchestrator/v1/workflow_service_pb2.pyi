@@ -228,7 +228,7 @@ class UpdateWorkflowRequest(_message.Message):
         `webhooks` replaces the list: a webhook with the `webhook_id` of one of the
         workflow's keeps its id and delivery log, and keeps its secret when `secret` is
         empty (a new `secret` rotates it); one without an id is new and needs a secret; the
-        workflow's webhooks left out are removed with their pending deliveries.
+        workflow's webhooks left out are removed with their delivery logs.
         """
 
     @_builtins.property

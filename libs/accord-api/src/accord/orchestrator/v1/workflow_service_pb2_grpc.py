@@ -125,7 +125,9 @@ class WorkflowServiceServicer:
 
     def UpdateWorkflow(self, request, context):
         """Changes a workflow's definition (target settings, calendar, engine, webhooks and
-        their secrets) under its etag; its schedule follows, and its results and state stay.
+        their secrets) under its etag; its schedule follows and its results stay. When what a
+        check compares changes (the URL, selectors, ignore patterns, fields or engine), the
+        next check stores a new baseline instead of reporting the edit as a change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
