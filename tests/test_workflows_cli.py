@@ -107,6 +107,63 @@ async def test_every_workflows_and_webhooks_command(workflow_cluster: Cluster) -
     assert "NOT_FOUND" in missing.stderr
 
 
+async def test_workflows_update_changes_only_what_is_given(workflow_cluster: Cluster) -> None:
+    c = workflow_cluster
+    c.site.set("/news", "<main><p>One</p></main><aside>Aside</aside>")
+    made = await accord(
+        c,
+        "workflows",
+        "create",
+        "news",
+        "--change",
+        f"{c.site.base}/news",
+        "--selector",
+        "main",
+        "--webhook",
+        c.receiver.url,
+        "--json",
+        ACCORD_WEBHOOK_SECRET=SECRET,
+    )
+    assert made.returncode == 0, made.stderr
+    workflow = json.loads(made.stdout)["workflow"]
+    wid, hid = workflow["workflowId"], workflow["webhooks"][0]["webhookId"]
+
+    rotated = "a-rotated-secret-from-the-cli"
+    changed = await accord(
+        c,
+        "workflows",
+        "update",
+        wid,
+        "--selector",
+        "aside",
+        "--every",
+        "30m",
+        "--rotate-secret",
+        hid,
+        "--json",
+        ACCORD_WEBHOOK_SECRET=rotated,
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert rotated not in changed.stdout
+    after = json.loads(changed.stdout)["workflow"]
+    assert after["changeDetection"]["selector"] == "aside"
+    assert after["changeDetection"]["url"] == f"{c.site.base}/news"  # not given: kept
+    assert after["calendar"]["interval"] == "1800s"
+    assert [h["webhookId"] for h in after["webhooks"]] == [hid]
+    assert after["etag"] != workflow["etag"]
+    tested = await accord(c, "webhooks", "test", wid, hid)
+    assert "HTTP 401" in tested.stdout  # the receiver knows only the old secret
+
+    wrong = await accord(c, "workflows", "update", wid, "--expect-text", "x")
+    assert wrong.returncode == 2
+    assert "--expect-text is for uptime workflows" in wrong.stderr
+    stale = await accord(c, "workflows", "update", wid, "--name", "n", "--etag", "old")
+    assert stale.returncode != 0
+    assert "ABORTED" in stale.stderr
+    shown = await accord(c, "workflows", "get", wid)
+    assert f"etag:      {after['etag']}" in shown.stdout
+
+
 def test_accord_up_makes_the_webhook_key_once(tmp_path: Path) -> None:
     first = webhook_key(tmp_path)
     assert len(base64.b64decode(first)) == 32

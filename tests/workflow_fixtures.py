@@ -1,10 +1,12 @@
 """What the workflow tests run against: policy, orchestrator and one executor in process, a
-local site whose pages the test rewrites, and a webhook receiver that checks signatures."""
+local site whose pages the test rewrites, and a webhook receiver that checks signatures.
+`browser_workflow_cluster` is the same with Chromium in the executor."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -32,6 +34,7 @@ from accord.orchestrator.v1 import workflow_service_pb2_grpc
 from accord.policy.v1 import policy_pb2, policy_service_pb2, policy_service_pb2_grpc
 from accord_executor.app import App as ExecutorApp
 from accord_executor.config import Settings as ExecutorSettings
+from accord_executor.engines.browser import SYSTEM_CHROMIUM, find_browser
 from accord_kit.net import free_port
 from accord_kit.testing import as_tenant, channel, eventually
 from accord_orchestrator.app import App as OrchestratorApp
@@ -48,10 +51,12 @@ TOLERANCE = 300
 
 @dataclass
 class Site:
-    """Pages served at `base`; the test sets `pages[path]` (body, status, delay)."""
+    """Pages served at `base`; the test sets `pages[path]` (body, status, delay). `asked`
+    lists the paths requested, in order."""
 
     base: str
     pages: dict[str, tuple[str, int, float]] = field(default_factory=dict)
+    asked: list[str] = field(default_factory=list)
 
     def set(self, path: str, body: str, status: int = 200, delay: float = 0.0) -> None:
         self.pages[path] = (body, status, delay)
@@ -75,6 +80,7 @@ class Cluster:
     tls_site: str
     port: int  # the orchestrator's
     settings: OrchestratorSettings  # the orchestrator's, for replicas
+    executor_port: int = 0
 
 
 def verify(headers: dict[str, str], body: bytes, now: float) -> str | None:
@@ -132,6 +138,7 @@ async def _serve(
 
 def _site_app(site: Site) -> web.Application:
     async def page(request: web.Request) -> web.Response:
+        site.asked.append(request.path)
         if request.path not in site.pages:
             raise web.HTTPNotFound()
         body, status, delay = site.pages[request.path]
@@ -165,6 +172,33 @@ def _receiver_app(receiver: Receiver) -> web.Application:
 async def workflow_cluster(
     database_url: str, nats_url: str, tmp_path: Path
 ) -> AsyncIterator[Cluster]:
+    async with _running(database_url, nats_url, tmp_path, None) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """The Chromium the browser workflows drive; their tests fail, not skip, without one."""
+    if os.access(SYSTEM_CHROMIUM, os.X_OK):
+        return SYSTEM_CHROMIUM
+    probe = asyncio.run(find_browser(None))
+    if probe.executable is None:
+        pytest.fail(f"the browser tests need Chromium (make install): {probe.reason}")
+    return probe.executable
+
+
+@pytest.fixture
+async def browser_workflow_cluster(
+    database_url: str, nats_url: str, tmp_path: Path, chromium_path: str
+) -> AsyncIterator[Cluster]:
+    async with _running(database_url, nats_url, tmp_path, chromium_path) as cluster:
+        yield cluster
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    database_url: str, nats_url: str, tmp_path: Path, chromium: str | None
+) -> AsyncIterator[Cluster]:
     site = Site("")
     site_runner, site_port = await _serve(_site_app(site))
     site.base = f"http://127.0.0.1:{site_port}"
@@ -177,7 +211,8 @@ async def workflow_cluster(
     tls_runner, tls_port = await _serve(_site_app(site), context)
 
     common = {"database_url": database_url, "nats_url": nats_url, "port": 0, "metrics_port": 0}
-    policy_settings = PolicySettings(**common)
+    # A robots.txt that failed is fetched again after a second, not a minute.
+    policy_settings = PolicySettings(**common, robots_error_ttl=1.0)
     await asyncio.to_thread(migrate_policy, policy_settings)
     policy = PolicyApp(policy_settings)
     await policy.start()
@@ -203,7 +238,9 @@ async def workflow_cluster(
             concurrency=2,
             prefetch=0,
             poll_wait_seconds=1.0,
-            browser_executable="/nonexistent/chromium",
+            # A missing path skips Playwright's driver probe, which costs a second per start.
+            browser_executable=chromium or "/nonexistent/chromium",
+            artifact_dir=str(tmp_path / "artifacts"),
             ca_file=str(cert),
         )
     )
@@ -239,6 +276,7 @@ async def workflow_cluster(
                 f"https://127.0.0.1:{tls_port}",
                 orchestrator.port,
                 settings,
+                executor.port,
             )
     finally:
         await executor.stop()

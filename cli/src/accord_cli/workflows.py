@@ -1,4 +1,4 @@
-"""`accord workflows`: create, list, get, results, run, pause, resume, delete; and
+"""`accord workflows`: create, list, get, update, results, run, pause, resume, delete; and
 `accord webhooks`: test a workflow's webhook, read its delivery log.
 
     accord workflows create news --change https://example.com/news --selector main \\
@@ -7,6 +7,7 @@
         --item-selector li.job --field title=.title --field link=a@href --next-page a.next
     accord workflows create status --uptime https://example.com/ --expect-text Welcome \\
         --max-latency 2s --failures 3
+    accord workflows update ID --selector '#news' --every 30m --rotate-secret WEBHOOK_ID
     accord workflows results ID
     accord webhooks test WORKFLOW_ID WEBHOOK_ID
 
@@ -28,21 +29,15 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from accord.common.v1 import job_spec_pb2 as js
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as pb
 from accord.orchestrator.v1 import workflow_service_pb2_grpc
-from accord_cli import schedules
+from accord_cli import schedules, workflow_update
 from accord_cli.auth import ttl
 from accord_cli.connect import add_connection_options, resolve
 from accord_cli.output import USAGE, Exit, Printer, add_output_options, command, table
 
-ENGINES = {"http": js.ENGINE_HTTP, "browser": js.ENGINE_BROWSER}
-MODES = {
-    "public": js.AUTHORIZATION_MODE_PUBLIC,
-    "customer-authorized": js.AUTHORIZATION_MODE_CUSTOMER_AUTHORIZED,
-    "internal": js.AUTHORIZATION_MODE_INTERNAL,
-}
+ENGINES, MODES = workflow_update.ENGINES, workflow_update.MODES
 Run = Callable[[argparse.Namespace, Any], Message]
 
 
@@ -72,6 +67,9 @@ def _register_workflows(sub: Any) -> None:
     create.add_argument("--selector", default="", help="change: the part of the page to watch")
     create.add_argument("--ignore", action="append", default=[], help="change: RE2 of lines")
     create.add_argument("--threshold", type=float, default=0.0, help="change: 0 to 1")
+    create.add_argument(
+        "--screenshot", action="store_true", help="change: keep screenshots (browser engine)"
+    )
     create.add_argument("--item-selector", default="", help="postings: one posting")
     create.add_argument(
         "--field", type=schedules.label, action="append", default=[], help="name=selector[@attr]"
@@ -94,6 +92,9 @@ def _register_workflows(sub: Any) -> None:
     create.add_argument("--webhook", action="append", default=[], metavar="URL")
     create.add_argument("--webhook-secret-file", type=Path)
     create.add_argument("--request-id", default=None)
+
+    update = _command(sub, "update", _update, "change a workflow (the options given)")
+    workflow_update.add_options(update)
 
     listing = _command(sub, "list", _list, "list workflows")
     listing.add_argument("--page-size", type=int, default=0)
@@ -146,6 +147,7 @@ def _workflow(args: argparse.Namespace) -> wf.Workflow:
         c = w.change_detection
         c.url, c.selector, c.threshold = args.change, args.selector, args.threshold
         c.ignore_patterns.extend(args.ignore)
+        c.screenshot = args.screenshot
     elif args.postings:
         p = w.job_postings
         p.url, p.item_selector, p.key_field = args.postings, args.item_selector, args.key_field
@@ -173,6 +175,12 @@ def _create(args: argparse.Namespace, stub: Any) -> Any:
     return stub.CreateWorkflow(
         pb.CreateWorkflowRequest(request_id=request_id, workflow=_workflow(args)), **_md(args)
     )
+
+
+def _update(args: argparse.Namespace, stub: Any) -> Any:
+    current = _get(args, stub).workflow
+    request = workflow_update.request(args, current, _secret)
+    return stub.UpdateWorkflow(request, **_md(args))
 
 
 def _list(args: argparse.Namespace, stub: Any) -> Any:
@@ -307,6 +315,7 @@ def _block(w: wf.Workflow) -> str:
         f"paused:    {'yes' if w.paused else 'no'}",
         f"state:     {_name(wf.TargetState, w.status.state, 'TARGET_STATE_') or 'not checked'}",
         f"checks:    {w.status.results_count}",
+        f"etag:      {w.etag}",
     ]
     lines += [f"webhook:   {h.webhook_id} {h.url}" for h in w.webhooks]
     return "\n".join(lines)
@@ -317,6 +326,8 @@ def _result(r: wf.WorkflowResult) -> str:
     outcome = _name(wf.ResultOutcome, r.outcome, "RESULT_OUTCOME_")
     told = _name(wf.NotificationKind, r.notification, "NOTIFICATION_KIND_")
     line = f"{at}  {outcome:<13} {r.message}" + (f"  [notified: {told}]" if told else "")
+    if r.WhichOneof("detail") == "page_change" and r.page_change.HasField("screenshot"):
+        line += f"\n    screenshot: artifact {r.page_change.screenshot.artifact_id}"
     if r.WhichOneof("detail") == "page_change" and r.page_change.diff:
         line += "\n" + "\n".join(f"    {d}" for d in r.page_change.diff.splitlines())
     if r.WhichOneof("detail") == "postings":

@@ -288,7 +288,10 @@ async def test_a_failing_robots_txt_blocks_the_origin(policy: Stub, site: Site) 
     site.robots_status = 503
     await create(policy, "web", allowed_domains=["127.0.0.1"], allowed_networks=["127.0.0.1/32"])
     checked = await check(policy, f"{site.url}/anything")
-    assert codes(checked.decision) == ["ROBOTS_DISALLOWED"]
+    assert codes(checked.decision) == ["ROBOTS_UNAVAILABLE"]
+    [reason] = checked.decision.reasons
+    assert "could not be fetched (it answered HTTP 503)" in reason.message
+    assert "the URL itself was not requested" in reason.message
 
 
 async def test_a_missing_robots_txt_allows_everything(policy: Stub, site: Site) -> None:

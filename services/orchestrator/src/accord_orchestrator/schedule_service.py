@@ -113,6 +113,44 @@ class ScheduleUseCases:
         await views.changed(s, stored, "created")
         return stored
 
+    async def redefine(
+        self,
+        s: AsyncConnection,
+        tenant: str,
+        schedule_id: str,
+        spec: schedule_pb2.ScheduleSpec,
+        template: job_spec_pb2.JobSpec,
+        now: datetime,
+    ) -> None:
+        """Give a schedule a new calendar and job template in the caller's transaction (a
+        workflow's update; the caller checked the calendar). A new calendar counts from
+        now, as UpdateSchedule's does; the caller calls `changed` once it commits."""
+        current = await _existing(s, tenant, schedule_id, lock=True)
+        body = schedule_pb2.Schedule()
+        body.CopyFrom(current.schedule)
+        body.spec.CopyFrom(spec)
+        body.job_template.CopyFrom(template)
+        fields = [
+            name
+            for name in ("spec", "job_template")
+            if getattr(body, name) != getattr(current.schedule, name)
+        ]
+        if not fields:
+            return
+        values: dict[str, Any] = {
+            "body": body.SerializeToString(deterministic=True),
+            "etag": uuid.uuid4().hex,
+            "update_time": now,
+        }
+        if "spec" in fields:
+            next_time = calendars.next_after(views.checked(body, current.create_time), now)
+            values["next_time"] = next_time
+            values["due_time"] = rules.due_time(
+                schedule_id, next_time, current.state.buffered_time, views.jitter(body), now
+            )
+        await ss.save(s, schedule_id, **values)
+        await views.changed(s, await _existing(s, tenant, schedule_id), "updated", fields)
+
     def changed(self) -> None:
         """Wake the firing loops: a schedule was stored or removed by another use case."""
         self._on_change()

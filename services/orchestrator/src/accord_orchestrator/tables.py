@@ -143,11 +143,25 @@ workflows = Table(
     Column("body_hash", Text, nullable=False),
     Column("schedule_id", Text, nullable=False, unique=True),
     Column("state", JSONB, nullable=False),
+    # Renewed by every update of the definition (UpdateWorkflow's precondition).
+    Column("etag", Text, nullable=False),
     Column("create_time", TZ, nullable=False),
     Column("update_time", TZ, nullable=False),
     UniqueConstraint("tenant_id", "request_id"),
     UniqueConstraint("tenant_id", "display_name"),
     Index("ix_workflows_tenant_created", "tenant_id", "create_time", "workflow_id"),
+)
+
+# The request ids of workflow updates, so that a retried update is answered, not applied
+# again; `request_hash` tells a retry from another update that reuses the id.
+workflow_updates = Table(
+    "workflow_updates",
+    meta,
+    Column("tenant_id", Text, primary_key=True),
+    Column("request_id", Text, primary_key=True),
+    Column("workflow_id", Text, nullable=False, index=True),
+    Column("request_hash", Text, nullable=False),
+    Column("create_time", TZ, nullable=False),
 )
 
 # A workflow's webhooks; `secret` is sealed (see secrets.SecretBox), never stored in clear.

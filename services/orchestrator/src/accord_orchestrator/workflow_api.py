@@ -36,6 +36,12 @@ class WorkflowApi(workflow_service_pb2_grpc.WorkflowServiceServicer):
         found, token = await self._cases.list_workflows(caller.tenant(), request)
         return wsp.ListWorkflowsResponse(workflows=found, next_page_token=token)
 
+    async def UpdateWorkflow(
+        self, request: wsp.UpdateWorkflowRequest, context: Ctx
+    ) -> wsp.UpdateWorkflowResponse:
+        found = await self._cases.update(caller.tenant(), request)
+        return wsp.UpdateWorkflowResponse(workflow=found)
+
     async def DeleteWorkflow(
         self, request: wsp.DeleteWorkflowRequest, context: Ctx
     ) -> wsp.DeleteWorkflowResponse:

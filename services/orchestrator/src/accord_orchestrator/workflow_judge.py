@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from accord.common.v1 import job_result_pb2
 from accord.events.v1 import workflow_events_pb2
 from accord.orchestrator.v1 import job_pb2
 from accord.orchestrator.v1 import workflow_pb2 as wf
@@ -170,6 +171,10 @@ def _checked(job: job_pb2.Job, url: str) -> rules.Checked:
         reason = (last.error_message if last is not None else "") or job.status_message
         if job.state == job_pb2.JOB_STATE_REJECTED:
             reason = f"the policy refused the check: {job.status_message}"
+        refused = [
+            (x.code, x.message) for r in job.result.requests if not r.sent for x in r.reasons
+        ]
+        reason = rules.refusal(refused) or reason
         return rules.Checked(
             job_id=job.job_id,
             ran=False,
@@ -181,6 +186,7 @@ def _checked(job: job_pb2.Job, url: str) -> rules.Checked:
             finish_time=finished,
             refused=job.state == job_pb2.JOB_STATE_REJECTED or code in rules.REFUSED,
         )
+    rendered = outputs.fields.get(rules.RENDERED_STEP)
     return rules.Checked(
         job_id=job.job_id,
         ran=True,
@@ -189,10 +195,23 @@ def _checked(job: job_pb2.Job, url: str) -> rules.Checked:
         url=str(page.get("url") or url),
         http_status=int(page.get("status") or (step.http_status if step else 0)),
         latency=latency,
-        body=str(page.get("body") or ""),
+        body=rendered.string_value if rendered is not None else str(page.get("body") or ""),
         certificate_expiry=expiry,
         finish_time=finished,
+        screenshot=_screenshot(job),
     )
+
+
+def _screenshot(job: job_pb2.Job) -> job_result_pb2.ArtifactRef | None:
+    """The artifact of the job's screenshot step, if it took one."""
+    shot = job.result.outputs.fields.get(rules.SCREENSHOT_STEP)
+    if shot is None or not shot.HasField("struct_value"):
+        return None
+    artifact_id = shot.struct_value.fields["artifact_id"].string_value
+    for ref in job.result.artifacts:
+        if ref.artifact_id == artifact_id:
+            return ref
+    return None
 
 
 async def _record(

@@ -1,39 +1,40 @@
-"""Workflow use cases: create (with its schedule, in one transaction), read, list, delete,
-pause, resume, run now, results, the delivery log, and a test delivery."""
+"""Workflow use cases: create (with its schedule, in one transaction), read, list, update
+(its schedule follows), delete, pause, resume, run now, results, the delivery log, and a
+test delivery."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from accord.events.v1 import workflow_events_pb2
+from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import schedule_pb2
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord.orchestrator.v1 import workflow_service_pb2 as wsp
-from accord_kit import events, idempotency, outbox, pages
+from accord_kit import idempotency, pages
+from accord_kit.boundary import validate
 from accord_kit.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
-    NotFound,
 )
 from accord_orchestrator import schedule_store as ss
 from accord_orchestrator import schedule_views as sviews
 from accord_orchestrator import store
-from accord_orchestrator import tables as t
 from accord_orchestrator import workflow_store as ws
+from accord_orchestrator import workflow_views as views
+from accord_orchestrator.domain import workflow_updates as updates
 from accord_orchestrator.domain import workflows as rules
-from accord_orchestrator.history import PRODUCER
 from accord_orchestrator.schedule_service import ScheduleUseCases
 from accord_orchestrator.secrets import SecretBox
 from accord_orchestrator.webhooks import Deliverer, new_id, new_row, payload, to_delivery
-
-SERVER_FIELDS = ("workflow_id", "tenant_id", "schedule_id", "paused", "status")
 
 
 class WorkflowUseCases:
@@ -50,7 +51,7 @@ class WorkflowUseCases:
         self._deliverer = deliverer
 
     async def create(self, tenant: str, request_id: str, workflow: wf.Workflow) -> wf.Workflow:
-        body, secrets = _definition(workflow)
+        body, secrets = views.definition(workflow)
         problems = rules.check_definition(workflow)
         if problems:
             raise InvalidArgument(
@@ -60,7 +61,7 @@ class WorkflowUseCases:
             raise FailedPrecondition(
                 "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
             )
-        digest = _digest(body, secrets)
+        digest = views.digest(body, secrets)
         now = store.utcnow()
         schedule = schedule_pb2.Schedule(
             display_name="workflow",  # named after the workflow's id once it has one
@@ -69,7 +70,7 @@ class WorkflowUseCases:
             overlap_policy=schedule_pb2.OVERLAP_POLICY_SKIP,
         )
         schedule.labels["workflow"] = body.WhichOneof("kind") or ""
-        calendar = _calendar(schedule, now)
+        calendar = views.calendar(schedule, now)
         async with self._engine.begin() as s:
             await idempotency.claim(s, "workflow.create", tenant, request_id)
             earlier = await ws.by_request(s, tenant, request_id)
@@ -104,6 +105,7 @@ class WorkflowUseCases:
                 "body_hash": digest,
                 "schedule_id": made.schedule_id,
                 "state": rules.State().to_json(),
+                "etag": uuid.uuid4().hex,
                 "create_time": now,
                 "update_time": now,
             }
@@ -111,19 +113,135 @@ class WorkflowUseCases:
                 await ws.insert_workflow(s, row, hooks)
             except IntegrityError:  # a concurrent create with this name won
                 raise AlreadyExists(f"a workflow named {body.display_name!r} exists") from None
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
-            await _changed(s, stored, found, "created")
+            await views.changed(s, stored, found, "created")
         self._schedules.changed()
         return found
 
+    async def update(self, tenant: str, request: wsp.UpdateWorkflowRequest) -> wf.Workflow:
+        """Apply the masked fields under the workflow's etag, checked as a create is; the
+        schedule gets the new calendar and job, and a retry with the request id is answered
+        with the workflow as it is."""
+        workflow_id = views.named(request.workflow)
+        now = store.utcnow()
+        digest = views.update_digest(request)
+        async with self._engine.begin() as s:
+            await idempotency.claim(s, "workflow.update", tenant, request.request_id)
+            earlier = await ws.update_by_request(s, tenant, request.request_id)
+            if earlier is not None:
+                if earlier != (workflow_id, digest):
+                    raise AlreadyExists(
+                        "request_id was already used with a different update",
+                        metadata={"workflow_id": earlier[0]},
+                    )
+                return await self._view(s, await views.existing(s, tenant, workflow_id))
+            current = await views.existing(s, tenant, workflow_id, lock=True)
+            if request.workflow.etag != current.etag:
+                raise Aborted(
+                    "etag is stale; read the workflow again", metadata={"etag": current.etag}
+                )
+            body, hooks, template = await self._checked(s, tenant, current, request, now)
+            state = updates.rebaselined(current.body, body, current.state)
+            values = {
+                "display_name": body.display_name,
+                "body": body.SerializeToString(deterministic=True),
+                "state": state.to_json(),
+                "etag": uuid.uuid4().hex,
+                "update_time": now,
+            }
+            made = {
+                "tenant_id": tenant,
+                "request_id": request.request_id,
+                "workflow_id": workflow_id,
+                "request_hash": digest,
+                "create_time": now,
+            }
+            try:
+                await ws.save_definition(s, workflow_id, values, hooks, made)
+            except IntegrityError:  # a concurrent update took this name
+                raise AlreadyExists(f"a workflow named {body.display_name!r} exists") from None
+            await self._schedules.redefine(
+                s, tenant, current.schedule_id, body.calendar, template, now
+            )
+            stored = await views.existing(s, tenant, workflow_id)
+            found = await self._view(s, stored)
+            await views.changed(s, stored, found, "updated")
+        self._schedules.changed()
+        return found
+
+    async def _checked(
+        self,
+        s: AsyncConnection,
+        tenant: str,
+        current: ws.Stored,
+        request: wsp.UpdateWorkflowRequest,
+        now: datetime,
+    ) -> tuple[wf.Workflow, list[dict[str, Any]], job_spec_pb2.JobSpec]:
+        """The definition the update leads to (checked as a create's is), its webhook rows
+        and the job its schedule will fire."""
+        merged = self._merged(current, request)
+        body, secrets = views.definition(merged)
+        schedule = schedule_pb2.Schedule(
+            display_name=f"workflow {current.workflow_id}",
+            spec=body.calendar,
+            job_template=rules.job_spec(body),
+        )
+        views.calendar(schedule, now)
+        if body.display_name != current.body.display_name and await ws.name_taken(
+            s, tenant, body.display_name
+        ):
+            raise AlreadyExists(f"a workflow named {body.display_name!r} exists")
+        if secrets and self._box is None:
+            raise FailedPrecondition(
+                "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
+            )
+        ids = [h.webhook_id for h in merged.webhooks]
+        hooks = self._hook_rows(current.workflow_id, tenant, body, secrets, ids)
+        body.ClearField("webhooks")
+        return body, hooks, schedule.job_template
+
+    def _merged(self, current: ws.Stored, request: wsp.UpdateWorkflowRequest) -> wf.Workflow:
+        """The workflow the update leads to, validated as CreateWorkflow validates one:
+        kept webhooks carry their ids, and their stored secrets unless a new one is given."""
+        problems = updates.mask_problems(
+            current.body.WhichOneof("kind") or "", request.update_mask.paths
+        )
+        if problems:
+            raise InvalidArgument("the update is invalid", [FieldViolation(*p) for p in problems])
+        view = wf.Workflow()
+        view.CopyFrom(current.body)
+        view.webhooks.extend(h.view() for h in current.hooks)
+        merged = updates.merged(view, request.workflow, request.update_mask)
+        known = {h.webhook_id: h for h in current.hooks}
+        problems = updates.hook_problems(merged.webhooks, set(known))
+        for hook in merged.webhooks:
+            if hook.webhook_id in known and not hook.secret and self._box is not None:
+                stored = known[hook.webhook_id]
+                hook.secret = self._box.open(stored.sealed, stored.webhook_id)
+        checked = wf.Workflow()
+        checked.CopyFrom(merged)
+        for hook in checked.webhooks:
+            hook.ClearField("webhook_id")  # the server's, checked above
+        validate(checked, "workflow.")
+        problems += rules.check_definition(merged)
+        if problems:
+            raise InvalidArgument("workflow is invalid", [FieldViolation(*p) for p in problems])
+        return merged
+
     def _hook_rows(
-        self, workflow_id: str, tenant: str, body: wf.Workflow, secrets: list[str]
+        self,
+        workflow_id: str,
+        tenant: str,
+        body: wf.Workflow,
+        secrets: list[str],
+        ids: list[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """The `webhooks` rows, each secret sealed under its webhook's id."""
+        """The `webhooks` rows, each secret sealed under its webhook's id (kept from `ids`
+        where one is given, else new)."""
         rows = []
         for i, (hook, secret) in enumerate(zip(body.webhooks, secrets, strict=True)):
-            hook_id = str(uuid.uuid4())
+            hook_id = (ids[i] if ids else "") or str(uuid.uuid4())
             assert self._box is not None  # checked before: webhooks need a key
             rows.append(
                 {
@@ -140,7 +258,7 @@ class WorkflowUseCases:
 
     async def get(self, tenant: str, workflow_id: str) -> wf.Workflow:
         async with self._engine.connect() as s:
-            return await self._view(s, await _existing(s, tenant, workflow_id))
+            return await self._view(s, await views.existing(s, tenant, workflow_id))
 
     async def list_workflows(
         self, tenant: str, request: wsp.ListWorkflowsRequest
@@ -149,22 +267,22 @@ class WorkflowUseCases:
         position = pages.decode(request.page_token, [tenant], shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
             found = await ws.list_workflows(s, tenant, position, limit + 1)
-            views = [await self._view(s, d) for d in found[:limit]]
+            shown = [await self._view(s, d) for d in found[:limit]]
         if len(found) <= limit:
-            return views, ""
+            return shown, ""
         last = found[limit - 1]
-        return views, pages.encode([last.create_time.isoformat(), last.workflow_id], [tenant])
+        return shown, pages.encode([last.create_time.isoformat(), last.workflow_id], [tenant])
 
     async def delete(self, tenant: str, workflow_id: str) -> None:
         async with self._engine.begin() as s:
-            stored = await _existing(s, tenant, workflow_id, lock=True)
+            stored = await views.existing(s, tenant, workflow_id, lock=True)
             found = await self._view(s, stored)
             schedule = await ss.get(s, tenant, stored.schedule_id, lock=True)
             if schedule is not None:
                 await ss.delete_schedule(s, stored.schedule_id)
                 await sviews.changed(s, schedule, "deleted")
             await ws.delete_workflow(s, workflow_id)
-            await _changed(s, stored, found, "deleted")
+            await views.changed(s, stored, found, "deleted")
         self._schedules.changed()
 
     async def pause(self, tenant: str, workflow_id: str, note: str) -> wf.Workflow:
@@ -177,20 +295,20 @@ class WorkflowUseCases:
         self, tenant: str, workflow_id: str, note: str, *, paused: bool
     ) -> wf.Workflow:
         async with self._engine.connect() as s:
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
         if paused:
             await self._schedules.pause(tenant, stored.schedule_id, note)
         else:
             await self._schedules.resume(tenant, stored.schedule_id)
         async with self._engine.begin() as s:
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
-            await _changed(s, stored, found, "paused" if paused else "resumed")
+            await views.changed(s, stored, found, "paused" if paused else "resumed")
         return found
 
     async def run(self, tenant: str, workflow_id: str, request_id: str) -> str:
         async with self._engine.connect() as s:
-            stored = await _existing(s, tenant, workflow_id)
+            stored = await views.existing(s, tenant, workflow_id)
         job_id, _ = await self._schedules.trigger(
             tenant, stored.schedule_id, request_id, schedule_pb2.OVERLAP_POLICY_SKIP
         )
@@ -203,7 +321,7 @@ class WorkflowUseCases:
         filters = [tenant, request.workflow_id]
         position = pages.decode(request.page_token, filters, shape=(pages.INDEX,))
         async with self._engine.connect() as s:
-            await _existing(s, tenant, request.workflow_id)
+            await views.existing(s, tenant, request.workflow_id)
             before = position[0] if position else None
             found = await ws.list_results(s, request.workflow_id, before, limit + 1)
         if len(found) <= limit:
@@ -217,13 +335,13 @@ class WorkflowUseCases:
         filters = [tenant, request.workflow_id, request.webhook_id]
         position = pages.decode(request.page_token, filters, shape=(pages.TIME, pages.UUID))
         async with self._engine.connect() as s:
-            _hook_of(await _existing(s, tenant, request.workflow_id), request.webhook_id)
+            views.hook_of(await views.existing(s, tenant, request.workflow_id), request.webhook_id)
             found = await ws.list_deliveries(s, request.webhook_id, position, limit + 1)
-        views = [to_delivery(r) for r in found[:limit]]
+        shown = [to_delivery(r) for r in found[:limit]]
         if len(found) <= limit:
-            return views, ""
+            return shown, ""
         last = found[limit - 1]
-        return views, pages.encode([last.create_time.isoformat(), last.delivery_id], filters)
+        return shown, pages.encode([last.create_time.isoformat(), last.delivery_id], filters)
 
     async def test_webhook(
         self, tenant: str, workflow_id: str, webhook_id: str, request_id: str
@@ -232,8 +350,8 @@ class WorkflowUseCases:
         the delivery it made."""
         now = store.utcnow()
         async with self._engine.begin() as s:
-            stored = await _existing(s, tenant, workflow_id)
-            hook = _hook_of(stored, webhook_id)
+            stored = await views.existing(s, tenant, workflow_id)
+            hook = views.hook_of(stored, webhook_id)
             earlier = await ws.delivery_by_request(s, webhook_id, request_id)
             if earlier is not None:
                 return to_delivery(earlier)
@@ -257,96 +375,4 @@ class WorkflowUseCases:
 
     async def _view(self, s: AsyncConnection, d: ws.Stored) -> wf.Workflow:
         schedule = await ss.get(s, d.tenant_id, d.schedule_id)
-        return to_workflow(d, paused=schedule.paused if schedule is not None else True)
-
-
-def to_workflow(d: ws.Stored, *, paused: bool) -> wf.Workflow:
-    view = wf.Workflow()
-    view.CopyFrom(d.body)
-    view.workflow_id = d.workflow_id
-    view.tenant_id = d.tenant_id
-    view.schedule_id = d.schedule_id
-    view.paused = paused
-    view.webhooks.extend(h.view() for h in d.hooks)
-    st = view.status
-    st.state = wf.TargetState.ValueType(d.state.target)
-    st.consecutive_failures = d.state.failures
-    st.results_count = d.state.count
-    if d.state.last_check is not None:
-        st.last_check_time.FromDatetime(d.state.last_check)
-    view.create_time.FromDatetime(d.create_time)
-    view.update_time.FromDatetime(d.update_time)
-    return view
-
-
-def _definition(workflow: wf.Workflow) -> tuple[wf.Workflow, list[str]]:
-    """The stored definition (server fields cleared, webhook ids and secrets removed) and
-    the secrets, in webhook order."""
-    body = wf.Workflow()
-    body.CopyFrom(workflow)
-    for name in (*SERVER_FIELDS, "create_time", "update_time"):
-        body.ClearField(name)  # type: ignore[arg-type]
-    secrets = [h.secret for h in body.webhooks]
-    for h in body.webhooks:
-        h.ClearField("secret")
-        h.ClearField("webhook_id")
-    return body, secrets
-
-
-def _digest(body: wf.Workflow, secrets: list[str]) -> str:
-    """Identifies a create request for idempotency; secrets enter only as their hashes."""
-    h = hashlib.sha256(body.SerializeToString(deterministic=True))
-    for secret in secrets:
-        h.update(hashlib.sha256(secret.encode()).digest())
-    return h.hexdigest()
-
-
-def _calendar(schedule: schedule_pb2.Schedule, now: Any) -> Any:
-    """The calendar, checked as a schedule's is; problems named as the workflow's fields."""
-    try:
-        return sviews.checked(schedule, now)
-    except InvalidArgument as exc:
-        raise InvalidArgument(
-            "workflow is invalid",
-            [
-                FieldViolation(
-                    v.field.replace("schedule.spec", "workflow.calendar", 1).replace(
-                        "schedule.job_template", "workflow", 1
-                    ),
-                    v.description,
-                    v.reason,
-                )
-                for v in exc.violations
-            ],
-        ) from None
-
-
-def _hook_of(stored: ws.Stored, webhook_id: str) -> ws.Hook:
-    for hook in stored.hooks:
-        if hook.webhook_id == webhook_id:
-            return hook
-    raise NotFound(f"webhook {webhook_id} not found")
-
-
-async def _existing(
-    s: AsyncConnection, tenant: str, workflow_id: str, *, lock: bool = False
-) -> ws.Stored:
-    found = await ws.get(s, tenant, workflow_id, lock=lock)
-    if found is None:
-        raise NotFound(f"workflow {workflow_id} not found")
-    return found
-
-
-async def _changed(s: AsyncConnection, d: ws.Stored, view: wf.Workflow, event: str) -> None:
-    await outbox.enqueue(
-        s,
-        t.outbox,
-        events.envelope(
-            producer=PRODUCER,
-            aggregate="workflow",
-            event=event,
-            aggregate_id=d.workflow_id,
-            tenant_id=d.tenant_id,
-            payload=workflow_events_pb2.WorkflowChanged(workflow_id=d.workflow_id, workflow=view),
-        ),
-    )
+        return views.to_workflow(d, paused=schedule.paused if schedule is not None else True)

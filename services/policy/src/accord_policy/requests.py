@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -23,7 +23,7 @@ from accord_policy import store, telemetry
 from accord_policy.domain import addresses as a
 from accord_policy.domain import permits, rules
 from accord_policy.resolver import Resolve
-from accord_policy.robots import Robots
+from accord_policy.robots import Robots, RobotsRules
 from accord_policy.service import decision_of, record_decisions
 
 REQUESTS = Counter(
@@ -184,12 +184,7 @@ class RequestUseCases:
         if not (rule is not None and rule[1].ignore_robots_txt and ask.mode in OVERRIDABLE):
             robots = await self._robots.rules(url, found, policies)
             if not robots.allows(ask.url, self._agent):
-                why = "unreachable or failing" if robots.parsed is None else "disallows it"
-                reason = rules.Reason(
-                    "ROBOTS_DISALLOWED",
-                    f"robots.txt of {url.origin} {why} for {self._agent}",
-                    ask.url,
-                )
+                reason = _robots_refusal(robots, url.origin, ask.url, self._agent)
                 return Checked(rules.Verdict(False, [reason], sorted(matched)), revision)
             delay = robots.crawl_delay(self._agent)
         limits = permits.limits(
@@ -205,6 +200,24 @@ class RequestUseCases:
         if url.address is not None:
             return [url.address]
         return a.local_name(url.host) or await self._resolve(url.host, url.port)
+
+
+def _robots_refusal(robots: RobotsRules, origin: str, url: str, agent: str) -> rules.Reason:
+    """Why robots.txt refused a URL: its rules, or (RFC 9309 2.3.1.4) that it could not be
+    fetched, which says nothing of the URL itself, so the reason says so."""
+    if robots.parsed is not None:
+        return rules.Reason(
+            "ROBOTS_DISALLOWED", f"robots.txt of {origin} disallows it for {agent}", url
+        )
+    answer = f"it answered HTTP {robots.status}" if robots.status else "no answer came"
+    until = robots.expire_time.astimezone(UTC).strftime("%H:%M:%S UTC")
+    return rules.Reason(
+        "ROBOTS_UNAVAILABLE",
+        f"robots.txt of {origin} could not be fetched ({answer}), which RFC 9309 reads as "
+        f"disallowing the whole site until it is fetched again after {until}; "
+        "the URL itself was not requested",
+        url,
+    )
 
 
 def _denied(revision: int, reason: rules.Reason) -> Checked:

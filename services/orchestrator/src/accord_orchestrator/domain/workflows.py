@@ -9,22 +9,31 @@ consecutive failures (uptime and checks that could not run).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import re2  # type: ignore[import-untyped]
 
+from accord.common.v1 import job_result_pb2 as js_result
 from accord.common.v1 import job_spec_pb2 as js
 from accord.orchestrator.v1 import workflow_pb2 as wf
 from accord_orchestrator.domain import pagetext
 
 PAGE_STEP = "page"  # the request step's name: its output carries status, URL and body
+# The browser engine's page as rendered (scripts run), read after it loaded: the text its
+# checks judge, where the http engine's is the response body.
+RENDERED_STEP = "rendered"
+SCREENSHOT_STEP = "screenshot"  # change detection's optional full-page PNG
 DEFAULT_MAX_PAGES = 5
 DEFAULT_MIN_STATUS, DEFAULT_MAX_STATUS = 200, 399
 DEFAULT_CERTIFICATE_DAYS = 14
 # Job error codes that mean the check was not allowed to run, rather than the target failing.
 REFUSED = frozenset({"POLICY_DENIED", "POLICY_UNAVAILABLE", "TEMPLATE_ERROR", "INVALID_URL"})
+# The policy's reason when the target's robots.txt could not be fetched (RFC 9309 reads
+# that as disallow-all): the check was not made, which tells nothing of the target.
+ROBOTS_UNAVAILABLE = "ROBOTS_UNAVAILABLE"
 
 OK, DOWN, FAILING = wf.TARGET_STATE_OK, wf.TARGET_STATE_DOWN, wf.TARGET_STATE_CHECK_FAILING
 
@@ -44,6 +53,7 @@ class Checked:
     certificate_expiry: datetime | None = None
     finish_time: datetime | None = None
     refused: bool = False  # the policy (or admission) refused the check
+    screenshot: js_result.ArtifactRef | None = None  # the page's, when one was asked for
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,11 @@ def job_spec(workflow: wf.Workflow, url: str = "", page: int = 1) -> js.JobSpec:
         steps=[js.Step(name=PAGE_STEP, request=js.RequestStep(url=url or target_url(workflow)))],
         retry_policy=js.RetryPolicy(max_attempts=1),
     )
+    if spec.engine == js.ENGINE_BROWSER:
+        rendered = js.ExtractStep(selector="html", html=True)
+        spec.steps.add(name=RENDERED_STEP, extract=rendered)
+        if workflow.change_detection.screenshot:  # unset unless it is change detection
+            spec.steps.add(name=SCREENSHOT_STEP, screenshot=js.ScreenshotStep(full_page=True))
     spec.labels["workflow_kind"] = workflow.WhichOneof("kind") or ""
     if page > 1:
         spec.labels["workflow_page"] = str(page)
@@ -120,6 +135,8 @@ def check_definition(workflow: wf.Workflow) -> list[tuple[str, str]]:
     if kind == "change_detection":
         c = workflow.change_detection
         selector("workflow.change_detection.selector", c.selector)
+        if c.screenshot and workflow.engine != js.ENGINE_BROWSER:
+            problems.append(("workflow.change_detection.screenshot", "needs engine ENGINE_BROWSER"))
         for i, pattern in enumerate(c.ignore_patterns):
             try:
                 re2.compile(pattern)
@@ -149,6 +166,16 @@ def check_definition(workflow: wf.Workflow) -> list[tuple[str, str]]:
         if not hook.secret:
             problems.append((f"workflow.webhooks[{i}].secret", "is required"))
     return problems
+
+
+def refusal(reasons: Sequence[tuple[str, str]]) -> str:
+    """Why a check was not made, in words, when the policy's reasons (code, message) for
+    refusing its request say more than the executor's error: a robots.txt that could not
+    be fetched is told as that, not as a failure of the target. Empty when they do not."""
+    for code, message in reasons:
+        if code == ROBOTS_UNAVAILABLE:
+            return f"not checked: {message}"
+    return ""
 
 
 def judge(workflow: wf.Workflow, state: State, checked: Checked) -> Judgement:
@@ -205,6 +232,7 @@ def _change(c: wf.ChangeDetection, state: State, checked: Checked) -> Judgement:
             checked, wf.RESULT_OUTCOME_BASELINE, f"baseline stored ({len(current)} lines)"
         )
         result.page_change.line_count = len(current)
+        _shown(result.page_change, checked)
         return Judgement(result, replace(_ran(state, checked), snapshot=current))
     change = diff(state.snapshot, current)
     if not change.diff:
@@ -219,9 +247,16 @@ def _change(c: wf.ChangeDetection, state: State, checked: Checked) -> Judgement:
     message = f"{len(change.added_lines)} lines added, {len(change.removed_lines)} removed"
     result = _result(checked, wf.RESULT_OUTCOME_CHANGED, message)
     result.page_change.CopyFrom(change)
+    _shown(result.page_change, checked)
     return Judgement(
         result, replace(_ran(state, checked), snapshot=current), wf.NOTIFICATION_KIND_CHANGED
     )
+
+
+def _shown(change: wf.PageChange, checked: Checked) -> None:
+    """A stored snapshot keeps the screenshot of the page it was read from."""
+    if checked.screenshot is not None:
+        change.screenshot.CopyFrom(checked.screenshot)
 
 
 def diff(before: tuple[str, ...], after: tuple[str, ...]) -> wf.PageChange:

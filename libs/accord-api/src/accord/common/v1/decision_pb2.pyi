@@ -110,7 +110,9 @@ class DecisionReason(_message.Message):
     POLICY_ID_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Stable machine-readable code, e.g. `DOMAIN_DENIED`, `DOMAIN_NOT_ALLOWED`,
-    `ENGINE_NOT_ALLOWED`, `PRIVATE_NETWORK`, `ROBOTS_DISALLOWED`. Up to 64 characters.
+    `ENGINE_NOT_ALLOWED`, `PRIVATE_NETWORK`, `ROBOTS_DISALLOWED` (robots.txt's rules),
+    `ROBOTS_UNAVAILABLE` (robots.txt could not be fetched, which RFC 9309 reads as
+    disallowing the whole site for a while). Up to 64 characters.
     """
     message: _builtins.str
     """Human-readable explanation. Up to 4096 characters."""

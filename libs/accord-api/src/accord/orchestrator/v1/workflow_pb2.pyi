@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from accord.common.v1 import job_result_pb2 as _job_result_pb2
 from accord.common.v1 import job_spec_pb2 as _job_spec_pb2
 from accord.orchestrator.v1 import schedule_pb2 as _schedule_pb2
 from collections import abc as _abc
@@ -164,6 +165,7 @@ class Workflow(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    ETAG_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """Server-assigned id. Up to 64 characters."""
     tenant_id: _builtins.str
@@ -180,6 +182,10 @@ class Workflow(_message.Message):
     """
     paused: _builtins.bool
     """True while the workflow is paused (its schedule does not fire); set by the server."""
+    etag: _builtins.str
+    """Version of the definition, set by the server and renewed by every UpdateWorkflow;
+    an update must name the one it read. Up to 128 characters.
+    """
     @_builtins.property
     def change_detection(self) -> Global___ChangeDetection:
         """Page change detection."""
@@ -232,10 +238,11 @@ class Workflow(_message.Message):
         status: Global___WorkflowStatus | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        etag: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["calendar", b"calendar", "change_detection", b"change_detection", "create_time", b"create_time", "job_postings", b"job_postings", "kind", b"kind", "status", b"status", "update_time", b"update_time", "uptime", b"uptime"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_mode", b"authorization_mode", "calendar", b"calendar", "change_detection", b"change_detection", "create_time", b"create_time", "display_name", b"display_name", "engine", b"engine", "job_postings", b"job_postings", "kind", b"kind", "paused", b"paused", "schedule_id", b"schedule_id", "status", b"status", "tenant_id", b"tenant_id", "update_time", b"update_time", "uptime", b"uptime", "webhooks", b"webhooks", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_mode", b"authorization_mode", "calendar", b"calendar", "change_detection", b"change_detection", "create_time", b"create_time", "display_name", b"display_name", "engine", b"engine", "etag", b"etag", "job_postings", b"job_postings", "kind", b"kind", "paused", b"paused", "schedule_id", b"schedule_id", "status", b"status", "tenant_id", b"tenant_id", "update_time", b"update_time", "uptime", b"uptime", "webhooks", b"webhooks", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["change_detection", "job_postings", "uptime"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
@@ -253,6 +260,7 @@ class ChangeDetection(_message.Message):
     SELECTOR_FIELD_NUMBER: _builtins.int
     IGNORE_PATTERNS_FIELD_NUMBER: _builtins.int
     THRESHOLD_FIELD_NUMBER: _builtins.int
+    SCREENSHOT_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     """The page, an absolute http(s) URL up to 2048 characters."""
     selector: _builtins.str
@@ -265,6 +273,12 @@ class ChangeDetection(_message.Message):
     PageChange.change_ratio) that counts as a change. A smaller change is not reported
     and the stored snapshot stays as it was, so small changes add up until they count.
     0 means any change counts.
+    """
+    screenshot: _builtins.bool
+    """Keep a full-page PNG screenshot of the page with every result that stores a new
+    snapshot (the baseline and each reported change), as PageChange.screenshot: an
+    artifact of the executor, read with ExecutorService.GetArtifact by the same tenant
+    until the executor's artifact retention ends. Needs engine ENGINE_BROWSER.
     """
     @_builtins.property
     def ignore_patterns(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -280,10 +294,11 @@ class ChangeDetection(_message.Message):
         selector: _builtins.str = ...,
         ignore_patterns: _abc.Iterable[_builtins.str] | None = ...,
         threshold: _builtins.float = ...,
+        screenshot: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ignore_patterns", b"ignore_patterns", "selector", b"selector", "threshold", b"threshold", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ignore_patterns", b"ignore_patterns", "screenshot", b"screenshot", "selector", b"selector", "threshold", b"threshold", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -593,6 +608,7 @@ class PageChange(_message.Message):
     REMOVED_LINES_FIELD_NUMBER: _builtins.int
     CHANGE_RATIO_FIELD_NUMBER: _builtins.int
     LINE_COUNT_FIELD_NUMBER: _builtins.int
+    SCREENSHOT_FIELD_NUMBER: _builtins.int
     diff: _builtins.str
     """Unified diff (`---`/`+++` headers, `@@` hunks, 3 lines of context) of the text lines,
     from the stored snapshot to this check; empty when nothing changed.
@@ -611,6 +627,12 @@ class PageChange(_message.Message):
     def removed_lines(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Lines this check removed, in order."""
 
+    @_builtins.property
+    def screenshot(self) -> _job_result_pb2.ArtifactRef:
+        """The page as it looked at this check (ChangeDetection.screenshot); set on the
+        baseline and on reported changes only.
+        """
+
     def __init__(
         self,
         *,
@@ -619,10 +641,11 @@ class PageChange(_message.Message):
         removed_lines: _abc.Iterable[_builtins.str] | None = ...,
         change_ratio: _builtins.float = ...,
         line_count: _builtins.int = ...,
+        screenshot: _job_result_pb2.ArtifactRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["screenshot", b"screenshot"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "change_ratio", b"change_ratio", "diff", b"diff", "line_count", b"line_count", "removed_lines", b"removed_lines"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_lines", b"added_lines", "change_ratio", b"change_ratio", "diff", b"diff", "line_count", b"line_count", "removed_lines", b"removed_lines", "screenshot", b"screenshot"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ isort:skip_file
 from accord.orchestrator.v1 import workflow_pb2 as _workflow_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -202,6 +203,80 @@ class ListWorkflowsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListWorkflowsResponse: _TypeAlias = ListWorkflowsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateWorkflowRequest(_message.Message):
+    """Request of WorkflowService.UpdateWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key, as in CreateWorkflowRequest: the same key with the same update
+    returns the workflow without changing it again (its etag has moved on); with a
+    different update it is ALREADY_EXISTS.
+    """
+    @_builtins.property
+    def workflow(self) -> _workflow_pb2.Workflow:
+        """The new values; `workflow_id` (a UUID) names the workflow and `etag`, the one it was
+        read with, must be current: both are required (INVALID_ARGUMENT when missing, ABORTED
+        when the etag is stale). Only the masked fields are read; the workflow that results
+        is validated as CreateWorkflow validates one, and nothing changes when it is invalid.
+
+        `webhooks` replaces the list: a webhook with the `webhook_id` of one of the
+        workflow's keeps its id and delivery log, and keeps its secret when `secret` is
+        empty (a new `secret` rotates it); one without an id is new and needs a secret; the
+        workflow's webhooks left out are removed with their delivery logs.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change: `display_name`, `calendar`, `engine`, `authorization_mode`,
+        `webhooks`, and the workflow's own kind (`change_detection`, `job_postings` or
+        `uptime`) whole or one of its fields (e.g. `change_detection.selector`). A workflow's
+        kind does not change.
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        workflow: _workflow_pb2.Workflow | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "update_mask", b"update_mask", "workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateWorkflowRequest: _TypeAlias = UpdateWorkflowRequest  # noqa: Y015
+
+@_typing.final
+class UpdateWorkflowResponse(_message.Message):
+    """Response of WorkflowService.UpdateWorkflow."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workflow(self) -> _workflow_pb2.Workflow:
+        """The updated workflow (webhook secrets left out), with its new etag."""
+
+    def __init__(
+        self,
+        *,
+        workflow: _workflow_pb2.Workflow | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow", b"workflow"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateWorkflowResponse: _TypeAlias = UpdateWorkflowResponse  # noqa: Y015
 
 @_typing.final
 class DeleteWorkflowRequest(_message.Message):

@@ -53,6 +53,11 @@ class WorkflowServiceStub:
                 request_serializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.ListWorkflowsRequest.SerializeToString,
                 response_deserializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.ListWorkflowsResponse.FromString,
                 _registered_method=True)
+        self.UpdateWorkflow = channel.unary_unary(
+                '/accord.orchestrator.v1.WorkflowService/UpdateWorkflow',
+                request_serializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.UpdateWorkflowRequest.SerializeToString,
+                response_deserializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.UpdateWorkflowResponse.FromString,
+                _registered_method=True)
         self.DeleteWorkflow = channel.unary_unary(
                 '/accord.orchestrator.v1.WorkflowService/DeleteWorkflow',
                 request_serializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.DeleteWorkflowRequest.SerializeToString,
@@ -113,6 +118,16 @@ class WorkflowServiceServicer:
 
     def ListWorkflows(self, request, context):
         """Lists workflows in creation order, with page tokens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateWorkflow(self, request, context):
+        """Changes a workflow's definition (target settings, calendar, engine, webhooks and
+        their secrets) under its etag; its schedule follows and its results stay. When what a
+        check compares changes (the URL, selectors, ignore patterns, fields or engine), the
+        next check stores a new baseline instead of reporting the edit as a change.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +199,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.ListWorkflows,
                     request_deserializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.ListWorkflowsRequest.FromString,
                     response_serializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.ListWorkflowsResponse.SerializeToString,
+            ),
+            'UpdateWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateWorkflow,
+                    request_deserializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.UpdateWorkflowRequest.FromString,
+                    response_serializer=accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.UpdateWorkflowResponse.SerializeToString,
             ),
             'DeleteWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteWorkflow,
@@ -306,6 +326,33 @@ class WorkflowService:
             '/accord.orchestrator.v1.WorkflowService/ListWorkflows',
             accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.ListWorkflowsRequest.SerializeToString,
             accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.ListWorkflowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accord.orchestrator.v1.WorkflowService/UpdateWorkflow',
+            accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.UpdateWorkflowRequest.SerializeToString,
+            accord_dot_orchestrator_dot_v1_dot_workflow__service__pb2.UpdateWorkflowResponse.FromString,
             options,
             channel_credentials,
             insecure,

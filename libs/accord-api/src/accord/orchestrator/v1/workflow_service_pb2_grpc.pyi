@@ -43,6 +43,12 @@ class WorkflowServiceStub:
     """Returns a workflow with its current status."""
     ListWorkflows: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.ListWorkflowsRequest, _workflow_service_pb2.ListWorkflowsResponse]
     """Lists workflows in creation order, with page tokens."""
+    UpdateWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.UpdateWorkflowRequest, _workflow_service_pb2.UpdateWorkflowResponse]
+    """Changes a workflow's definition (target settings, calendar, engine, webhooks and
+    their secrets) under its etag; its schedule follows and its results stay. When what a
+    check compares changes (the URL, selectors, ignore patterns, fields or engine), the
+    next check stores a new baseline instead of reporting the edit as a change.
+    """
     DeleteWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteWorkflowRequest, _workflow_service_pb2.DeleteWorkflowResponse]
     """Deletes a workflow, its schedule, results and webhooks; jobs it ran are kept."""
     PauseWorkflow: _grpc.UnaryUnaryMultiCallable[_workflow_service_pb2.PauseWorkflowRequest, _workflow_service_pb2.PauseWorkflowResponse]
@@ -73,6 +79,12 @@ class WorkflowServiceAsyncStub(WorkflowServiceStub):
     """Returns a workflow with its current status."""
     ListWorkflows: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.ListWorkflowsRequest, _workflow_service_pb2.ListWorkflowsResponse]  # type: ignore[assignment]
     """Lists workflows in creation order, with page tokens."""
+    UpdateWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.UpdateWorkflowRequest, _workflow_service_pb2.UpdateWorkflowResponse]  # type: ignore[assignment]
+    """Changes a workflow's definition (target settings, calendar, engine, webhooks and
+    their secrets) under its etag; its schedule follows and its results stay. When what a
+    check compares changes (the URL, selectors, ignore patterns, fields or engine), the
+    next check stores a new baseline instead of reporting the edit as a change.
+    """
     DeleteWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.DeleteWorkflowRequest, _workflow_service_pb2.DeleteWorkflowResponse]  # type: ignore[assignment]
     """Deletes a workflow, its schedule, results and webhooks; jobs it ran are kept."""
     PauseWorkflow: _aio.UnaryUnaryMultiCallable[_workflow_service_pb2.PauseWorkflowRequest, _workflow_service_pb2.PauseWorkflowResponse]  # type: ignore[assignment]
@@ -118,6 +130,18 @@ class WorkflowServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_workflow_service_pb2.ListWorkflowsResponse, _abc.Awaitable[_workflow_service_pb2.ListWorkflowsResponse]]:
         """Lists workflows in creation order, with page tokens."""
+
+    @_abc_1.abstractmethod
+    def UpdateWorkflow(
+        self,
+        request: _workflow_service_pb2.UpdateWorkflowRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_workflow_service_pb2.UpdateWorkflowResponse, _abc.Awaitable[_workflow_service_pb2.UpdateWorkflowResponse]]:
+        """Changes a workflow's definition (target settings, calendar, engine, webhooks and
+        their secrets) under its etag; its schedule follows and its results stay. When what a
+        check compares changes (the URL, selectors, ignore patterns, fields or engine), the
+        next check stores a new baseline instead of reporting the edit as a change.
+        """
 
     @_abc_1.abstractmethod
     def DeleteWorkflow(
