@@ -10,7 +10,7 @@ only wait for each other; nothing else is affected.
 
 A create finds its earlier result by the request id stored on the resource it made. Every
 other mutating call keeps its outcome in its service's `outcomes` table instead, written in
-the same transaction as its change (`Outcomes.recall`, then the work, then `Outcomes.keep`):
+the same transaction as its change (`recall`, then the work, then `keep`):
 a repeat within `RETENTION` gets the first call's answer and changes nothing; the same id
 with a different request (another RPC, another target, other fields) is ALREADY_EXISTS, as
 for the creates. A call that fails writes nothing, so its repeat runs afresh.
@@ -51,7 +51,7 @@ M = TypeVar("M", bound=Message)
 Conn = AsyncConnection | AsyncSession
 
 
-class _Asked(Protocol):
+class Asked(Protocol):
     """A request of a mutating call: any message with a `request_id` field."""
 
     request_id: str
@@ -95,67 +95,68 @@ def create_outcomes(schema: str) -> None:
     op.create_index("ix_outcomes_create_time", "outcomes", ["create_time"], schema=schema)
 
 
-class Outcomes:
-    """Kept outcomes of one service's non-create mutating calls (its `outcomes` table)."""
+def drop_outcomes(schema: str) -> None:
+    from alembic import op  # noqa: PLC0415 - only migrations need alembic's op proxy
 
-    def __init__(self, table: Table, retention: timedelta = RETENTION) -> None:
-        self._table = table
-        self._retention = retention
+    op.drop_table("outcomes", schema=schema)
 
-    async def recall(
-        self, conn: Conn, scope: str, tenant: str, request: _Asked, kind: type[M]
-    ) -> M | None:
-        """Claim the request's id, then return the outcome an earlier call with it kept, or
-        None: the caller does the work and `keep`s its outcome in this transaction. A
-        request without an id is not idempotent: always None."""
-        if not request.request_id:
-            return None
-        await claim(conn, "outcome", tenant, request.request_id)
-        t = self._table
-        row = (
-            await conn.execute(
-                select(t.c.scope, t.c.request_hash, t.c.outcome, t.c.create_time).where(
-                    t.c.tenant_id == tenant, t.c.request_id == request.request_id
-                )
-            )
-        ).first()
-        if row is None or row.create_time < datetime.now(UTC) - self._retention:
-            return None
-        if row.scope != scope or row.request_hash != _digest(request):
-            raise AlreadyExists(
-                "request_id was already used with a different request",
-                metadata={"request_id": request.request_id},
-            )
-        return kind.FromString(row.outcome)
 
-    async def keep(
-        self, conn: Conn, scope: str, tenant: str, request: _Asked, outcome: Message
-    ) -> None:
-        """Keep `outcome` as the answer to this request's id (after `recall` found none)."""
-        if not request.request_id:
-            return
-        t = self._table
-        now = datetime.now(UTC)
-        values = {
-            "scope": scope,
-            "request_hash": _digest(request),
-            "outcome": outcome.SerializeToString(deterministic=True),
-            "create_time": now,
-        }
-        # An expired outcome of this id is replaced; the claim keeps others out meanwhile.
+async def recall(
+    conn: Conn, table: Table, scope: str, tenant: str, request: Asked | None, kind: type[M]
+) -> M | None:
+    """Claim the request's id, then return the outcome an earlier call with it kept in
+    `table`, or None: the caller does the work and `keep`s its outcome in this same
+    transaction. Without a request id a call is not idempotent: always None."""
+    if request is None or not request.request_id:
+        return None
+    await claim(conn, "outcome", tenant, request.request_id)
+    t = table
+    row = (
         await conn.execute(
-            insert(t)
-            .values(tenant_id=tenant, request_id=request.request_id, **values)
-            .on_conflict_do_update(constraint="pk_outcomes", set_=values)
+            select(t.c.scope, t.c.request_hash, t.c.outcome, t.c.create_time).where(
+                t.c.tenant_id == tenant, t.c.request_id == request.request_id
+            )
         )
-        expired = (
-            select(t.c.tenant_id, t.c.request_id)
-            .where(t.c.create_time < now - self._retention)
-            .limit(PRUNE_BATCH)
-            .with_for_update(skip_locked=True)
+    ).first()
+    if row is None or row.create_time < datetime.now(UTC) - RETENTION:
+        return None
+    if row.scope != scope or row.request_hash != _digest(request):
+        raise AlreadyExists(
+            "request_id was already used with a different request",
+            metadata={"request_id": request.request_id},
         )
-        await conn.execute(delete(t).where(tuple_(t.c.tenant_id, t.c.request_id).in_(expired)))
+    return kind.FromString(row.outcome)
 
 
-def _digest(request: _Asked) -> str:
+async def keep(
+    conn: Conn, table: Table, scope: str, tenant: str, request: Asked | None, outcome: Message
+) -> None:
+    """Keep `outcome` in `table` as the answer to the request's id (after `recall` found
+    none, in the same transaction), and drop a few outcomes past their retention."""
+    if request is None or not request.request_id:
+        return
+    t = table
+    now = datetime.now(UTC)
+    values = {
+        "scope": scope,
+        "request_hash": _digest(request),
+        "outcome": outcome.SerializeToString(deterministic=True),
+        "create_time": now,
+    }
+    # An expired outcome of this id is replaced; the claim keeps other calls out meanwhile.
+    await conn.execute(
+        insert(t)
+        .values(tenant_id=tenant, request_id=request.request_id, **values)
+        .on_conflict_do_update(constraint="pk_outcomes", set_=values)
+    )
+    expired = (
+        select(t.c.tenant_id, t.c.request_id)
+        .where(t.c.create_time < now - RETENTION)
+        .limit(PRUNE_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    await conn.execute(delete(t).where(tuple_(t.c.tenant_id, t.c.request_id).in_(expired)))
+
+
+def _digest(request: Asked) -> str:
     return hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from accord_kit.db import metadata
+from accord_kit.idempotency import outcomes_table
 from accord_kit.outbox import outbox_table
 
 SCHEMA = "orchestrator"
@@ -214,3 +215,5 @@ deliveries = Table(
 )
 
 outbox = outbox_table(meta)
+# Answers of mutating calls other than creates, kept for their request ids' repeats.
+outcomes = outcomes_table(meta)

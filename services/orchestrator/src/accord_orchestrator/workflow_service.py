@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -34,6 +35,8 @@ from accord_orchestrator.secrets import SecretBox
 from accord_orchestrator.webhooks import Deliverer, new_id, new_row, payload, to_delivery
 
 SERVER_FIELDS = ("workflow_id", "tenant_id", "schedule_id", "paused", "status")
+DELETED = wsp.DeleteWorkflowResponse
+M = TypeVar("M", bound=Message)
 
 
 class WorkflowUseCases:
@@ -155,8 +158,12 @@ class WorkflowUseCases:
         last = found[limit - 1]
         return views, pages.encode([last.create_time.isoformat(), last.workflow_id], [tenant])
 
-    async def delete(self, tenant: str, workflow_id: str) -> None:
+    async def delete(
+        self, tenant: str, workflow_id: str, asked: idempotency.Asked | None = None
+    ) -> None:
         async with self._engine.begin() as s:
+            if await _recall(s, "workflow.delete", tenant, asked, DELETED) is not None:
+                return
             stored = await _existing(s, tenant, workflow_id, lock=True)
             found = await self._view(s, stored)
             schedule = await ss.get(s, tenant, stored.schedule_id, lock=True)
@@ -165,36 +172,53 @@ class WorkflowUseCases:
                 await sviews.changed(s, schedule, "deleted")
             await ws.delete_workflow(s, workflow_id)
             await _changed(s, stored, found, "deleted")
+            await _keep(s, "workflow.delete", tenant, asked, DELETED())
         self._schedules.changed()
 
-    async def pause(self, tenant: str, workflow_id: str, note: str) -> wf.Workflow:
-        return await self._set_paused(tenant, workflow_id, note, paused=True)
+    async def pause(
+        self, tenant: str, workflow_id: str, note: str, asked: idempotency.Asked | None = None
+    ) -> wf.Workflow:
+        return await self._set_paused(tenant, workflow_id, note, asked, paused=True)
 
-    async def resume(self, tenant: str, workflow_id: str) -> wf.Workflow:
-        return await self._set_paused(tenant, workflow_id, "", paused=False)
+    async def resume(
+        self, tenant: str, workflow_id: str, asked: idempotency.Asked | None = None
+    ) -> wf.Workflow:
+        return await self._set_paused(tenant, workflow_id, "", asked, paused=False)
 
     async def _set_paused(
-        self, tenant: str, workflow_id: str, note: str, *, paused: bool
+        self,
+        tenant: str,
+        workflow_id: str,
+        note: str,
+        asked: idempotency.Asked | None,
+        *,
+        paused: bool,
     ) -> wf.Workflow:
-        async with self._engine.connect() as s:
-            stored = await _existing(s, tenant, workflow_id)
-        if paused:
-            await self._schedules.pause(tenant, stored.schedule_id, note)
-        else:
-            await self._schedules.resume(tenant, stored.schedule_id)
+        """Pause or resume the workflow's schedule and say so, in one transaction."""
+        scope = "workflow.pause" if paused else "workflow.resume"
         async with self._engine.begin() as s:
-            stored = await _existing(s, tenant, workflow_id)
+            done = await _recall(s, scope, tenant, asked, wf.Workflow)
+            if done is not None:
+                return done
+            stored = await _existing(s, tenant, workflow_id, lock=True)
+            await self._schedules.set_paused(s, tenant, stored.schedule_id, paused, note)
             found = await self._view(s, stored)
             await _changed(s, stored, found, "paused" if paused else "resumed")
+            await _keep(s, scope, tenant, asked, found)
+        self._schedules.changed()
         return found
 
-    async def run(self, tenant: str, workflow_id: str, request_id: str) -> str:
+    async def run(
+        self, tenant: str, workflow_id: str, request_id: str, asked: idempotency.Asked | None = None
+    ) -> str:
+        """Run the check now through the workflow's schedule, once per request id."""
         async with self._engine.connect() as s:
             stored = await _existing(s, tenant, workflow_id)
-        job_id, _ = await self._schedules.trigger(
-            tenant, stored.schedule_id, request_id, schedule_pb2.OVERLAP_POLICY_SKIP
-        )
-        return job_id
+        return (
+            await self._schedules.trigger(
+                tenant, stored.schedule_id, request_id, schedule_pb2.OVERLAP_POLICY_SKIP, asked
+            )
+        ).job_id
 
     async def results(
         self, tenant: str, request: wsp.ListWorkflowResultsRequest
@@ -350,3 +374,15 @@ async def _changed(s: AsyncConnection, d: ws.Stored, view: wf.Workflow, event: s
             payload=workflow_events_pb2.WorkflowChanged(workflow_id=d.workflow_id, workflow=view),
         ),
     )
+
+
+async def _recall(
+    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, kind: type[M]
+) -> M | None:
+    return await idempotency.recall(s, t.outcomes, scope, tenant, asked, kind)
+
+
+async def _keep(
+    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, found: Message
+) -> None:
+    await idempotency.keep(s, t.outcomes, scope, tenant, asked, found)
