@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
-from accord.common.v1 import auth_pb2, idempotency_pb2, job_spec_pb2
+from accord.common.v1 import auth_pb2, failure_pb2, idempotency_pb2, job_spec_pb2
 from accord.orchestrator.v1 import worker_service_pb2
 from accord_kit.boundary import validate
 from accord_kit.errors import InvalidArgument
@@ -218,3 +218,20 @@ def test_every_mutating_rpc_has_a_request_id() -> None:
     # The rule sees the calls it is meant for, and no read.
     assert {"CancelJob", "BackfillSchedule", "UpdatePolicy", "RevokeToken"} <= set(mutating)
     assert not {"GetJob", "ListRevokedTokens", "EvaluateJob", "FailTask"} & set(mutating)
+
+
+def test_failtask_takes_the_failure_codes_and_nothing_else() -> None:
+    """FailTaskRequest.error_code's `in` list is accord.common.v1.FailureCode, named
+    without its prefix: the one closed set, which the executor's codes come from."""
+    field = worker_service_pb2.FailTaskRequest.DESCRIPTOR.fields_by_name["error_code"]
+    listed = list(getattr(rules(field).string, "in"))
+    names = [
+        v.name.removeprefix("FAILURE_CODE_")
+        for v in failure_pb2.FailureCode.DESCRIPTOR.values
+        if v.number
+    ]
+    assert listed == names
+    lease = worker_service_pb2.LeaseRef(job_id="0b3e5ad2-8f3a-4c43-9a52-3c1e1c6f1a10", attempt=1)
+    for code, refused in [("TIMEOUT", False), ("HTTP_STATUS", True), ("", True)]:
+        request = worker_service_pb2.FailTaskRequest(worker_id="w", lease=lease, error_code=code)
+        assert _refused(request) == (["error_code"] if refused else [])

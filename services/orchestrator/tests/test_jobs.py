@@ -244,7 +244,9 @@ async def test_expired_lease_is_retried_and_old_attempt_fenced(stack) -> None:  
     assert list(late.stale_leases) == [task.lease]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.worker.FailTask(
-            wpb.FailTaskRequest(worker_id="w1", lease=task.lease, error_code="X", retryable=True)
+            wpb.FailTaskRequest(
+                worker_id="w1", lease=task.lease, error_code="TIMEOUT", retryable=True
+            )
         )
     assert err.value.code() == grpc.StatusCode.ABORTED
     assert task.lease.job_id in status_details(err.value)[1]["stale_leases"]
@@ -464,7 +466,23 @@ async def test_invalid_job_requests(stack, method: str, request_, field: str) ->
             "wait",
         ),
         ("CompleteTask", wpb.CompleteTaskRequest(worker_id="w"), "completions"),
-        ("FailTask", wpb.FailTaskRequest(worker_id="w", error_code="X"), "lease"),
+        ("FailTask", wpb.FailTaskRequest(worker_id="w", error_code="TIMEOUT"), "lease"),
+        (  # not a FailureCode: the executor's codes are the contract's closed set
+            "FailTask",
+            wpb.FailTaskRequest(
+                worker_id="w",
+                lease=wpb.LeaseRef(job_id=str(uuid.uuid4()), attempt=1),
+                error_code="HTTP_STATUS",
+            ),
+            "error_code",
+        ),
+        (
+            "FailTask",
+            wpb.FailTaskRequest(
+                worker_id="w", lease=wpb.LeaseRef(job_id=str(uuid.uuid4()), attempt=1)
+            ),
+            "error_code",
+        ),
         (
             "Heartbeat",
             wpb.HeartbeatRequest(worker_id="w", leases=[wpb.LeaseRef(job_id="x")]),
