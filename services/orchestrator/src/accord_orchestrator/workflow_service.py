@@ -256,6 +256,8 @@ class WorkflowUseCases:
         the delivery it made."""
         now = store.utcnow()
         async with self._engine.begin() as s:
+            # Concurrent repeats wait here and then find the first one's delivery.
+            await idempotency.claim(s, "webhook.test", tenant, request_id)
             stored = await _existing(s, tenant, workflow_id)
             hook = _hook_of(stored, webhook_id)
             earlier = await ws.delivery_by_request(s, webhook_id, request_id)
