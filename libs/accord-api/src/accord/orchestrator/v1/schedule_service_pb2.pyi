@@ -444,7 +444,11 @@ class TriggerScheduleRequest(_message.Message):
     schedule_id: _builtins.str
     """The schedule's id (a UUID, any case)."""
     request_id: _builtins.str
-    """Idempotency key, as in CreateJobRequest."""
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]. Retrying with the same key
+    within 24 hours returns the first call's answer; the same key with a different request
+    is ALREADY_EXISTS. The fire's job is keyed by schedule and key for good: a later
+    trigger with the key returns that job instead of making another.
+    """
     overlap_policy: _schedule_pb2.OverlapPolicy.ValueType
     """Overrides the schedule's overlap policy for this fire; unset means the schedule's."""
     def __init__(

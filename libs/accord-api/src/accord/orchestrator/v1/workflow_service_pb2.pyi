@@ -370,7 +370,10 @@ class RunWorkflowRequest(_message.Message):
     workflow_id: _builtins.str
     """The workflow's id."""
     request_id: _builtins.str
-    """Idempotency key, as in CreateWorkflowRequest: the same key runs the check once."""
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]: the same key runs the check
+    once (as TriggerScheduleRequest.request_id on the workflow's schedule); within 24 hours
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
