@@ -13,9 +13,9 @@ from importlib import resources
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
-from accord.common.v1 import job_spec_pb2
+from accord.common.v1 import auth_pb2, failure_pb2, idempotency_pb2, job_spec_pb2
 from accord.orchestrator.v1 import worker_service_pb2
 from accord_kit.boundary import validate
 from accord_kit.errors import InvalidArgument
@@ -24,6 +24,9 @@ from buf.validate import validate_pb2
 # Ids the client chooses, each with a pattern of its own; every other `*_id` names a
 # resource the server created, and is a UUID.
 CLIENT_CHOSEN_IDS = {"request_id", "worker_id", "token_id", "aggregate_id", "artifact_id"}
+# A mutating RPC (protos/README.md): one that needs a write or admin scope and is not a read.
+MUTATING_SCOPES = (":write", ":admin")
+READ_VERBS = ("Get", "List", "Watch", "Stream")
 
 
 def _services() -> list[Descriptor]:
@@ -184,3 +187,51 @@ def test_every_string_has_a_length_limit() -> None:
             if not _bounded(string):
                 unlimited.append(where)
     assert unlimited == []
+
+
+def _mutating(method: MethodDescriptor) -> bool:
+    scope = method.GetOptions().Extensions[auth_pb2.required_scope]
+    return scope.endswith(MUTATING_SCOPES) and not method.name.startswith(READ_VERBS)
+
+
+def test_every_mutating_rpc_has_a_request_id() -> None:
+    """Each takes the creates' `request_id` (same pattern), or names the request field that
+    already keys its repeats with the `idempotency_key` method option."""
+    pattern = "^[A-Za-z0-9._:-]{1,128}$"
+    mutating, without = [], []
+    for service in _services():
+        for method in service.methods:
+            if not _mutating(method):
+                continue
+            mutating.append(method.name)
+            request = method.input_type.fields_by_name
+            key = method.GetOptions().Extensions[idempotency_pb2.idempotency_key]
+            field = request.get("request_id")
+            if key:
+                if key not in request or field is not None:
+                    without.append(f"{method.full_name} (idempotency_key {key!r})")
+            elif field is None or field.type != FieldDescriptor.TYPE_STRING:
+                without.append(method.full_name)
+            elif rules(field).string.pattern not in (pattern, "^[A-Za-z0-9._:-]{1,120}$"):
+                without.append(f"{method.full_name} (pattern)")
+    assert without == []
+    # The rule sees the calls it is meant for, and no read.
+    assert {"CancelJob", "BackfillSchedule", "UpdatePolicy", "RevokeToken"} <= set(mutating)
+    assert not {"GetJob", "ListRevokedTokens", "EvaluateJob", "FailTask"} & set(mutating)
+
+
+def test_failtask_takes_the_failure_codes_and_nothing_else() -> None:
+    """FailTaskRequest.error_code's `in` list is accord.common.v1.FailureCode, named
+    without its prefix: the one closed set, which the executor's codes come from."""
+    field = worker_service_pb2.FailTaskRequest.DESCRIPTOR.fields_by_name["error_code"]
+    listed = list(getattr(rules(field).string, "in"))
+    names = [
+        v.name.removeprefix("FAILURE_CODE_")
+        for v in failure_pb2.FailureCode.DESCRIPTOR.values
+        if v.number
+    ]
+    assert listed == names
+    lease = worker_service_pb2.LeaseRef(job_id="0b3e5ad2-8f3a-4c43-9a52-3c1e1c6f1a10", attempt=1)
+    for code, refused in [("TIMEOUT", False), ("HTTP_STATUS", True), ("", True)]:
+        request = worker_service_pb2.FailTaskRequest(worker_id="w", lease=lease, error_code=code)
+        assert _refused(request) == (["error_code"] if refused else [])

@@ -199,11 +199,12 @@ async def test_pause_resume_delete_and_paging(workflow_cluster: Cluster) -> None
     c = workflow_cluster
     c.site.set("/page", "<p>hello</p>")
     made = [await create(c, watch(c), hooked=False) for _ in range(3)]
-    paused = await c.workflows.PauseWorkflow(
-        wsp.PauseWorkflowRequest(workflow_id=made[0].workflow_id, note="maintenance"),
-        metadata=MD,
+    pause = wsp.PauseWorkflowRequest(
+        workflow_id=made[0].workflow_id, note="maintenance", request_id="p1"
     )
+    paused = await c.workflows.PauseWorkflow(pause, metadata=MD)
     assert paused.workflow.paused
+    assert await c.workflows.PauseWorkflow(pause, metadata=MD) == paused  # the first answer
     resumed = await c.workflows.ResumeWorkflow(
         wsp.ResumeWorkflowRequest(workflow_id=made[0].workflow_id), metadata=MD
     )
@@ -219,9 +220,9 @@ async def test_pause_resume_delete_and_paging(workflow_cluster: Cluster) -> None
             break
     assert seen == [m.workflow_id for m in made]
     await results(c, made[1].workflow_id, 1)
-    await c.workflows.DeleteWorkflow(
-        wsp.DeleteWorkflowRequest(workflow_id=made[1].workflow_id), metadata=MD
-    )
+    delete = wsp.DeleteWorkflowRequest(workflow_id=made[1].workflow_id, request_id="d1")
+    await c.workflows.DeleteWorkflow(delete, metadata=MD)
+    await c.workflows.DeleteWorkflow(delete, metadata=MD)  # a repeat: done once, not NOT_FOUND
     err = await refused(
         c.workflows.GetWorkflow(
             wsp.GetWorkflowRequest(workflow_id=made[1].workflow_id), metadata=MD

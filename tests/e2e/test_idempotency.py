@@ -1,7 +1,9 @@
 """30 concurrent creates with one request id, for every create RPC: one resource, no INTERNAL.
 
 Every RPC named Create* or BatchCreate* in any contract must have a case here (the
-descriptor set is the list), so a create RPC added later is raced too.
+descriptor set is the list), so a create RPC added later is raced too. Two changes that are
+not creates are raced the same way: a backfill (its jobs, actions and answer made once) and
+a cancel (one state change, every caller the first answer).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 
 from accord.common.v1 import job_spec_pb2 as spec_pb
 from accord.orchestrator.v1 import (
+    job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
     schedule_pb2,
@@ -159,7 +162,77 @@ async def race(suite: Suite, rpc: str) -> list[str]:
     return []
 
 
+async def race_backfill(suite: Suite) -> list[str]:
+    md = as_tenant("race-backfill")
+    async with grpc.aio.insecure_channel(suite.target("orchestrator")) as ch:
+        [schedule_id] = await create_schedule(ch, md)
+        stub = schedule_service_pb2_grpc.ScheduleServiceStub(ch)
+        request = schedule_service_pb2.BackfillScheduleRequest(
+            schedule_id=schedule_id,
+            request_id="same",
+            overlap_policy=schedule_pb2.OVERLAP_POLICY_ALLOW_ALL,
+        )
+        request.start_time.FromSeconds(1_767_225_600)  # 2026-01-01T00:00Z: three nightly fires
+        request.end_time.FromSeconds(1_767_225_600 + 3 * 86_400)
+        answers: list[Any] = await asyncio.gather(
+            *(stub.BackfillSchedule(request, metadata=md) for _ in range(CALLERS)),
+            return_exceptions=True,
+        )
+        failures = [a for a in answers if isinstance(a, BaseException)]
+        if failures:
+            return [f"BackfillSchedule: {len(failures)} failed, e.g. {failures[0]}"]
+        if any(a != answers[0] for a in answers) or len(answers[0].job_ids) != 3:
+            return ["BackfillSchedule: callers got different or wrong answers"]
+        got = schedule_service_pb2.GetScheduleRequest(schedule_id=schedule_id)
+        actions = (await stub.GetSchedule(got, metadata=md)).schedule.recent_actions
+        stored = sorted(await list_jobs(ch, md))
+        if stored != sorted(answers[0].job_ids) or len(actions) != 3:
+            return [f"BackfillSchedule: {len(stored)} jobs and {len(actions)} actions, not 3"]
+    return []
+
+
+async def race_cancel(suite: Suite) -> list[str]:
+    md = as_tenant("race-cancel")
+    async with (
+        grpc.aio.insecure_channel(suite.target("policy")) as pch,
+        grpc.aio.insecure_channel(suite.target("orchestrator")) as ch,
+    ):
+        rules = policy_pb2.PolicyRules(
+            allowed_domains=["127.0.0.1"], allowed_networks=["127.0.0.1/32"]
+        )
+        await policy_service_pb2_grpc.PolicyServiceStub(pch).CreatePolicy(
+            policy_service_pb2.CreatePolicyRequest(
+                request_id="loopback",
+                policy=policy_pb2.Policy(display_name="loopback", rules=rules),
+            ),
+            metadata=md,
+        )
+        spec = spec_pb.JobSpec()
+        spec.CopyFrom(SPEC)
+        spec.not_before_time.FromSeconds(4_102_444_800)  # 2100: queued, never leased here
+        stub = job_service_pb2_grpc.JobServiceStub(ch)
+        made = await stub.CreateJob(
+            job_service_pb2.CreateJobRequest(request_id="job", spec=spec), metadata=md
+        )
+        request = job_service_pb2.CancelJobRequest(job_id=made.job.job_id, request_id="same")
+        answers: list[Any] = await asyncio.gather(
+            *(stub.CancelJob(request, metadata=md) for _ in range(CALLERS)),
+            return_exceptions=True,
+        )
+        failures = [a for a in answers if isinstance(a, BaseException)]
+        if failures:
+            return [f"CancelJob: {len(failures)} failed, e.g. {failures[0]}"]
+        if any(a != answers[0] for a in answers):
+            return ["CancelJob: callers got different answers"]
+        job = answers[0].job
+        if job.state != job_pb2.JOB_STATE_CANCELLED or job.version != made.job.version + 1:
+            return [f"CancelJob: state {job.state}, version {job.version}: not cancelled once"]
+    return []
+
+
 async def test_concurrent_creates_with_one_request_id_make_one_resource(suite: Suite) -> None:
-    found = await asyncio.gather(*(race(suite, rpc) for rpc in sorted(CASES)))
+    found = await asyncio.gather(
+        *(race(suite, rpc) for rpc in sorted(CASES)), race_backfill(suite), race_cancel(suite)
+    )
     problems = [p for each in found for p in each]
     assert not problems, "\n".join(problems)

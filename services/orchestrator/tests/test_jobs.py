@@ -244,10 +244,47 @@ async def test_expired_lease_is_retried_and_old_attempt_fenced(stack) -> None:  
     assert list(late.stale_leases) == [task.lease]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stack.worker.FailTask(
-            wpb.FailTaskRequest(worker_id="w1", lease=task.lease, error_code="X", retryable=True)
+            wpb.FailTaskRequest(
+                worker_id="w1", lease=task.lease, error_code="TIMEOUT", retryable=True
+            )
         )
     assert err.value.code() == grpc.StatusCode.ABORTED
     assert task.lease.job_id in status_details(err.value)[1]["stale_leases"]
+
+
+async def test_a_retried_cancel_or_retry_gives_the_first_answer_once(stack) -> None:  # type: ignore[no-untyped-def]
+    """The same request_id: the first answer and one state change; another job under it is
+    ALREADY_EXISTS; without one, the repeat is an illegal transition."""
+    job = (await create(stack)).job
+    cancel = pb.CancelJobRequest(job_id=job.job_id, reason="stop", request_id="c1")
+    first = (await stack.jobs.CancelJob(cancel, metadata=ACME)).job
+    again = (await stack.jobs.CancelJob(cancel, metadata=ACME)).job
+    assert first.state == job_pb2.JOB_STATE_CANCELLED
+    assert again == first
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.jobs.CancelJob(pb.CancelJobRequest(job_id=job.job_id), metadata=ACME)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    other = (await create(stack)).job
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.jobs.CancelJob(
+            pb.CancelJobRequest(job_id=other.job_id, reason="stop", request_id="c1"),
+            metadata=ACME,
+        )
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    [task] = await poll(stack)
+    await stack.worker.FailTask(
+        wpb.FailTaskRequest(worker_id="w1", lease=task.lease, error_code="HTTP_ERROR")
+    )
+    retry = pb.RetryJobRequest(job_id=other.job_id, request_id="r1")
+    retried = (await stack.jobs.RetryJob(retry, metadata=ACME)).job
+    assert retried.state == job_pb2.JOB_STATE_QUEUED
+    assert (await stack.jobs.RetryJob(retry, metadata=ACME)).job == retried
+    current = (await stack.jobs.GetJob(pb.GetJobRequest(job_id=other.job_id), metadata=ACME)).job
+    assert current.version == retried.version  # one retry, not two
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stack.jobs.RetryJob(pb.RetryJobRequest(job_id=other.job_id), metadata=ACME)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_cancel_reaches_running_lease(stack) -> None:  # type: ignore[no-untyped-def]
@@ -429,7 +466,23 @@ async def test_invalid_job_requests(stack, method: str, request_, field: str) ->
             "wait",
         ),
         ("CompleteTask", wpb.CompleteTaskRequest(worker_id="w"), "completions"),
-        ("FailTask", wpb.FailTaskRequest(worker_id="w", error_code="X"), "lease"),
+        ("FailTask", wpb.FailTaskRequest(worker_id="w", error_code="TIMEOUT"), "lease"),
+        (  # not a FailureCode: the executor's codes are the contract's closed set
+            "FailTask",
+            wpb.FailTaskRequest(
+                worker_id="w",
+                lease=wpb.LeaseRef(job_id=str(uuid.uuid4()), attempt=1),
+                error_code="HTTP_STATUS",
+            ),
+            "error_code",
+        ),
+        (
+            "FailTask",
+            wpb.FailTaskRequest(
+                worker_id="w", lease=wpb.LeaseRef(job_id=str(uuid.uuid4()), attempt=1)
+            ),
+            "error_code",
+        ),
         (
             "Heartbeat",
             wpb.HeartbeatRequest(worker_id="w", leases=[wpb.LeaseRef(job_id="x")]),

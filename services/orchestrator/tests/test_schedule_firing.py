@@ -265,6 +265,37 @@ async def test_trigger_runs_now_once_per_request_id_and_minds_the_overlap(schedu
     assert {j.job_id for j in found.jobs} == {first.job_id, forced.job_id}
 
 
+async def test_a_retried_trigger_or_backfill_makes_its_jobs_once(schedules, stack) -> None:  # type: ignore[no-untyped-def]
+    """The same request_id: the first answer, no second job, action or event; the same id
+    with another request is ALREADY_EXISTS."""
+    made = await api_make(schedules, "0 * * * *")
+    sid = made.schedule_id
+    trigger = pb.TriggerScheduleRequest(
+        schedule_id=sid, request_id="again-1", overlap_policy=P.OVERLAP_POLICY_ALLOW_ALL
+    )
+    first = await schedules.TriggerSchedule(trigger, metadata=ACME)
+    assert await schedules.TriggerSchedule(trigger, metadata=ACME) == first
+    backfill = pb.BackfillScheduleRequest(
+        schedule_id=sid,
+        start_time=stamp(datetime(2026, 1, 1, tzinfo=UTC)),
+        end_time=stamp(datetime(2026, 1, 1, 3, tzinfo=UTC)),
+        overlap_policy=P.OVERLAP_POLICY_ALLOW_ALL,
+        request_id="again-2",
+    )
+    filled = await schedules.BackfillSchedule(backfill, metadata=ACME)
+    assert len(filled.job_ids) == 3
+    assert await schedules.BackfillSchedule(backfill, metadata=ACME) == filled
+    jobs = await stack.jobs.ListJobs(jpb.ListJobsRequest(schedule_id=sid), metadata=ACME)
+    assert {j.job_id for j in jobs.jobs} == {first.job_id, *filled.job_ids}
+    async with stack.app.schedules._engine.connect() as s:
+        actions = (await ss.recent_actions(s, [sid], 1000)).get(sid, [])
+    assert len(actions) == 4  # one trigger, three backfilled fires: none twice
+    backfill.end_time.CopyFrom(stamp(datetime(2026, 1, 1, 4, tzinfo=UTC)))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await schedules.BackfillSchedule(backfill, metadata=ACME)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
 async def test_backfill_fires_a_past_range_in_order_once(schedules, stack) -> None:  # type: ignore[no-untyped-def]
     made = await api_make(schedules, "0 * * * *")
     request = pb.BackfillScheduleRequest(

@@ -164,6 +164,55 @@ async def test_create_get_list_update_delete(schedules) -> None:  # type: ignore
     assert gone.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_repeats_of_a_change_with_one_request_id_change_it_once(schedules) -> None:  # type: ignore[no-untyped-def]
+    """Update, pause, resume and delete: the first answer again (the same etag: one
+    change), ALREADY_EXISTS for another request under the id, NOT_FOUND only without one."""
+    made = await create(schedules)
+    change = schedule_pb2.Schedule(
+        schedule_id=made.schedule_id, etag=made.etag, display_name=uuid.uuid4().hex
+    )
+    update = pb.UpdateScheduleRequest(
+        schedule=change,
+        update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        request_id="u1",
+    )
+    updated = await schedules.UpdateSchedule(update, metadata=ACME)
+    assert await schedules.UpdateSchedule(update, metadata=ACME) == updated
+    pause = pb.PauseScheduleRequest(schedule_id=made.schedule_id, note="n", request_id="p1")
+    paused = (await schedules.PauseSchedule(pause, metadata=ACME)).schedule
+    assert paused.paused
+    assert paused.etag != updated.schedule.etag
+    resume = pb.ResumeScheduleRequest(schedule_id=made.schedule_id, request_id="r1")
+    resumed = (await schedules.ResumeSchedule(resume, metadata=ACME)).schedule
+    again = (await schedules.PauseSchedule(pause, metadata=ACME)).schedule
+    assert again == paused  # the first answer; the schedule stays resumed
+    current = (
+        await schedules.GetSchedule(
+            pb.GetScheduleRequest(schedule_id=made.schedule_id), metadata=ACME
+        )
+    ).schedule
+    assert not current.paused
+    assert current.etag == resumed.etag
+    pause.note = "another"
+    err = await refused(schedules.PauseSchedule(pause, metadata=ACME))
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    err = await refused(  # ids are one space per tenant: another RPC under it is refused
+        schedules.DeleteSchedule(
+            pb.DeleteScheduleRequest(schedule_id=made.schedule_id, request_id="r1"), metadata=ACME
+        )
+    )
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    delete = pb.DeleteScheduleRequest(schedule_id=made.schedule_id, request_id="d1")
+    await schedules.DeleteSchedule(delete, metadata=ACME)
+    await schedules.DeleteSchedule(delete, metadata=ACME)
+    err = await refused(
+        schedules.DeleteSchedule(
+            pb.DeleteScheduleRequest(schedule_id=made.schedule_id), metadata=ACME
+        )
+    )
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [

@@ -53,7 +53,9 @@ async def failed_job(stack) -> job_pb2.Job:  # type: ignore[no-untyped-def]
     job = (await create(stack)).job
     (lease,) = [t.lease for t in await poll(stack) if t.lease.job_id == job.job_id]
     await stack.worker.FailTask(
-        wpb.FailTaskRequest(worker_id="w1", lease=lease, error_code="E", retryable=False)
+        wpb.FailTaskRequest(
+            worker_id="w1", lease=lease, error_code="ASSERTION_FAILED", retryable=False
+        )
     )
     failed = await wait_state(stack, job.job_id, job_pb2.JOB_STATE_FAILED)
     assert failed.state in (job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_DEAD_LETTER)

@@ -185,6 +185,48 @@ async def test_update_with_mask_and_etag(policy) -> None:  # type: ignore[no-unt
     assert err.value.code() == grpc.StatusCode.ABORTED
 
 
+async def test_a_retried_update_or_delete_gives_the_first_answer_once(policy) -> None:  # type: ignore[no-untyped-def]
+    """The same request_id: the first answer, no second revision; a different request under
+    it is ALREADY_EXISTS; without one, the repeat's stale etag is ABORTED."""
+    created = await create(policy, "web", allowed_domains=["example.com"])
+    change = policy_pb2.Policy(
+        policy_id=created.policy_id,
+        etag=created.etag,
+        rules=policy_pb2.PolicyRules(allowed_domains=["example.org"]),
+    )
+    request = pb.UpdatePolicyRequest(
+        policy=change, update_mask=field_mask_pb2.FieldMask(paths=["rules"]), request_id="u1"
+    )
+    first = (await policy.UpdatePolicy(request, metadata=as_tenant("acme"))).policy
+    again = (await policy.UpdatePolicy(request, metadata=as_tenant("acme"))).policy
+    assert again == first
+    assert first.revision == created.revision + 1
+    current = (
+        await policy.GetPolicy(
+            pb.GetPolicyRequest(policy_id=created.policy_id), metadata=as_tenant("acme")
+        )
+    ).policy
+    assert (current.revision, current.etag) == (first.revision, first.etag)
+    request.policy.display_name = "renamed"
+    request.update_mask.paths.append("display_name")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await policy.UpdatePolicy(request, metadata=as_tenant("acme"))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    request.request_id = ""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await policy.UpdatePolicy(request, metadata=as_tenant("acme"))
+    assert err.value.code() == grpc.StatusCode.ABORTED
+
+    delete = pb.DeletePolicyRequest(policy_id=created.policy_id, request_id="d1")
+    await policy.DeletePolicy(delete, metadata=as_tenant("acme"))
+    await policy.DeletePolicy(delete, metadata=as_tenant("acme"))  # not NOT_FOUND: done once
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await policy.DeletePolicy(
+            pb.DeletePolicyRequest(policy_id=created.policy_id), metadata=as_tenant("acme")
+        )
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_list_pages(policy) -> None:  # type: ignore[no-untyped-def]
     for i in range(5):
         await create(policy, f"p{i}", allowed_domains=[f"d{i}.example.com"])

@@ -44,11 +44,12 @@ class JobApi(job_service_pb2_grpc.JobServiceServicer):
     async def CancelJob(
         self, request: jobs.CancelJobRequest, context: Ctx
     ) -> jobs.CancelJobResponse:
-        job = await self._cases.cancel(caller.tenant(), request.job_id, request.reason)
+        job = await self._cases.cancel(caller.tenant(), request.job_id, request.reason, request)
         return jobs.CancelJobResponse(job=job)
 
     async def RetryJob(self, request: jobs.RetryJobRequest, context: Ctx) -> jobs.RetryJobResponse:
-        return jobs.RetryJobResponse(job=await self._cases.retry(caller.tenant(), request.job_id))
+        job = await self._cases.retry(caller.tenant(), request.job_id, request)
+        return jobs.RetryJobResponse(job=job)
 
     async def WatchJob(
         self, request: jobs.WatchJobRequest, context: Ctx

@@ -40,43 +40,48 @@ class ScheduleApi(schedule_service_pb2_grpc.ScheduleServiceServicer):
     async def UpdateSchedule(
         self, request: sched.UpdateScheduleRequest, context: Ctx
     ) -> sched.UpdateScheduleResponse:
-        found = await self._cases.update(caller.tenant(), request.schedule, request.update_mask)
+        found = await self._cases.update(
+            caller.tenant(), request.schedule, request.update_mask, request
+        )
         return sched.UpdateScheduleResponse(schedule=found)
 
     async def DeleteSchedule(
         self, request: sched.DeleteScheduleRequest, context: Ctx
     ) -> sched.DeleteScheduleResponse:
-        await self._cases.delete(caller.tenant(), request.schedule_id, request.etag)
+        await self._cases.delete(caller.tenant(), request.schedule_id, request.etag, request)
         return sched.DeleteScheduleResponse()
 
     async def PauseSchedule(
         self, request: sched.PauseScheduleRequest, context: Ctx
     ) -> sched.PauseScheduleResponse:
-        found = await self._cases.pause(caller.tenant(), request.schedule_id, request.note)
+        found = await self._cases.pause(caller.tenant(), request.schedule_id, request.note, request)
         return sched.PauseScheduleResponse(schedule=found)
 
     async def ResumeSchedule(
         self, request: sched.ResumeScheduleRequest, context: Ctx
     ) -> sched.ResumeScheduleResponse:
-        found = await self._cases.resume(caller.tenant(), request.schedule_id)
+        found = await self._cases.resume(caller.tenant(), request.schedule_id, request)
         return sched.ResumeScheduleResponse(schedule=found)
 
     async def TriggerSchedule(
         self, request: sched.TriggerScheduleRequest, context: Ctx
     ) -> sched.TriggerScheduleResponse:
-        job_id, action = await self._cases.trigger(
-            caller.tenant(), request.schedule_id, request.request_id, request.overlap_policy
+        return await self._cases.trigger(
+            caller.tenant(),
+            request.schedule_id,
+            request.request_id,
+            request.overlap_policy,
+            request,
         )
-        return sched.TriggerScheduleResponse(job_id=job_id, action=action)
 
     async def BackfillSchedule(
         self, request: sched.BackfillScheduleRequest, context: Ctx
     ) -> sched.BackfillScheduleResponse:
-        job_ids, actions = await self._cases.backfill(
+        return await self._cases.backfill(
             caller.tenant(),
             request.schedule_id,
             request.start_time.ToDatetime(tzinfo=UTC),
             request.end_time.ToDatetime(tzinfo=UTC),
             request.overlap_policy,
+            request,
         )
-        return sched.BackfillScheduleResponse(job_ids=job_ids, actions=actions)

@@ -9,9 +9,10 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,7 +40,12 @@ MAX_BACKFILL = 10_000
 # Fires admitted per policy round trip (the policy's batch limit).
 ADMIT_BATCH = 1000
 Clock = Callable[[], datetime]
+M = TypeVar("M", bound=Message)
 BUFFERED = "buffered: fires when the previous job ends"
+# Answers kept for repeats of a request id (idempotency.recall / keep).
+TRIGGERED = schedule_service_pb2.TriggerScheduleResponse
+BACKFILLED = schedule_service_pb2.BackfillScheduleResponse
+DELETED = schedule_service_pb2.DeleteScheduleResponse
 
 
 class ScheduleUseCases:
@@ -176,11 +182,18 @@ class ScheduleUseCases:
         return views, pages.encode([last.create_time.isoformat(), last.schedule_id], filters)
 
     async def update(
-        self, tenant: str, schedule: schedule_pb2.Schedule, mask: field_mask_pb2.FieldMask
+        self,
+        tenant: str,
+        schedule: schedule_pb2.Schedule,
+        mask: field_mask_pb2.FieldMask,
+        asked: idempotency.Asked | None = None,
     ) -> schedule_pb2.Schedule:
         paths = views.mask(schedule, mask)
         now = self._clock()
         async with self._engine.begin() as s:
+            done = await _recall(s, "schedule.update", tenant, asked, schedule_pb2.Schedule)
+            if done is not None:
+                return done
             current = await _existing(s, tenant, schedule.schedule_id, lock=True)
             if schedule.etag != current.etag:
                 raise Aborted(
@@ -221,11 +234,16 @@ class ScheduleUseCases:
             stored = await _existing(s, tenant, current.schedule_id)
             await views.changed(s, stored, "updated", sorted(paths))
             found = await self._view(s, stored)
+            await _keep(s, "schedule.update", tenant, asked, found)
         self._on_change()
         return found
 
-    async def delete(self, tenant: str, schedule_id: str, etag: str = "") -> None:
+    async def delete(
+        self, tenant: str, schedule_id: str, etag: str = "", asked: idempotency.Asked | None = None
+    ) -> None:
         async with self._engine.begin() as s:
+            if await _recall(s, "schedule.delete", tenant, asked, DELETED) is not None:
+                return
             current = await _existing(s, tenant, schedule_id, lock=True)
             if etag and etag != current.etag:
                 raise Aborted(
@@ -233,45 +251,77 @@ class ScheduleUseCases:
                 )
             await ss.delete_schedule(s, schedule_id)
             await views.changed(s, current, "deleted")
+            await _keep(s, "schedule.delete", tenant, asked, DELETED())
         self._on_change()
 
-    async def pause(self, tenant: str, schedule_id: str, note: str) -> schedule_pb2.Schedule:
-        return await self._set_paused(tenant, schedule_id, True, note)
+    async def pause(
+        self, tenant: str, schedule_id: str, note: str, asked: idempotency.Asked | None = None
+    ) -> schedule_pb2.Schedule:
+        return await self._set_paused(tenant, schedule_id, True, note, asked)
 
-    async def resume(self, tenant: str, schedule_id: str) -> schedule_pb2.Schedule:
-        return await self._set_paused(tenant, schedule_id, False, "")
+    async def resume(
+        self, tenant: str, schedule_id: str, asked: idempotency.Asked | None = None
+    ) -> schedule_pb2.Schedule:
+        return await self._set_paused(tenant, schedule_id, False, "", asked)
 
     async def _set_paused(
-        self, tenant: str, schedule_id: str, paused: bool, note: str
+        self,
+        tenant: str,
+        schedule_id: str,
+        paused: bool,
+        note: str,
+        asked: idempotency.Asked | None,
     ) -> schedule_pb2.Schedule:
+        scope = "schedule.pause" if paused else "schedule.resume"
         async with self._engine.begin() as s:
-            current = await _existing(s, tenant, schedule_id, lock=True)
-            if current.paused != paused:
-                await ss.save(
-                    s,
-                    schedule_id,
-                    paused=paused,
-                    pause_note=note,
-                    etag=uuid.uuid4().hex,
-                    update_time=self._clock(),
-                )
-                current = await _existing(s, tenant, schedule_id)
-                await views.changed(s, current, "paused" if paused else "resumed")
-            found = await self._view(s, current)
+            done = await _recall(s, scope, tenant, asked, schedule_pb2.Schedule)
+            if done is not None:
+                return done
+            found = await self._view(s, await self.set_paused(s, tenant, schedule_id, paused, note))
+            await _keep(s, scope, tenant, asked, found)
         self._on_change()
         return found
 
+    async def set_paused(
+        self, s: AsyncConnection, tenant: str, schedule_id: str, paused: bool, note: str
+    ) -> ss.Stored:
+        """Pause or resume in the caller's transaction (a workflow pauses its schedule with
+        itself); the caller calls `changed` once it commits."""
+        current = await _existing(s, tenant, schedule_id, lock=True)
+        if current.paused != paused:
+            await ss.save(
+                s,
+                schedule_id,
+                paused=paused,
+                pause_note=note,
+                etag=uuid.uuid4().hex,
+                update_time=self._clock(),
+            )
+            current = await _existing(s, tenant, schedule_id)
+            await views.changed(s, current, "paused" if paused else "resumed")
+        return current
+
     async def trigger(
-        self, tenant: str, schedule_id: str, request_id: str, policy: int
-    ) -> tuple[str, schedule_pb2.ScheduleAction]:
-        """Fire now, outside the calendar; the same request id returns the same job."""
+        self,
+        tenant: str,
+        schedule_id: str,
+        request_id: str,
+        policy: int,
+        asked: idempotency.Asked | None = None,
+    ) -> TRIGGERED:
+        """Fire now, outside the calendar; the same request id returns the same job (and,
+        within the outcomes' retention, the first answer, once `asked` is passed)."""
         key = f"schedule:{schedule_id}:trigger:{request_id}"
         async with self._engine.begin() as s:
+            done = await _recall(s, "schedule.trigger", tenant, asked, TRIGGERED)
+            if done is not None:
+                return done
             current = await _existing(s, tenant, schedule_id, lock=True)
             earlier = await store.find_by_requests(s, tenant, [key])
-            if key in earlier:
+            if key in earlier:  # the key outlives the outcome's retention
                 job = earlier[key]
-                return job.job_id, views.action(self._clock(), job.create_time, "trigger", job)
+                action = views.action(self._clock(), job.create_time, "trigger", job)
+                return TRIGGERED(job_id=job.job_id, action=action)
             now = self._clock()
             running = await _running(s, current)
             plan = rules.sequence(
@@ -283,14 +333,15 @@ class ScheduleUseCases:
             )
             plan.fires = [rules.Fire(f.schedule_time, f.note, f.cancel, key) for f in plan.fires]
             plan.next_time = current.state.next_time
-            actions = await self._execute(s, [(current, plan)], now)
+            taken = (await self._execute(s, [(current, plan)], now)).get(schedule_id)
+            if taken:
+                found = TRIGGERED(job_id=taken[0].job_id, action=taken[0])
+            else:  # buffered: it fires when the running job ends
+                found = TRIGGERED(action=views.action(now, now, BUFFERED))
+                found.action.skipped = False
+            await _keep(s, "schedule.trigger", tenant, asked, found)
         self._on_change()
-        taken = actions.get(schedule_id)
-        if not taken:  # buffered: it fires when the running job ends
-            buffered = views.action(now, now, BUFFERED)
-            buffered.skipped = False
-            return "", buffered
-        return taken[0].job_id, taken[0]
+        return found
 
     async def backfill(
         self,
@@ -299,7 +350,11 @@ class ScheduleUseCases:
         start: datetime,
         end: datetime,
         policy: int,
-    ) -> tuple[list[str], list[schedule_pb2.ScheduleAction]]:
+        asked: idempotency.Asked | None = None,
+    ) -> BACKFILLED:
+        """Fire the calendar's times in [start, end); a repeat of `asked`'s request id
+        returns the first answer and creates nothing (and each fire's job has a request id
+        of its schedule and time, so the same fire never makes two jobs)."""
         now = self._clock()
         if end <= start or end > now:
             raise InvalidArgument(
@@ -307,6 +362,9 @@ class ScheduleUseCases:
                 [FieldViolation("end_time", "must be after start_time and not in the future")],
             )
         async with self._engine.begin() as s:
+            done = await _recall(s, "schedule.backfill", tenant, asked, BACKFILLED)
+            if done is not None:
+                return done
             current = await _existing(s, tenant, schedule_id, lock=True)
             calendar = rules.backfill_calendar(current.schedule, current.create_time, start)
             times = calendars.between(calendar, start, end, MAX_BACKFILL)
@@ -327,8 +385,10 @@ class ScheduleUseCases:
                 (await self._execute(s, [(current, plan)], now)).get(schedule_id, []),
                 key=lambda a: a.schedule_time.ToDatetime(),
             )
+            found = BACKFILLED(job_ids=[a.job_id for a in actions if a.job_id], actions=actions)
+            await _keep(s, "schedule.backfill", tenant, asked, found)
         self._on_change()
-        return [a.job_id for a in actions if a.job_id], actions
+        return found
 
     async def fire_due(
         self, limit: int = 500, claimed: Callable[[list[str]], None] = lambda _: None
@@ -460,3 +520,15 @@ async def _existing(
 async def _running(s: AsyncConnection, d: ss.Stored) -> bool:
     state = (await ss.job_states(s, [d.state.last_job_id])).get(d.state.last_job_id)
     return state is not None and state not in job_rules.TERMINAL
+
+
+async def _recall(
+    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, kind: type[M]
+) -> M | None:
+    return await idempotency.recall(s, t.outcomes, scope, tenant, asked, kind)
+
+
+async def _keep(
+    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, found: Message
+) -> None:
+    await idempotency.keep(s, t.outcomes, scope, tenant, asked, found)

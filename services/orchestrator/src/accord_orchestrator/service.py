@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
-from accord_kit import caller, metrics, pages, tracing
+from accord_kit import caller, idempotency, metrics, pages, tracing
 from accord_kit.errors import AccordError, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
+from accord_orchestrator import tables as t
 from accord_orchestrator.domain import jobs as rules
 from accord_orchestrator.domain.pollers import Pollers, waiting_message
 
@@ -30,6 +31,7 @@ MAX_SPEC_BYTES = 4 * 1024 * 1024
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 # CreateJob calls of one caller admitted together at most (the policy's batch limit).
 MAX_COALESCED = 1000
+JOB = job_pb2.Job
 
 
 @dataclass
@@ -323,18 +325,33 @@ class JobUseCases:
         )
         return found[:limit], token
 
-    async def cancel(self, tenant: str, job_id: str, reason: str) -> job_pb2.Job:
+    async def cancel(
+        self, tenant: str, job_id: str, reason: str, asked: idempotency.Asked | None = None
+    ) -> job_pb2.Job:
+        """Cancel; a repeat of `asked`'s request id returns the first answer."""
         async with self._engine.begin() as s:
+            done = await idempotency.recall(s, t.outcomes, "job.cancel", tenant, asked, JOB)
+            if done is not None:
+                return done
             job = await _locked(s, tenant, job_id)
             await history.commit(s, [rules.cancel(job, store.utcnow(), reason)])
-            return await _loaded(s, tenant, job_id)
+            found = await _loaded(s, tenant, job_id)
+            await idempotency.keep(s, t.outcomes, "job.cancel", tenant, asked, found)
+            return found
 
-    async def retry(self, tenant: str, job_id: str) -> job_pb2.Job:
+    async def retry(
+        self, tenant: str, job_id: str, asked: idempotency.Asked | None = None
+    ) -> job_pb2.Job:
+        """Queue again; a repeat of `asked`'s request id returns the first answer."""
         async with self._engine.begin() as s:
+            done = await idempotency.recall(s, t.outcomes, "job.retry", tenant, asked, JOB)
+            if done is not None:
+                return done
             job = await _locked(s, tenant, job_id)
             spec = (await store.specs(s, [job_id]))[job_id]
             await history.commit(s, [rules.retry(job, store.utcnow(), spec)])
             found = await _loaded(s, tenant, job_id)
+            await idempotency.keep(s, t.outcomes, "job.retry", tenant, asked, found)
         metrics.RETRIES.labels("manual").inc()
         self._on_queued()
         return found

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from accord_kit.db import metadata
+from accord_kit.idempotency import outcomes_table
 from accord_kit.outbox import outbox_table
 
 SCHEMA = "orchestrator"
@@ -152,18 +153,6 @@ workflows = Table(
     Index("ix_workflows_tenant_created", "tenant_id", "create_time", "workflow_id"),
 )
 
-# The request ids of workflow updates, so that a retried update is answered, not applied
-# again; `request_hash` tells a retry from another update that reuses the id.
-workflow_updates = Table(
-    "workflow_updates",
-    meta,
-    Column("tenant_id", Text, primary_key=True),
-    Column("request_id", Text, primary_key=True),
-    Column("workflow_id", Text, nullable=False, index=True),
-    Column("request_hash", Text, nullable=False),
-    Column("create_time", TZ, nullable=False),
-)
-
 # A workflow's webhooks; `secret` is sealed (see secrets.SecretBox), never stored in clear.
 webhooks = Table(
     "webhooks",
@@ -228,3 +217,5 @@ deliveries = Table(
 )
 
 outbox = outbox_table(meta)
+# Answers of mutating calls other than creates, kept for their request ids' repeats.
+outcomes = outcomes_table(meta)

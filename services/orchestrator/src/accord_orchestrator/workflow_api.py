@@ -45,25 +45,27 @@ class WorkflowApi(workflow_service_pb2_grpc.WorkflowServiceServicer):
     async def DeleteWorkflow(
         self, request: wsp.DeleteWorkflowRequest, context: Ctx
     ) -> wsp.DeleteWorkflowResponse:
-        await self._cases.delete(caller.tenant(), request.workflow_id)
+        await self._cases.delete(caller.tenant(), request.workflow_id, request)
         return wsp.DeleteWorkflowResponse()
 
     async def PauseWorkflow(
         self, request: wsp.PauseWorkflowRequest, context: Ctx
     ) -> wsp.PauseWorkflowResponse:
-        found = await self._cases.pause(caller.tenant(), request.workflow_id, request.note)
+        found = await self._cases.pause(caller.tenant(), request.workflow_id, request.note, request)
         return wsp.PauseWorkflowResponse(workflow=found)
 
     async def ResumeWorkflow(
         self, request: wsp.ResumeWorkflowRequest, context: Ctx
     ) -> wsp.ResumeWorkflowResponse:
-        found = await self._cases.resume(caller.tenant(), request.workflow_id)
+        found = await self._cases.resume(caller.tenant(), request.workflow_id, request)
         return wsp.ResumeWorkflowResponse(workflow=found)
 
     async def RunWorkflow(
         self, request: wsp.RunWorkflowRequest, context: Ctx
     ) -> wsp.RunWorkflowResponse:
-        job_id = await self._cases.run(caller.tenant(), request.workflow_id, request.request_id)
+        job_id = await self._cases.run(
+            caller.tenant(), request.workflow_id, request.request_id, request
+        )
         return wsp.RunWorkflowResponse(job_id=job_id)
 
     async def ListWorkflowResults(

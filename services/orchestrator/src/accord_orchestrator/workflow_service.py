@@ -7,8 +7,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,6 +36,9 @@ from accord_orchestrator.domain import workflows as rules
 from accord_orchestrator.schedule_service import ScheduleUseCases
 from accord_orchestrator.secrets import SecretBox
 from accord_orchestrator.webhooks import Deliverer, new_id, new_row, payload, to_delivery
+
+DELETED = wsp.DeleteWorkflowResponse
+M = TypeVar("M", bound=Message)
 
 
 class WorkflowUseCases:
@@ -122,20 +126,14 @@ class WorkflowUseCases:
     async def update(self, tenant: str, request: wsp.UpdateWorkflowRequest) -> wf.Workflow:
         """Apply the masked fields under the workflow's etag, checked as a create is; the
         schedule gets the new calendar and job, and a retry with the request id is answered
-        with the workflow as it is."""
+        with the workflow the first call made."""
         workflow_id = views.named(request.workflow)
         now = store.utcnow()
-        digest = views.update_digest(request)
+        asked = views.as_asked(request)
         async with self._engine.begin() as s:
-            await idempotency.claim(s, "workflow.update", tenant, request.request_id)
-            earlier = await ws.update_by_request(s, tenant, request.request_id)
-            if earlier is not None:
-                if earlier != (workflow_id, digest):
-                    raise AlreadyExists(
-                        "request_id was already used with a different update",
-                        metadata={"workflow_id": earlier[0]},
-                    )
-                return await self._view(s, await views.existing(s, tenant, workflow_id))
+            done = await _recall(s, "workflow.update", tenant, asked, wf.Workflow)
+            if done is not None:
+                return done
             current = await views.existing(s, tenant, workflow_id, lock=True)
             if request.workflow.etag != current.etag:
                 raise Aborted(
@@ -150,15 +148,8 @@ class WorkflowUseCases:
                 "etag": uuid.uuid4().hex,
                 "update_time": now,
             }
-            made = {
-                "tenant_id": tenant,
-                "request_id": request.request_id,
-                "workflow_id": workflow_id,
-                "request_hash": digest,
-                "create_time": now,
-            }
             try:
-                await ws.save_definition(s, workflow_id, values, hooks, made)
+                await ws.save_definition(s, workflow_id, values, hooks)
             except IntegrityError:  # a concurrent update took this name
                 raise AlreadyExists(f"a workflow named {body.display_name!r} exists") from None
             await self._schedules.redefine(
@@ -167,6 +158,7 @@ class WorkflowUseCases:
             stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
             await views.changed(s, stored, found, "updated")
+            await _keep(s, "workflow.update", tenant, asked, found)
         self._schedules.changed()
         return found
 
@@ -273,8 +265,12 @@ class WorkflowUseCases:
         last = found[limit - 1]
         return shown, pages.encode([last.create_time.isoformat(), last.workflow_id], [tenant])
 
-    async def delete(self, tenant: str, workflow_id: str) -> None:
+    async def delete(
+        self, tenant: str, workflow_id: str, asked: idempotency.Asked | None = None
+    ) -> None:
         async with self._engine.begin() as s:
+            if await _recall(s, "workflow.delete", tenant, asked, DELETED) is not None:
+                return
             stored = await views.existing(s, tenant, workflow_id, lock=True)
             found = await self._view(s, stored)
             schedule = await ss.get(s, tenant, stored.schedule_id, lock=True)
@@ -283,36 +279,53 @@ class WorkflowUseCases:
                 await sviews.changed(s, schedule, "deleted")
             await ws.delete_workflow(s, workflow_id)
             await views.changed(s, stored, found, "deleted")
+            await _keep(s, "workflow.delete", tenant, asked, DELETED())
         self._schedules.changed()
 
-    async def pause(self, tenant: str, workflow_id: str, note: str) -> wf.Workflow:
-        return await self._set_paused(tenant, workflow_id, note, paused=True)
+    async def pause(
+        self, tenant: str, workflow_id: str, note: str, asked: idempotency.Asked | None = None
+    ) -> wf.Workflow:
+        return await self._set_paused(tenant, workflow_id, note, asked, paused=True)
 
-    async def resume(self, tenant: str, workflow_id: str) -> wf.Workflow:
-        return await self._set_paused(tenant, workflow_id, "", paused=False)
+    async def resume(
+        self, tenant: str, workflow_id: str, asked: idempotency.Asked | None = None
+    ) -> wf.Workflow:
+        return await self._set_paused(tenant, workflow_id, "", asked, paused=False)
 
     async def _set_paused(
-        self, tenant: str, workflow_id: str, note: str, *, paused: bool
+        self,
+        tenant: str,
+        workflow_id: str,
+        note: str,
+        asked: idempotency.Asked | None,
+        *,
+        paused: bool,
     ) -> wf.Workflow:
-        async with self._engine.connect() as s:
-            stored = await views.existing(s, tenant, workflow_id)
-        if paused:
-            await self._schedules.pause(tenant, stored.schedule_id, note)
-        else:
-            await self._schedules.resume(tenant, stored.schedule_id)
+        """Pause or resume the workflow's schedule and say so, in one transaction."""
+        scope = "workflow.pause" if paused else "workflow.resume"
         async with self._engine.begin() as s:
-            stored = await views.existing(s, tenant, workflow_id)
+            done = await _recall(s, scope, tenant, asked, wf.Workflow)
+            if done is not None:
+                return done
+            stored = await views.existing(s, tenant, workflow_id, lock=True)
+            await self._schedules.set_paused(s, tenant, stored.schedule_id, paused, note)
             found = await self._view(s, stored)
             await views.changed(s, stored, found, "paused" if paused else "resumed")
+            await _keep(s, scope, tenant, asked, found)
+        self._schedules.changed()
         return found
 
-    async def run(self, tenant: str, workflow_id: str, request_id: str) -> str:
+    async def run(
+        self, tenant: str, workflow_id: str, request_id: str, asked: idempotency.Asked | None = None
+    ) -> str:
+        """Run the check now through the workflow's schedule, once per request id."""
         async with self._engine.connect() as s:
             stored = await views.existing(s, tenant, workflow_id)
-        job_id, _ = await self._schedules.trigger(
-            tenant, stored.schedule_id, request_id, schedule_pb2.OVERLAP_POLICY_SKIP
-        )
-        return job_id
+        return (
+            await self._schedules.trigger(
+                tenant, stored.schedule_id, request_id, schedule_pb2.OVERLAP_POLICY_SKIP, asked
+            )
+        ).job_id
 
     async def results(
         self, tenant: str, request: wsp.ListWorkflowResultsRequest
@@ -350,6 +363,8 @@ class WorkflowUseCases:
         the delivery it made."""
         now = store.utcnow()
         async with self._engine.begin() as s:
+            # Concurrent repeats wait here and then find the first one's delivery.
+            await idempotency.claim(s, "webhook.test", tenant, request_id)
             stored = await views.existing(s, tenant, workflow_id)
             hook = views.hook_of(stored, webhook_id)
             earlier = await ws.delivery_by_request(s, webhook_id, request_id)
@@ -375,4 +390,6 @@ class WorkflowUseCases:
 
     async def _view(self, s: AsyncConnection, d: ws.Stored) -> wf.Workflow:
         schedule = await ss.get(s, d.tenant_id, d.schedule_id)
-        return views.to_workflow(d, paused=schedule.paused if schedule is not None else True)
+DELETED = wsp.DeleteWorkflowResponse
+M = TypeVar("M", bound=Message)
+

@@ -23,7 +23,6 @@ H = t.webhooks.c
 J = t.workflow_jobs.c
 R = t.workflow_results.c
 D = t.deliveries.c
-U = t.workflow_updates.c
 PENDING, DELIVERED, FAILED = (
     wsp.DELIVERY_STATE_PENDING,
     wsp.DELIVERY_STATE_DELIVERED,
@@ -147,7 +146,6 @@ async def list_workflows(
 
 async def delete_workflow(s: AsyncConnection, workflow_id: str) -> None:
     for table, column in (
-        (t.workflow_updates, U.workflow_id),
         (t.deliveries, D.workflow_id),
         (t.workflow_results, R.workflow_id),
         (t.workflow_jobs, J.workflow_id),
@@ -157,26 +155,14 @@ async def delete_workflow(s: AsyncConnection, workflow_id: str) -> None:
         await s.execute(delete(table).where(column == workflow_id))
 
 
-async def update_by_request(
-    s: AsyncConnection, tenant: str, request_id: str
-) -> tuple[str, str] | None:
-    """(workflow id, request hash) of the update that used this request id, if one did."""
-    stmt = select(U.workflow_id, U.request_hash).where(
-        U.tenant_id == tenant, U.request_id == request_id
-    )
-    row = (await s.execute(stmt)).one_or_none()
-    return None if row is None else (row.workflow_id, row.request_hash)
-
-
 async def save_definition(
     s: AsyncConnection,
     workflow_id: str,
     values: dict[str, Any],
     hooks: Sequence[dict[str, Any]],
-    request: dict[str, Any],
 ) -> None:
-    """An update: the workflow's row, its webhooks replaced (the deliveries of those
-    removed go with them), and the update's request id."""
+    """An update: the workflow's row and its webhooks replaced (the deliveries of those
+    removed go with them)."""
     await s.execute(update(t.workflows).where(W.workflow_id == workflow_id).values(**values))
     kept = [h["webhook_id"] for h in hooks]
     await s.execute(
@@ -185,7 +171,6 @@ async def save_definition(
     await s.execute(delete(t.webhooks).where(H.workflow_id == workflow_id))
     if hooks:
         await s.execute(insert(t.webhooks), list(hooks))
-    await s.execute(insert(t.workflow_updates), [request])
 
 
 async def save_state(s: AsyncConnection, workflow_id: str, state: State, now: datetime) -> None:

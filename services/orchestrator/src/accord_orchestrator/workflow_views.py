@@ -58,16 +58,16 @@ def named(workflow: wf.Workflow) -> str:
     return workflow_id
 
 
-def update_digest(request: wsp.UpdateWorkflowRequest) -> str:
-    """Identifies an update for idempotency; secrets enter only as their hashes."""
+def as_asked(request: wsp.UpdateWorkflowRequest) -> wsp.UpdateWorkflowRequest:
+    """The update as its request id remembers it: the mask in order, and webhook secrets
+    only as their hashes, so no secret is kept in the outcomes table."""
     copy = wsp.UpdateWorkflowRequest()
     copy.CopyFrom(request)
-    copy.ClearField("request_id")
     copy.update_mask.paths.sort()  # the same fields, in any order
-    secrets = [h.secret for h in copy.workflow.webhooks]
     for h in copy.workflow.webhooks:
-        h.ClearField("secret")
-    return digest(copy, secrets)
+        if h.secret:
+            h.secret = hashlib.sha256(h.secret.encode()).hexdigest()
+    return copy
 
 
 def definition(workflow: wf.Workflow) -> tuple[wf.Workflow, list[str]]:

@@ -45,13 +45,15 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
     async def UpdatePolicy(
         self, request: pb.UpdatePolicyRequest, context: Ctx
     ) -> pb.UpdatePolicyResponse:
-        policy = await self._cases.update(caller.tenant(), request.policy, request.update_mask)
+        policy = await self._cases.update(
+            caller.tenant(), request.policy, request.update_mask, request
+        )
         return pb.UpdatePolicyResponse(policy=policy)
 
     async def DeletePolicy(
         self, request: pb.DeletePolicyRequest, context: Ctx
     ) -> pb.DeletePolicyResponse:
-        await self._cases.delete(caller.tenant(), request.policy_id, request.etag)
+        await self._cases.delete(caller.tenant(), request.policy_id, request.etag, request)
         return pb.DeletePolicyResponse()
 
     async def EvaluateJob(

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.events.v1 import policy_events_pb2
-from accord.policy.v1 import policy_pb2
+from accord.policy.v1 import policy_pb2, policy_service_pb2
 from accord_kit import events, idempotency, outbox, pages, wellformed
 from accord_kit.boundary import validate
 from accord_kit.errors import Aborted, AlreadyExists, FieldViolation, InvalidArgument, NotFound
@@ -85,10 +85,20 @@ class PolicyUseCases:
         return found[:limit], pages.encode(position, tenant)
 
     async def update(
-        self, tenant: str, p: policy_pb2.Policy, mask: field_mask_pb2.FieldMask
+        self,
+        tenant: str,
+        p: policy_pb2.Policy,
+        mask: field_mask_pb2.FieldMask,
+        asked: idempotency.Asked | None = None,
     ) -> policy_pb2.Policy:
+        """Apply the mask; a repeat of `asked`'s request id returns the first answer."""
         paths = _validate_mask(p, mask)
         async with self._sessions.begin() as s:
+            done = await idempotency.recall(
+                s, t.outcomes, "policy.update", tenant, asked, policy_pb2.Policy
+            )
+            if done is not None:
+                return done
             current = (await _existing(s, tenant, p.policy_id, lock=True)).policy
             if p.etag != current.etag:
                 raise Aborted(
@@ -108,10 +118,20 @@ class PolicyUseCases:
             await self._changed(s, tenant, updated, "updated", sorted(paths))
             stored = await store.get_policy(s, tenant, p.policy_id)
             assert stored is not None
+            await idempotency.keep(s, t.outcomes, "policy.update", tenant, asked, stored.policy)
             return stored.policy
 
-    async def delete(self, tenant: str, policy_id: str, etag: str) -> None:
+    async def delete(
+        self, tenant: str, policy_id: str, etag: str, asked: idempotency.Asked | None = None
+    ) -> None:
+        """Delete; a repeat of `asked`'s request id changes nothing and succeeds again."""
         async with self._sessions.begin() as s:
+            deleted = policy_service_pb2.DeletePolicyResponse
+            earlier = await idempotency.recall(
+                s, t.outcomes, "policy.delete", tenant, asked, deleted
+            )
+            if earlier is not None:
+                return
             current = (await _existing(s, tenant, policy_id, lock=True)).policy
             if etag and etag != current.etag:
                 raise Aborted(
@@ -120,6 +140,7 @@ class PolicyUseCases:
             await store.delete_policy(s, policy_id)
             current.revision = await store.bump_revision(s, tenant)
             await self._changed(s, tenant, current, "deleted", [])
+            await idempotency.keep(s, t.outcomes, "policy.delete", tenant, asked, deleted())
 
     async def evaluate_job(
         self, tenant: str, spec: job_spec_pb2.JobSpec, job_id: str, dry_run: bool

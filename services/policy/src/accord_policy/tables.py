@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 
 from accord_kit.db import metadata
+from accord_kit.idempotency import outcomes_table
 from accord_kit.outbox import outbox_table
 
 SCHEMA = "policy"
@@ -89,3 +90,5 @@ robots = Table(
 )
 
 outbox = outbox_table(meta)
+# Answers of policy updates and deletes, kept for their request ids' repeats.
+outcomes = outcomes_table(meta)

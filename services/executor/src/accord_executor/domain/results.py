@@ -8,34 +8,48 @@ from typing import Any
 
 from google.protobuf import duration_pb2, struct_pb2
 
-from accord.common.v1 import job_result_pb2, job_spec_pb2
+from accord.common.v1 import failure_pb2, job_result_pb2, job_spec_pb2
 from accord_executor.domain.templates import TemplateError, render
 
-# Stable failure codes reported with FailTask; clients and dashboards match on them.
-HTTP_ERROR = "HTTP_ERROR"
-TIMEOUT = "TIMEOUT"
-ASSERTION_FAILED = "ASSERTION_FAILED"
-STEP_NOT_SUPPORTED = "STEP_NOT_SUPPORTED"
-TEMPLATE_ERROR = "TEMPLATE_ERROR"
-INVALID_URL = "INVALID_URL"
-INVALID_SELECTOR = "INVALID_SELECTOR"
-NO_RESPONSE = "NO_RESPONSE"
-RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
-ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
-EXECUTOR_SHUTDOWN = "EXECUTOR_SHUTDOWN"
-EXECUTOR_ERROR = "EXECUTOR_ERROR"
-# The policy refused a request (domain, network, robots.txt): another attempt is refused too.
-POLICY_DENIED = "POLICY_DENIED"
-# The policy service could not be asked, so nothing was sent: fail closed, try again later.
-POLICY_UNAVAILABLE = "POLICY_UNAVAILABLE"
-TOO_MANY_REDIRECTS = "TOO_MANY_REDIRECTS"
-# The orchestrator refused the finished result as the contract does not allow it.
-RESULT_REFUSED = "RESULT_REFUSED"
+PREFIX = "FAILURE_CODE_"
 
+
+def _codes() -> dict[str, bool]:
+    """Every failure code (accord.common.v1.FailureCode without its prefix) and whether
+    another attempt may succeed (the value's `retryable` option)."""
+    found = {}
+    for value in failure_pb2.FailureCode.DESCRIPTOR.values:
+        if value.number:
+            name = value.name.removeprefix(PREFIX)
+            found[name] = value.GetOptions().Extensions[failure_pb2.retryable]
+    return found
+
+
+def _code(value: failure_pb2.FailureCode.ValueType) -> str:
+    return failure_pb2.FailureCode.Name(value).removeprefix(PREFIX)
+
+
+# The codes reported with FailTask, the closed set declared once in the contract
+# (accord/common/v1/failure.proto says when each happens); clients match on them.
+CODES = _codes()
+HTTP_ERROR = _code(failure_pb2.FAILURE_CODE_HTTP_ERROR)
+TIMEOUT = _code(failure_pb2.FAILURE_CODE_TIMEOUT)
+ASSERTION_FAILED = _code(failure_pb2.FAILURE_CODE_ASSERTION_FAILED)
+STEP_NOT_SUPPORTED = _code(failure_pb2.FAILURE_CODE_STEP_NOT_SUPPORTED)
+TEMPLATE_ERROR = _code(failure_pb2.FAILURE_CODE_TEMPLATE_ERROR)
+INVALID_URL = _code(failure_pb2.FAILURE_CODE_INVALID_URL)
+INVALID_SELECTOR = _code(failure_pb2.FAILURE_CODE_INVALID_SELECTOR)
+NO_RESPONSE = _code(failure_pb2.FAILURE_CODE_NO_RESPONSE)
+RESPONSE_TOO_LARGE = _code(failure_pb2.FAILURE_CODE_RESPONSE_TOO_LARGE)
+ENGINE_UNAVAILABLE = _code(failure_pb2.FAILURE_CODE_ENGINE_UNAVAILABLE)
+EXECUTOR_SHUTDOWN = _code(failure_pb2.FAILURE_CODE_EXECUTOR_SHUTDOWN)
+EXECUTOR_ERROR = _code(failure_pb2.FAILURE_CODE_EXECUTOR_ERROR)
+POLICY_DENIED = _code(failure_pb2.FAILURE_CODE_POLICY_DENIED)
+POLICY_UNAVAILABLE = _code(failure_pb2.FAILURE_CODE_POLICY_UNAVAILABLE)
+TOO_MANY_REDIRECTS = _code(failure_pb2.FAILURE_CODE_TOO_MANY_REDIRECTS)
+RESULT_REFUSED = _code(failure_pb2.FAILURE_CODE_RESULT_REFUSED)
 # Failures another attempt may not hit: the network, time, or this executor itself.
-RETRYABLE = frozenset(
-    {HTTP_ERROR, TIMEOUT, ENGINE_UNAVAILABLE, EXECUTOR_SHUTDOWN, EXECUTOR_ERROR, POLICY_UNAVAILABLE}
-)
+RETRYABLE = frozenset(code for code, retryable in CODES.items() if retryable)
 
 SUCCEEDED = job_result_pb2.STEP_STATUS_SUCCEEDED
 FAILED = job_result_pb2.STEP_STATUS_FAILED
@@ -48,6 +62,10 @@ class Failure:
 
     code: str
     message: str
+
+    def __post_init__(self) -> None:
+        if self.code not in CODES:  # the contract's set only: FailTask refuses the rest
+            raise ValueError(f"{self.code!r} is not a FailureCode")
 
     @property
     def retryable(self) -> bool:

@@ -233,7 +233,11 @@ class Attempt(_message.Message):
     error_message: _builtins.str
     """The failure the executor reported, empty on success."""
     error_code: _builtins.str
-    """Stable failure code the executor reported, e.g. `HTTP_STATUS`, `TIMEOUT`."""
+    """Why the attempt ended short: for ATTEMPT_OUTCOME_FAILED, the executor's
+    accord.common.v1.FailureCode without its `FAILURE_CODE_` prefix (e.g. `HTTP_ERROR`,
+    `TIMEOUT`); `LEASE_EXPIRED` or `CANCELLED` for those outcomes, which the orchestrator
+    records itself; empty on success and while running.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When the lease was granted."""

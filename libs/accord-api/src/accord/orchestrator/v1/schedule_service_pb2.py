@@ -29,7 +29,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-accord/orchestrator/v1/schedule_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x15\x43reateScheduleRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12:\n\x08schedule\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16\x43reateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"3\n\x12GetScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"I\n\x13GetScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\x85\x02\n\x14ListSchedulesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x13\n\x06paused\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x61\n\x06labels\x18\x04 \x03(\x0b\x32\x38.accord.orchestrator.v1.ListSchedulesRequest.LabelsEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\x80\x02\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_paused\"e\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8c\x01\n\x15UpdateScheduleRequest\x12:\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16UpdateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"N\n\x15\x44\x65leteScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04\x65tag\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\"\x18\n\x16\x44\x65leteScheduleResponse\"M\n\x14PauseScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\"K\n\x15PauseScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"6\n\x15ResumeScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"L\n\x16ResumeScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\xb5\x01\n\x16TriggerScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x33\n\nrequest_id\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12G\n\x0eoverlap_policy\x18\x03 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\"a\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x36\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32&.accord.orchestrator.v1.ScheduleAction\"\xef\x01\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x36\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12G\n\x0eoverlap_policy\x18\x04 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\"d\n\x18\x42\x61\x63kfillScheduleResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x37\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32&.accord.orchestrator.v1.ScheduleAction2\xc7\t\n\x0fScheduleService\x12\x84\x01\n\x0e\x43reateSchedule\x12-.accord.orchestrator.v1.CreateScheduleRequest\x1a..accord.orchestrator.v1.CreateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12z\n\x0bGetSchedule\x12*.accord.orchestrator.v1.GetScheduleRequest\x1a+.accord.orchestrator.v1.GetScheduleResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x80\x01\n\rListSchedules\x12,.accord.orchestrator.v1.ListSchedulesRequest\x1a-.accord.orchestrator.v1.ListSchedulesResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x84\x01\n\x0eUpdateSchedule\x12-.accord.orchestrator.v1.UpdateScheduleRequest\x1a..accord.orchestrator.v1.UpdateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0e\x44\x65leteSchedule\x12-.accord.orchestrator.v1.DeleteScheduleRequest\x1a..accord.orchestrator.v1.DeleteScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x81\x01\n\rPauseSchedule\x12,.accord.orchestrator.v1.PauseScheduleRequest\x1a-.accord.orchestrator.v1.PauseScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0eResumeSchedule\x12-.accord.orchestrator.v1.ResumeScheduleRequest\x1a..accord.orchestrator.v1.ResumeScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x87\x01\n\x0fTriggerSchedule\x12..accord.orchestrator.v1.TriggerScheduleRequest\x1a/.accord.orchestrator.v1.TriggerScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x8a\x01\n\x10\x42\x61\x63kfillSchedule\x12/.accord.orchestrator.v1.BackfillScheduleRequest\x1a\x30.accord.orchestrator.v1.BackfillScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:writeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-accord/orchestrator/v1/schedule_service.proto\x12\x16\x61\x63\x63ord.orchestrator.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a%accord/orchestrator/v1/schedule.proto\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\x15\x43reateScheduleRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12:\n\x08schedule\x18\x02 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xc8\x01\x01\"L\n\x16\x43reateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"3\n\x12GetScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"I\n\x13GetScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\x85\x02\n\x14ListSchedulesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\x12\x13\n\x06paused\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x61\n\x06labels\x18\x04 \x03(\x0b\x32\x38.accord.orchestrator.v1.ListSchedulesRequest.LabelsEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x06r\x04\x10\x01\x18?*\x05r\x03\x18\x80\x02\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07_paused\"e\n\x15ListSchedulesResponse\x12\x33\n\tschedules\x18\x01 \x03(\x0b\x32 .accord.orchestrator.v1.Schedule\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc4\x01\n\x15UpdateScheduleRequest\x12:\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.ScheduleB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\x12\x36\n\nrequest_id\x18\x03 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"L\n\x16UpdateScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\x86\x01\n\x15\x44\x65leteScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04\x65tag\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x36\n\nrequest_id\x18\x03 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"\x18\n\x16\x44\x65leteScheduleResponse\"\x85\x01\n\x14PauseScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04note\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x08\x12\x36\n\nrequest_id\x18\x03 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"K\n\x15PauseScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"n\n\x15ResumeScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x36\n\nrequest_id\x18\x02 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"L\n\x16ResumeScheduleResponse\x12\x32\n\x08schedule\x18\x01 \x01(\x0b\x32 .accord.orchestrator.v1.Schedule\"\xb5\x01\n\x16TriggerScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x33\n\nrequest_id\x18\x02 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12G\n\x0eoverlap_policy\x18\x03 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\"a\n\x17TriggerScheduleResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x36\n\x06\x61\x63tion\x18\x02 \x01(\x0b\x32&.accord.orchestrator.v1.ScheduleAction\"\xa7\x02\n\x17\x42\x61\x63kfillScheduleRequest\x12\x1d\n\x0bschedule_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x36\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12\x34\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x12G\n\x0eoverlap_policy\x18\x04 \x01(\x0e\x32%.accord.orchestrator.v1.OverlapPolicyB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x36\n\nrequest_id\x18\x05 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"d\n\x18\x42\x61\x63kfillScheduleResponse\x12\x0f\n\x07job_ids\x18\x01 \x03(\t\x12\x37\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32&.accord.orchestrator.v1.ScheduleAction2\xc7\t\n\x0fScheduleService\x12\x84\x01\n\x0e\x43reateSchedule\x12-.accord.orchestrator.v1.CreateScheduleRequest\x1a..accord.orchestrator.v1.CreateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12z\n\x0bGetSchedule\x12*.accord.orchestrator.v1.GetScheduleRequest\x1a+.accord.orchestrator.v1.GetScheduleResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x80\x01\n\rListSchedules\x12,.accord.orchestrator.v1.ListSchedulesRequest\x1a-.accord.orchestrator.v1.ListSchedulesResponse\"\x12\xca\xf3\x18\x0eschedules:read\x12\x84\x01\n\x0eUpdateSchedule\x12-.accord.orchestrator.v1.UpdateScheduleRequest\x1a..accord.orchestrator.v1.UpdateScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0e\x44\x65leteSchedule\x12-.accord.orchestrator.v1.DeleteScheduleRequest\x1a..accord.orchestrator.v1.DeleteScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x81\x01\n\rPauseSchedule\x12,.accord.orchestrator.v1.PauseScheduleRequest\x1a-.accord.orchestrator.v1.PauseScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x84\x01\n\x0eResumeSchedule\x12-.accord.orchestrator.v1.ResumeScheduleRequest\x1a..accord.orchestrator.v1.ResumeScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x87\x01\n\x0fTriggerSchedule\x12..accord.orchestrator.v1.TriggerScheduleRequest\x1a/.accord.orchestrator.v1.TriggerScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:write\x12\x8a\x01\n\x10\x42\x61\x63kfillSchedule\x12/.accord.orchestrator.v1.BackfillScheduleRequest\x1a\x30.accord.orchestrator.v1.BackfillScheduleResponse\"\x13\xca\xf3\x18\x0fschedules:writeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,16 +54,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['schedule']._serialized_options = b'\272H\003\330\001\003'
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['update_mask']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_UPDATESCHEDULEREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\037r\0322\030^[A-Za-z0-9._:-]{1,128}$\330\001\001'
   _globals['_DELETESCHEDULEREQUEST'].fields_by_name['schedule_id']._loaded_options = None
   _globals['_DELETESCHEDULEREQUEST'].fields_by_name['schedule_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_DELETESCHEDULEREQUEST'].fields_by_name['etag']._loaded_options = None
   _globals['_DELETESCHEDULEREQUEST'].fields_by_name['etag']._serialized_options = b'\272H\005r\003\030\200\001'
+  _globals['_DELETESCHEDULEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_DELETESCHEDULEREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\037r\0322\030^[A-Za-z0-9._:-]{1,128}$\330\001\001'
   _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['schedule_id']._loaded_options = None
   _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['schedule_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['note']._loaded_options = None
   _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['note']._serialized_options = b'\272H\005r\003\030\200\010'
+  _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_PAUSESCHEDULEREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\037r\0322\030^[A-Za-z0-9._:-]{1,128}$\330\001\001'
   _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['schedule_id']._loaded_options = None
   _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['schedule_id']._serialized_options = b'\272H\005r\003\260\001\001'
+  _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_RESUMESCHEDULEREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\037r\0322\030^[A-Za-z0-9._:-]{1,128}$\330\001\001'
   _globals['_TRIGGERSCHEDULEREQUEST'].fields_by_name['schedule_id']._loaded_options = None
   _globals['_TRIGGERSCHEDULEREQUEST'].fields_by_name['schedule_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_TRIGGERSCHEDULEREQUEST'].fields_by_name['request_id']._loaded_options = None
@@ -78,6 +86,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['end_time']._serialized_options = b'\272H\003\310\001\001'
   _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['overlap_policy']._loaded_options = None
   _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['overlap_policy']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['request_id']._loaded_options = None
+  _globals['_BACKFILLSCHEDULEREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\037r\0322\030^[A-Za-z0-9._:-]{1,128}$\330\001\001'
   _globals['_SCHEDULESERVICE'].methods_by_name['CreateSchedule']._loaded_options = None
   _globals['_SCHEDULESERVICE'].methods_by_name['CreateSchedule']._serialized_options = b'\312\363\030\017schedules:write'
   _globals['_SCHEDULESERVICE'].methods_by_name['GetSchedule']._loaded_options = None
@@ -111,29 +121,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSCHEDULESRESPONSE']._serialized_start=846
   _globals['_LISTSCHEDULESRESPONSE']._serialized_end=947
   _globals['_UPDATESCHEDULEREQUEST']._serialized_start=950
-  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=1090
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=1092
-  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=1168
-  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1170
-  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1248
-  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1250
-  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1274
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1276
-  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1353
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1355
-  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1430
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1432
-  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1486
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1488
-  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1564
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1567
-  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1748
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1750
-  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=1847
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=1850
-  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=2089
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2091
-  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=2191
-  _globals['_SCHEDULESERVICE']._serialized_start=2194
-  _globals['_SCHEDULESERVICE']._serialized_end=3417
+  _globals['_UPDATESCHEDULEREQUEST']._serialized_end=1146
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_start=1148
+  _globals['_UPDATESCHEDULERESPONSE']._serialized_end=1224
+  _globals['_DELETESCHEDULEREQUEST']._serialized_start=1227
+  _globals['_DELETESCHEDULEREQUEST']._serialized_end=1361
+  _globals['_DELETESCHEDULERESPONSE']._serialized_start=1363
+  _globals['_DELETESCHEDULERESPONSE']._serialized_end=1387
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_start=1390
+  _globals['_PAUSESCHEDULEREQUEST']._serialized_end=1523
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_start=1525
+  _globals['_PAUSESCHEDULERESPONSE']._serialized_end=1600
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_start=1602
+  _globals['_RESUMESCHEDULEREQUEST']._serialized_end=1712
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_start=1714
+  _globals['_RESUMESCHEDULERESPONSE']._serialized_end=1790
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_start=1793
+  _globals['_TRIGGERSCHEDULEREQUEST']._serialized_end=1974
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_start=1976
+  _globals['_TRIGGERSCHEDULERESPONSE']._serialized_end=2073
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_start=2076
+  _globals['_BACKFILLSCHEDULEREQUEST']._serialized_end=2371
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_start=2373
+  _globals['_BACKFILLSCHEDULERESPONSE']._serialized_end=2473
+  _globals['_SCHEDULESERVICE']._serialized_start=2476
+  _globals['_SCHEDULESERVICE']._serialized_end=3699
 # @@protoc_insertion_point(module_scope)

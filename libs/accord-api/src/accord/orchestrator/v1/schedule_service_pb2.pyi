@@ -215,6 +215,12 @@ class UpdateScheduleRequest(_message.Message):
 
     SCHEDULE_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and applies the change
+    once; the same key with a different request is ALREADY_EXISTS.
+    """
     @_builtins.property
     def schedule(self) -> _schedule_pb2.Schedule:
         """The new values; `schedule_id` names the schedule and `etag` must be current. Required.
@@ -230,10 +236,11 @@ class UpdateScheduleRequest(_message.Message):
         *,
         schedule: _schedule_pb2.Schedule | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "schedule", b"schedule", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -271,21 +278,28 @@ class DeleteScheduleRequest(_message.Message):
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
     """The schedule's id (a UUID, any case)."""
     etag: _builtins.str
     """The etag last read; a stale one is ABORTED. Empty deletes unconditionally. Up to 128
     characters.
     """
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and deletes once;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
         schedule_id: _builtins.str = ...,
         etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "schedule_id", b"schedule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "request_id", b"request_id", "schedule_id", b"schedule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,19 +330,26 @@ class PauseScheduleRequest(_message.Message):
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
     """The schedule's id (a UUID, any case)."""
     note: _builtins.str
     """Why, shown on the schedule; up to 1024 characters."""
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and pauses once;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
         schedule_id: _builtins.str = ...,
         note: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "schedule_id", b"schedule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "request_id", b"request_id", "schedule_id", b"schedule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -365,16 +386,23 @@ class ResumeScheduleRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
     """The schedule's id (a UUID, any case)."""
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and resumes once;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
         schedule_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule_id", b"schedule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "schedule_id", b"schedule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -416,7 +444,11 @@ class TriggerScheduleRequest(_message.Message):
     schedule_id: _builtins.str
     """The schedule's id (a UUID, any case)."""
     request_id: _builtins.str
-    """Idempotency key, as in CreateJobRequest."""
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]. Retrying with the same key
+    within 24 hours returns the first call's answer; the same key with a different request
+    is ALREADY_EXISTS. The fire's job is keyed by schedule and key for good: a later
+    trigger with the key returns that job instead of making another.
+    """
     overlap_policy: _schedule_pb2.OverlapPolicy.ValueType
     """Overrides the schedule's overlap policy for this fire; unset means the schedule's."""
     def __init__(
@@ -472,11 +504,17 @@ class BackfillScheduleRequest(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     OVERLAP_POLICY_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
     """The schedule's id (a UUID, any case)."""
     overlap_policy: _schedule_pb2.OverlapPolicy.ValueType
     """Overrides the schedule's overlap policy for these fires; unset means the schedule's.
     Each fire of the range overlaps the one before it while that one's job is unfinished.
+    """
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and creates the range's
+    jobs once; the same key with a different request is ALREADY_EXISTS.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
@@ -493,10 +531,11 @@ class BackfillScheduleRequest(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         overlap_policy: _schedule_pb2.OverlapPolicy.ValueType = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "overlap_policy", b"overlap_policy", "schedule_id", b"schedule_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "overlap_policy", b"overlap_policy", "request_id", b"request_id", "schedule_id", b"schedule_id", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -330,11 +330,16 @@ class FailTaskRequest(_message.Message):
     worker_id: _builtins.str
     """The executor's id."""
     error_code: _builtins.str
-    """Stable failure code, e.g. `HTTP_STATUS`, `TIMEOUT`, `ASSERTION`, `POLICY_DENIED`."""
+    """Why: one of accord.common.v1.FailureCode, named without its `FAILURE_CODE_` prefix
+    (e.g. `HTTP_ERROR`, `TIMEOUT`, `ASSERTION_FAILED`, `POLICY_DENIED`); any other string is
+    INVALID_ARGUMENT. The list here is the enum's, which tests/test_contracts.py holds.
+    """
     error_message: _builtins.str
     """Human-readable failure, up to 4096 characters."""
     retryable: _builtins.bool
-    """False for failures that a retry cannot fix; they go straight to DEAD_LETTER."""
+    """False for failures that a retry cannot fix; they go straight to DEAD_LETTER. The
+    executor sends the code's `retryable` option (accord.common.v1.FailureCode).
+    """
     @_builtins.property
     def lease(self) -> Global___LeaseRef:
         """The lease that failed."""

@@ -285,16 +285,23 @@ class DeleteWorkflowRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's id."""
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and deletes once;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -325,19 +332,26 @@ class PauseWorkflowRequest(_message.Message):
 
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's id."""
     note: _builtins.str
     """Why, up to 1024 characters; kept on the workflow's schedule."""
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and pauses once;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
         note: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "request_id", b"request_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -374,16 +388,23 @@ class ResumeWorkflowRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     workflow_id: _builtins.str
     """The workflow's id."""
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and resumes once;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
         workflow_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workflow_id", b"workflow_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "workflow_id", b"workflow_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -424,7 +445,10 @@ class RunWorkflowRequest(_message.Message):
     workflow_id: _builtins.str
     """The workflow's id."""
     request_id: _builtins.str
-    """Idempotency key, as in CreateWorkflowRequest: the same key runs the check once."""
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]: the same key runs the check
+    once (as TriggerScheduleRequest.request_id on the workflow's schedule); within 24 hours
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,

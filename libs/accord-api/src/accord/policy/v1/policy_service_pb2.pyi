@@ -184,6 +184,12 @@ class UpdatePolicyRequest(_message.Message):
 
     POLICY_FIELD_NUMBER: _builtins.int
     UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and applies the change
+    once; the same key with a different request is ALREADY_EXISTS.
+    """
     @_builtins.property
     def policy(self) -> _policy_pb2.Policy:
         """The new values; `policy_id` (a UUID) names the policy and `etag`, the one it was read
@@ -201,10 +207,11 @@ class UpdatePolicyRequest(_message.Message):
         *,
         policy: _policy_pb2.Policy | None = ...,
         update_mask: _field_mask_pb2.FieldMask | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "update_mask", b"update_mask"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "update_mask", b"update_mask"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy", "request_id", b"request_id", "update_mask", b"update_mask"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,19 +249,26 @@ class DeletePolicyRequest(_message.Message):
 
     POLICY_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     """The policy's id."""
     etag: _builtins.str
     """The current etag; empty deletes unconditionally."""
+    request_id: _builtins.str
+    """Idempotency key, 1 to 128 characters of [A-Za-z0-9._:-]; empty means none. Retrying
+    with the same key within 24 hours returns the first call's answer and deletes once;
+    the same key with a different request is ALREADY_EXISTS.
+    """
     def __init__(
         self,
         *,
         policy_id: _builtins.str = ...,
         etag: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "policy_id", b"policy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["etag", b"etag", "policy_id", b"policy_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from accord.common.v1 import auth_pb2 as accord_dot_common_dot_v1_dot_auth__pb2
+from accord.common.v1 import idempotency_pb2 as accord_dot_common_dot_v1_dot_idempotency__pb2
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$accord/policy/v1/token_service.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x0cRevokedToken\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\x05 \x01(\t\"\x90\x01\n\x12RevokeTokenRequest\x12/\n\x08token_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[A-Za-z0-9_-]{1,128}$\x12\x18\n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x13RevokeTokenResponse\x12/\n\x07revoked\x18\x01 \x01(\x0b\x32\x1e.accord.policy.v1.RevokedToken\"W\n\x18ListRevokedTokensRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"e\n\x19ListRevokedTokensResponse\x12/\n\x07revoked\x18\x01 \x03(\x0b\x32\x1e.accord.policy.v1.RevokedToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xfc\x01\n\x0cTokenService\x12l\n\x0bRevokeToken\x12$.accord.policy.v1.RevokeTokenRequest\x1a%.accord.policy.v1.RevokeTokenResponse\"\x10\xca\xf3\x18\x0ctokens:admin\x12~\n\x11ListRevokedTokens\x12*.accord.policy.v1.ListRevokedTokensRequest\x1a+.accord.policy.v1.ListRevokedTokensResponse\"\x10\xca\xf3\x18\x0ctokens:adminb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$accord/policy/v1/token_service.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\"accord/common/v1/idempotency.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa6\x01\n\x0cRevokedToken\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12/\n\x0brevoke_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrevoked_by\x18\x05 \x01(\t\"\x90\x01\n\x12RevokeTokenRequest\x12/\n\x08token_id\x18\x01 \x01(\tB\x1d\xbaH\x1ar\x18\x32\x16^[A-Za-z0-9_-]{1,128}$\x12\x18\n\x06reason\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xf4\x03\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x13RevokeTokenResponse\x12/\n\x07revoked\x18\x01 \x01(\x0b\x32\x1e.accord.policy.v1.RevokedToken\"W\n\x18ListRevokedTokensRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"e\n\x19ListRevokedTokensResponse\x12/\n\x07revoked\x18\x01 \x03(\x0b\x32\x1e.accord.policy.v1.RevokedToken\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x88\x02\n\x0cTokenService\x12x\n\x0bRevokeToken\x12$.accord.policy.v1.RevokeTokenRequest\x1a%.accord.policy.v1.RevokeTokenResponse\"\x1c\xca\xf3\x18\x0ctokens:admin\xd2\xf3\x18\x08token_id\x12~\n\x11ListRevokedTokens\x12*.accord.policy.v1.ListRevokedTokensRequest\x1a+.accord.policy.v1.ListRevokedTokensResponse\"\x10\xca\xf3\x18\x0ctokens:adminb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,19 +44,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTREVOKEDTOKENSREQUEST'].fields_by_name['page_token']._loaded_options = None
   _globals['_LISTREVOKEDTOKENSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
   _globals['_TOKENSERVICE'].methods_by_name['RevokeToken']._loaded_options = None
-  _globals['_TOKENSERVICE'].methods_by_name['RevokeToken']._serialized_options = b'\312\363\030\014tokens:admin'
+  _globals['_TOKENSERVICE'].methods_by_name['RevokeToken']._serialized_options = b'\312\363\030\014tokens:admin\322\363\030\010token_id'
   _globals['_TOKENSERVICE'].methods_by_name['ListRevokedTokens']._loaded_options = None
   _globals['_TOKENSERVICE'].methods_by_name['ListRevokedTokens']._serialized_options = b'\312\363\030\014tokens:admin'
-  _globals['_REVOKEDTOKEN']._serialized_start=150
-  _globals['_REVOKEDTOKEN']._serialized_end=316
-  _globals['_REVOKETOKENREQUEST']._serialized_start=319
-  _globals['_REVOKETOKENREQUEST']._serialized_end=463
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=465
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=535
-  _globals['_LISTREVOKEDTOKENSREQUEST']._serialized_start=537
-  _globals['_LISTREVOKEDTOKENSREQUEST']._serialized_end=624
-  _globals['_LISTREVOKEDTOKENSRESPONSE']._serialized_start=626
-  _globals['_LISTREVOKEDTOKENSRESPONSE']._serialized_end=727
-  _globals['_TOKENSERVICE']._serialized_start=730
-  _globals['_TOKENSERVICE']._serialized_end=982
+  _globals['_REVOKEDTOKEN']._serialized_start=186
+  _globals['_REVOKEDTOKEN']._serialized_end=352
+  _globals['_REVOKETOKENREQUEST']._serialized_start=355
+  _globals['_REVOKETOKENREQUEST']._serialized_end=499
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=501
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=571
+  _globals['_LISTREVOKEDTOKENSREQUEST']._serialized_start=573
+  _globals['_LISTREVOKEDTOKENSREQUEST']._serialized_end=660
+  _globals['_LISTREVOKEDTOKENSRESPONSE']._serialized_start=662
+  _globals['_LISTREVOKEDTOKENSRESPONSE']._serialized_end=763
+  _globals['_TOKENSERVICE']._serialized_start=766
+  _globals['_TOKENSERVICE']._serialized_end=1030
 # @@protoc_insertion_point(module_scope)

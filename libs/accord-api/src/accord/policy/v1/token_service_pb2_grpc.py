@@ -54,8 +54,8 @@ class TokenServiceServicer:
     """
 
     def RevokeToken(self, request, context):
-        """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-        returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+        """Revokes a token by its id (the JWT `jti` claim). Idempotent by that id, so it takes no
+        request_id: revoking a revoked token returns the first revocation and changes nothing. A tenant's token revokes only that tenant's tokens (a
         tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
         A service token revokes any token.
         """

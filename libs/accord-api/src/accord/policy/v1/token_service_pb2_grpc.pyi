@@ -36,8 +36,8 @@ class TokenServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TokenServiceAsyncStub: ...
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_token_service_pb2.RevokeTokenRequest, _token_service_pb2.RevokeTokenResponse]
-    """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-    returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+    """Revokes a token by its id (the JWT `jti` claim). Idempotent by that id, so it takes no
+    request_id: revoking a revoked token returns the first revocation and changes nothing. A tenant's token revokes only that tenant's tokens (a
     tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
     A service token revokes any token.
     """
@@ -54,8 +54,8 @@ class TokenServiceAsyncStub(TokenServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     RevokeToken: _aio.UnaryUnaryMultiCallable[_token_service_pb2.RevokeTokenRequest, _token_service_pb2.RevokeTokenResponse]  # type: ignore[assignment]
-    """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-    returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+    """Revokes a token by its id (the JWT `jti` claim). Idempotent by that id, so it takes no
+    request_id: revoking a revoked token returns the first revocation and changes nothing. A tenant's token revokes only that tenant's tokens (a
     tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
     A service token revokes any token.
     """
@@ -75,8 +75,8 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _token_service_pb2.RevokeTokenRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_token_service_pb2.RevokeTokenResponse, _abc.Awaitable[_token_service_pb2.RevokeTokenResponse]]:
-        """Revokes a token by its id (the JWT `jti` claim). Idempotent: revoking a revoked token
-        returns the first revocation. A tenant's token revokes only that tenant's tokens (a
+        """Revokes a token by its id (the JWT `jti` claim). Idempotent by that id, so it takes no
+        request_id: revoking a revoked token returns the first revocation and changes nothing. A tenant's token revokes only that tenant's tokens (a
         tenant token's id starts with its tenant and `_`); anything else is PERMISSION_DENIED.
         A service token revokes any token.
         """
