@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -95,6 +95,16 @@ def span(
     return _tracer.start_as_current_span(
         name, context=context, kind=SpanKind[kind.upper()], attributes=attributes
     )
+
+
+def fail(current: Span | None, reason: str, attributes: Mapping[str, Any] | None = None) -> None:
+    """Mark a span (as `span` yields it) failed for `reason`, a short bounded text (a code,
+    never a URL); a no-op on None, which is what spans are while tracing is off."""
+    if current is None:
+        return
+    if attributes:
+        current.set_attributes(attributes)
+    current.set_status(Status(StatusCode.ERROR, reason))
 
 
 def traceparent() -> str:

@@ -28,6 +28,7 @@ from accord_executor.domain.page import Page
 from accord_executor.domain.templates import TemplateError, check_spec, render_text
 from accord_executor.engines.guard import Caller, Guard
 from accord_executor.engines.pools import TenantPools
+from accord_executor.engines.spans import answered, request_span
 from accord_kit import tracing
 from accord_kit.pinning import pin
 
@@ -224,8 +225,9 @@ class HttpEngine:
         method, body = step.method or "GET", step.body or None
         headers = _headers(step, attempt)
         for _ in range(MAX_REDIRECTS + 1):
-            with tracing.span("http.request", attributes={"http.request.method": method}):
+            with request_span(method, url) as span:
                 response, text = await self._send(attempt, method, url, headers, body)
+                answered(span, response.status)
             location = response.headers.get("Location")
             if response.status not in REDIRECTS or not location:
                 attempt.page = Page(url, response.status, text)
