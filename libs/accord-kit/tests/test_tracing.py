@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 import structlog
 from google.protobuf import empty_pb2
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from accord_kit import events, tracing
+from accord_kit.auth import ConfigError
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -51,6 +53,29 @@ def test_endpoint_from_accord_or_standard_variable() -> None:
     )
     both = {"ACCORD_OTLP_ENDPOINT": "http://a:4317", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://b"}
     assert tracing.endpoint_from(both) == "http://a:4317"
+
+
+def test_protocol_is_grpc_unless_the_standard_variables_say_http_protobuf() -> None:
+    assert tracing.protocol_from({}) == "grpc"
+    assert tracing.protocol_from({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}) == (
+        "http/protobuf"
+    )
+    both = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+    }
+    assert tracing.protocol_from(both) == "grpc"  # the traces-only variable wins
+    with pytest.raises(ConfigError, match="http/json"):
+        tracing.protocol_from({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    with pytest.raises(ConfigError):  # said before anything is started
+        tracing.configure(
+            "policy",
+            environ={
+                "ACCORD_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "x",
+            },
+        )
+    assert not tracing.enabled()
 
 
 def test_marks_join_their_parent_trace_and_events_carry_it(
