@@ -37,7 +37,7 @@ from playwright.async_api import Error as PlaywrightError
 from accord.common.v1 import job_result_pb2
 from accord_executor.domain import results as r
 from accord_executor.engines.guard import Caller, Guard
-from accord_executor.engines.spans import answered, refused, request_span
+from accord_executor.engines.spans import answered, failed, request_span
 from accord_kit import tracing
 
 log = structlog.get_logger("accord.executor.proxy")
@@ -103,7 +103,7 @@ class PolicingProxy:
                 except r.StepFailed as exc:
                     ticket.requests.append(record)
                     ticket.refused[url] = exc.failure
-                    refused(span, exc.failure, record)
+                    failed(span, exc.failure, record)
                     await route.abort("blockedbyclient")
                     return
                 await route.continue_()
@@ -165,7 +165,7 @@ class PolicingProxy:
                 admitted = await self._guard.admit(ticket.caller, url, deadline, record)
             except r.StepFailed as exc:
                 ticket.refused[url] = exc.failure
-                refused(span, exc.failure, record)
+                failed(span, exc.failure, record)
                 await _answer(writer, 403, exc.failure.message)
                 return
             permit = admitted.permit_id

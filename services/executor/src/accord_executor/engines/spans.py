@@ -1,5 +1,5 @@
 """What both engines' request spans say: method, host and port (never the URL, whose path
-and query are unbounded and may carry secrets), the status, and why a request was refused."""
+and query are unbounded and may carry secrets), the status, and why a request failed."""
 
 from __future__ import annotations
 
@@ -37,8 +37,11 @@ def answered(span: Span | None, status: int) -> None:
         span.set_attribute("http.response.status_code", status)
 
 
-def refused(span: Span | None, failure: r.Failure, record: job_result_pb2.RequestRecord) -> None:
-    """Fail a refused request's span with the refusal's code and the policy's reasons."""
-    reasons = [reason.code for reason in record.reasons]
+def failed(
+    span: Span | None, failure: r.Failure, record: job_result_pb2.RequestRecord | None
+) -> None:
+    """Fail a request's span with the failure's code and, when the policy refused it, the
+    policy's reasons from its record: bounded text, where the failure's message names the URL."""
+    reasons = [reason.code for reason in record.reasons] if record is not None else []
     why = f"{failure.code}: {', '.join(reasons)}" if reasons else failure.code
     tracing.fail(span, why, {"accord.policy.reasons": reasons} if reasons else None)

@@ -1,8 +1,10 @@
-"""A browser job's steps and the requests its page makes are spans in the job's one trace,
-as an HTTP job's are: real Chromium, the real policy service, spans kept in memory."""
+"""A job's steps and requests are spans in its one trace, in either engine: real Chromium,
+the real policy service, a local site, spans kept in memory. A refused request's span says
+why by code and the policy's reasons, never by the URL."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -16,8 +18,12 @@ from accord.common.v1 import job_spec_pb2 as js
 from accord.orchestrator.v1 import worker_service_pb2_grpc
 from accord_executor.app import App
 from accord_executor.config import Settings
+from accord_executor.engines.guard import Guard
+from accord_executor.engines.http import HttpEngine
 from accord_executor.engines.spans import request_span
 from accord_kit import tracing
+from accord_kit.policy import PolicyClient
+from accord_policy.app import App as PolicyApp
 
 from .browser_site import Sites, sites_fixture  # noqa: F401 - the fixture
 from .test_worker import FakeOrchestrator, eventually
@@ -132,6 +138,36 @@ async def test_a_browser_jobs_steps_and_requests_are_spans_in_its_trace(
     # The policy checks each request made are calls inside its span.
     checks = [s for s in trace if parent(s) in requests]
     assert {s.name for s in checks} >= {PERMIT, "accord.policy.v1.PolicyService/CheckUrl"}
+    assert sites.canary_hits == []
+
+
+async def test_an_http_jobs_refused_hop_is_a_failed_span_that_names_no_url(
+    traced: InMemorySpanExporter, policy_app: PolicyApp, nats_url: str, sites: Sites
+) -> None:
+    client = PolicyClient(
+        f"127.0.0.1:{policy_app.port}", 2.0, Settings(nats_url=nats_url, port=0, metrics_port=0)
+    )
+    engine = HttpEngine(concurrency=2, user_agent="Accord/0.1", guard=Guard(client))
+    await engine.start()
+    try:
+        go = js.Step(request=js.RequestStep(url=f"{sites.url}/to-canary"))
+        spec = js.JobSpec(engine=js.ENGINE_HTTP, steps=[go])
+        with tracing.span("job.execute", parent=PARENT):
+            outcome = await engine.run(spec, tenant="acme", job_id=str(uuid.uuid4()))
+    finally:
+        await engine.close()
+    assert outcome.failure is not None
+    spans = [s for s in traced.get_finished_spans() if s.context.trace_id == TRACE_ID]
+    hops = [s for s in spans if s.name == "http.request"]
+    assert len(hops) == 2, (outcome.failure.message, [(s.attributes, s.status) for s in hops])
+    site, canary = sorted(hops, key=lambda s: str((s.attributes or {})["server.address"]))
+    assert (site.attributes or {})["http.response.status_code"] == 302
+    assert site.status.status_code is StatusCode.UNSET
+    assert canary.status.status_code is StatusCode.ERROR
+    assert (canary.status.description or "").startswith("POLICY_DENIED: "), canary.status
+    assert (canary.attributes or {})["accord.policy.reasons"]
+    said = f"{canary.status.description} {[e.attributes for e in canary.events]}"
+    assert "landing" not in said
     assert sites.canary_hits == []
 
 
