@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
 import structlog
+from opentelemetry.trace import Span
 from playwright.async_api import BrowserContext, Route
 from playwright.async_api import Error as PlaywrightError
 
 from accord.common.v1 import job_result_pb2
 from accord_executor.domain import results as r
-from accord_executor.engines.guard import Caller, Guard
+from accord_executor.engines.guard import Admitted, Caller, Guard
 from accord_executor.engines.spans import answered, failed, request_span
 from accord_kit import tracing
 
@@ -140,6 +141,27 @@ class PolicingProxy:
         finally:
             writer.close()
 
+    async def _admit(
+        self,
+        writer: asyncio.StreamWriter,
+        ticket: Ticket,
+        url: str,
+        record: job_result_pb2.RequestRecord,
+        span: Span | None,
+    ) -> Admitted | None:
+        """The policy's yes for a request, or None once the browser has been told its no."""
+        # Both checked by `_relay`, which answers 403 without them.
+        assert ticket.caller is not None
+        assert self._guard is not None
+        try:
+            deadline = max(ticket.step_deadline, time.monotonic() + 1.0)
+            return await self._guard.admit(ticket.caller, url, deadline, record)
+        except r.StepFailed as exc:
+            ticket.refused[url] = exc.failure
+            failed(span, exc.failure, record)
+            await _answer(writer, 403, exc.failure.message)
+            return None
+
     async def _relay(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket | None
     ) -> None:
@@ -160,23 +182,15 @@ class PolicingProxy:
         ticket.requests.append(record)
         with contextlib.ExitStack() as spanned:
             span = spanned.enter_context(request_span(method, url, ticket.traceparent))
-            try:
-                deadline = max(ticket.step_deadline, time.monotonic() + 1.0)
-                admitted = await self._guard.admit(ticket.caller, url, deadline, record)
-            except r.StepFailed as exc:
-                ticket.refused[url] = exc.failure
-                failed(span, exc.failure, record)
-                await _answer(writer, 403, exc.failure.message)
+            admitted = await self._admit(writer, ticket, url, record, span)
+            if admitted is None:
                 return
             permit = admitted.permit_id
             try:
-                try:
-                    async with asyncio.timeout(CONNECT_SECONDS):
-                        up_reader, up_writer = await asyncio.open_connection(admitted.address, port)
-                except (OSError, TimeoutError) as exc:
-                    tracing.fail(span, r.HTTP_ERROR)
-                    await _answer(writer, 502, f"could not connect to {url}: {exc!r}")
+                upstream = await _connect(writer, url, admitted.address, port, span)
+                if upstream is None:
                     return
+                up_reader, up_writer = upstream
                 record.sent, record.address = True, admitted.address
                 if tunnel:
                     self._guard.release(ticket.caller, permit)
@@ -190,6 +204,19 @@ class PolicingProxy:
                 answered(span, record.http_status)
             finally:
                 self._guard.release(ticket.caller, permit)
+
+
+async def _connect(
+    writer: asyncio.StreamWriter, url: str, address: str, port: int, span: Span | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection to the checked address, or None once the browser has been told why not."""
+    try:
+        async with asyncio.timeout(CONNECT_SECONDS):
+            return await asyncio.open_connection(address, port)
+    except (OSError, TimeoutError) as exc:
+        tracing.fail(span, r.HTTP_ERROR)
+        await _answer(writer, 502, f"could not connect to {url}: {exc!r}")
+        return None
 
 
 def _origin_request(method: str, parts: SplitResult, lines: list[str]) -> bytes:
