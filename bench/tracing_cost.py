@@ -3,10 +3,10 @@
     uv run python bench/tracing_cost.py [--calls 20000]
 
 Times the calls a job's path makes into `accord_kit.tracing` and the envelope every event
-gets: `span` around a step, `mark` for a lease, `traceparent` at admission, and
-`events.envelope`. "on" uses the SDK with a span processor that drops every span, so the
-figure is the SDK's own work without any export. Prints microseconds per call; asserts
-nothing.
+gets: `span` around a step, the engines' span around each request (both engines, and the
+browser's proxy), `mark` for a lease, `traceparent` at admission, and `events.envelope`.
+"on" uses the SDK with a span processor that drops every span, so the figure is the SDK's
+own work without any export. Prints microseconds per call; asserts nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from google.protobuf import empty_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
+from accord_executor.engines.spans import request_span
 from accord_kit import events, tracing
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -43,6 +44,11 @@ def step() -> None:
         pass
 
 
+def request() -> None:
+    with request_span("GET", "http://127.0.0.1:8080/items?page=2", PARENT):
+        pass
+
+
 def lease() -> str:
     return tracing.mark("job.lease", PARENT, {"accord.job_id": "j", "accord.attempt": 1})
 
@@ -61,6 +67,7 @@ def envelope() -> object:
 
 WORK: dict[str, Callable[[], object]] = {
     "span around a step": step,
+    "request span": request,
     "mark (a lease)": lease,
     "traceparent()": tracing.traceparent,
     "events.envelope": envelope,

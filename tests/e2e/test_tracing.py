@@ -1,10 +1,12 @@
-"""One trace per job: the four services, as real processes, export their spans over OTLP to
-a collector this test runs in memory; a job's admission, policy decision, lease, steps and
-requests, completion and audit appends all land in the trace its admission began."""
+"""One trace per job: the four services, as real processes, export their spans over OTLP
+(gRPC, and HTTP with protobuf bodies) to a collector this test runs in memory; a job's
+admission, policy decision, lease, steps and requests, completion and audit appends all land
+in the trace its admission began."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from aiohttp import web
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
@@ -24,6 +27,7 @@ from tests.e2e.test_one_job import scrape as scrape_spec
 
 pytestmark = pytest.mark.e2e
 DECIDED = "accord.policy.v1.decision.recorded"
+PROTOBUF = "application/x-protobuf"
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class Span:
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """An OTLP/gRPC trace receiver that keeps every span it is sent."""
+    """An OTLP trace receiver that keeps every span it is sent: the gRPC TraceService, and
+    `receive` for OTLP/HTTP's POST /v1/traces."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
@@ -45,6 +50,17 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
     async def Export(  # noqa: N802 - the generated servicer's method name
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        self.keep(request)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    async def receive(self, request: web.Request) -> web.Response:
+        if request.content_type != PROTOBUF:
+            return web.Response(status=415, text=f"expected {PROTOBUF}")
+        self.keep(trace_service_pb2.ExportTraceServiceRequest.FromString(await request.read()))
+        answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        return web.Response(body=answer, content_type=PROTOBUF)
+
+    def keep(self, request: trace_service_pb2.ExportTraceServiceRequest) -> None:
         for resource_spans in request.resource_spans:
             resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
             for scope in resource_spans.scope_spans:
@@ -59,7 +75,10 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
                             {a.key: _value(a.value) for a in s.attributes},
                         )
                     )
-        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+Collected = tuple[Collector, dict[str, str]]
+"""The collector, and the variables that point a service at it."""
 
 
 def _value(value: Any) -> Any:
@@ -67,28 +86,50 @@ def _value(value: Any) -> Any:
     return getattr(value, kind) if kind else None
 
 
-@pytest.fixture
-async def collector() -> AsyncIterator[tuple[Collector, str]]:
-    server = grpc.aio.server()
+@pytest.fixture(params=["grpc", "http/protobuf"], ids=["grpc", "http"])
+async def collector(request: pytest.FixtureRequest) -> AsyncIterator[Collected]:
+    """A collector on 127.0.0.1 speaking the protocol, and the variables that point at it."""
     kept = Collector()
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(kept, server)
-    port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
-    await server.start()
-    yield kept, f"http://127.0.0.1:{port}"
-    await server.stop(None)
+    protocol: str = request.param
+    port = free_port()
+    if protocol == "grpc":
+        server = grpc.aio.server()
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(kept, server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        stop: Any = functools.partial(server.stop, None)
+    else:
+        app = web.Application()
+        app.router.add_post("/v1/traces", kept.receive)
+        runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        stop = runner.cleanup
+    yield (
+        kept,
+        {
+            "ACCORD_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        },
+    )
+    await stop()
 
 
 async def test_a_job_is_one_trace_across_the_four_services(
-    database_url: str, nats_url: str, tmp_path: Path, site: str, collector: tuple[Collector, str]
+    database_url: str,
+    nats_url: str,
+    tmp_path: Path,
+    site: str,
+    collector: Collected,
 ) -> None:
-    kept, endpoint = collector
+    kept, otlp = collector
     env = service_env(
         "info",
         ACCORD_DATABASE_URL=database_url,
         ACCORD_NATS_URL=nats_url,
         ACCORD_AUDIT_DURABLE_NAME=f"audit-{tmp_path.name}"[:60],
-        ACCORD_OTLP_ENDPOINT=endpoint,
         OTEL_BSP_SCHEDULE_DELAY="100",  # export within a tenth of a second
+        **otlp,
     )
     async with Stack(tmp_path, env=env).running() as suite:
         await allow_local_site(suite.target("policy"))

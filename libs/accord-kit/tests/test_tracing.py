@@ -4,7 +4,6 @@ context in events and log lines."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -12,8 +11,10 @@ from google.protobuf import empty_pb2
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from accord_kit import events, tracing
+from accord_kit.auth import ConfigError
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -54,21 +55,31 @@ def test_endpoint_from_accord_or_standard_variable() -> None:
     assert tracing.endpoint_from(both) == "http://a:4317"
 
 
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.install(provider)
-    try:
-        yield exporter
-    finally:
-        tracing.shutdown()
+def test_protocol_is_grpc_unless_the_standard_variables_say_http_protobuf() -> None:
+    assert tracing.protocol_from({}) == "grpc"
+    assert tracing.protocol_from({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}) == (
+        "http/protobuf"
+    )
+    both = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+    }
+    assert tracing.protocol_from(both) == "grpc"  # the traces-only variable wins
+    with pytest.raises(ConfigError, match="http/json"):
+        tracing.protocol_from({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+    with pytest.raises(ConfigError):  # said before anything is started
+        tracing.configure(
+            "policy",
+            environ={
+                "ACCORD_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "x",
+            },
+        )
     assert not tracing.enabled()
 
 
 def test_marks_join_their_parent_trace_and_events_carry_it(
-    exported: InMemorySpanExporter,
+    traced: InMemorySpanExporter,
 ) -> None:
     admitted = tracing.mark("job.admit", PARENT, {"accord.job_id": "j1"})
     leased = tracing.mark("job.lease", admitted)
@@ -77,7 +88,7 @@ def test_marks_join_their_parent_trace_and_events_carry_it(
             inner = tracing.traceparent()
         assert envelope().trace.traceparent != ""  # type: ignore[attr-defined]
     assert envelope(admitted).trace.traceparent == admitted  # type: ignore[attr-defined]
-    spans = {s.name: s for s in exported.get_finished_spans()}
+    spans = {s.name: s for s in traced.get_finished_spans()}
     assert set(spans) == {"job.admit", "job.lease", "job.execute", "step.request"}
     assert {format(s.context.trace_id, "032x") for s in spans.values()} == {PARENT.split("-")[1]}
     chain = ["job.admit", "job.lease", "job.execute", "step.request"]
@@ -89,7 +100,7 @@ def test_marks_join_their_parent_trace_and_events_carry_it(
 
 
 def test_log_lines_in_a_span_carry_its_trace_and_span_ids(
-    exported: InMemorySpanExporter,
+    traced: InMemorySpanExporter,
 ) -> None:
     with structlog.testing.capture_logs(processors=[tracing.add_ids]) as logs:
         structlog.get_logger().info("outside")
@@ -99,7 +110,7 @@ def test_log_lines_in_a_span_carry_its_trace_and_span_ids(
     assert "trace_id" not in outside
     assert inside["trace_id"] == PARENT.split("-")[1]
     assert inside["job_id"] == "j1"
-    assert inside["span_id"] == format(exported.get_finished_spans()[0].context.span_id, "016x")
+    assert inside["span_id"] == format(traced.get_finished_spans()[0].context.span_id, "016x")
 
 
 def test_a_job_left_out_by_sampling_stays_out_in_every_later_span() -> None:
@@ -119,3 +130,13 @@ def test_a_job_left_out_by_sampling_stays_out_in_every_later_span() -> None:
     assert int(admitted.split("-")[3], 16) & 1 == 0  # carried, its sampled flag clear
     assert leased.split("-")[1] == admitted.split("-")[1]
     assert exporter.get_finished_spans() == ()
+
+
+def test_a_failed_span_says_why_and_failing_nothing_is_free(traced: InMemorySpanExporter) -> None:
+    tracing.fail(None, "POLICY_DENIED")  # what a span is while off: nothing to do
+    with tracing.span("http.request") as current:
+        tracing.fail(current, "POLICY_DENIED: DOMAIN_NOT_ALLOWED", {"reasons": ["X"]})
+    (failed,) = traced.get_finished_spans()
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "POLICY_DENIED: DOMAIN_NOT_ALLOWED"
+    assert failed.attributes == {"reasons": ("X",)}

@@ -62,9 +62,12 @@ class FakeOrchestrator(worker_service_pb2_grpc.WorkerServiceServicer):
         self.unavailable_reports = 0
         self._changed = asyncio.Condition()
 
-    def hand_out(self, spec: js.JobSpec, tenant: str = "acme") -> w.Task:
+    def hand_out(self, spec: js.JobSpec, tenant: str = "acme", traceparent: str = "") -> w.Task:
         task = w.Task(
-            lease=w.LeaseRef(job_id=str(uuid.uuid4()), attempt=1), tenant_id=tenant, spec=spec
+            lease=w.LeaseRef(job_id=str(uuid.uuid4()), attempt=1),
+            tenant_id=tenant,
+            spec=spec,
+            traceparent=traceparent,
         )
         self.queue.put_nowait(task)
         return task

@@ -41,8 +41,10 @@ def run_service(
     if args.command == "migrate" and migrate is not None:
         migrate(settings)
         return
-    tracing.configure(name)  # on when ACCORD_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is set
     try:
+        # On when ACCORD_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is set; an unknown
+        # protocol is a configuration error, reported as one.
+        tracing.configure(name)
         # uvloop: a faster event loop under gRPC, asyncpg and NATS alike.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve(lambda: app_type(settings)))

@@ -30,9 +30,12 @@ import pytest
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from accord_kit import tokens
+from accord_kit import tokens, tracing
 from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
 from accord_kit.backoff import Backoff
 from accord_kit.embedded import EmbeddedNats, EmbeddedPostgres
@@ -133,6 +136,20 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or probe}")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def traced() -> Iterator[InMemorySpanExporter]:
+    """Tracing on for the test, every span kept in memory as it ends; off again after.
+    Start what is traced (servers, channels) after this: they look at tracing as they start."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.install(provider)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown()
 
 
 def _plain(url: str) -> str:

@@ -1,5 +1,6 @@
 """One trace per job: OpenTelemetry spans carried across gRPC (metadata) and NATS (the
-event envelope's trace context), exported with OTLP when an endpoint is configured.
+event envelope's trace context), exported with OTLP (over gRPC, or HTTP with protobuf
+bodies) when an endpoint is configured.
 
 Off by default and free when off: until `configure` finds an endpoint (or a test calls
 `install`), `span` yields None without touching the SDK, `traceparent` is "", and channels
@@ -16,15 +17,22 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from accord_kit.auth import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 ENDPOINT_VARIABLES = ("ACCORD_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+# The standard variables, the traces-only one first; OTLP/gRPC unless one says otherwise.
+PROTOCOL_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+PROTOCOLS = ("grpc", "http/protobuf")
+HTTP_TRACES_PATH = "/v1/traces"  # what the standard adds to a base endpoint for OTLP/HTTP
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 _tracer: Tracer | None = None
@@ -36,26 +44,49 @@ def endpoint_from(environ: Mapping[str, str]) -> str:
     return next((environ[v] for v in ENDPOINT_VARIABLES if environ.get(v)), "")
 
 
+def protocol_from(environ: Mapping[str, str]) -> str:
+    """The OTLP protocol the standard variables name: "grpc" (the default) or
+    "http/protobuf"; ConfigError for any other."""
+    protocol = next((environ[v] for v in PROTOCOL_VARIABLES if environ.get(v)), PROTOCOLS[0])
+    if protocol not in PROTOCOLS:
+        raise ConfigError(
+            f"OTLP protocol {protocol!r} is not supported: set OTEL_EXPORTER_OTLP_PROTOCOL "
+            f"to one of {', '.join(PROTOCOLS)}"
+        )
+    return protocol
+
+
 def configure(service: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Export this process's spans over OTLP/gRPC when an endpoint is set; True if so."""
-    endpoint = endpoint_from(os.environ if environ is None else environ)
+    """Export this process's spans over OTLP when an endpoint is set; True if so."""
+    environ = os.environ if environ is None else environ
+    endpoint = endpoint_from(environ)
     if not endpoint:
         return False
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415 - loaded only when tracing is on
-        OTLPSpanExporter,
-    )
-    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415
+    protocol = protocol_from(environ)
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415 - loaded only when tracing is on
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
     from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
 
     provider = TracerProvider(resource=Resource.create({"service.name": f"accord-{service}"}))
-    insecure = endpoint.startswith("http://")
-    provider.add_span_processor(
-        BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure))
-    )
+    provider.add_span_processor(BatchSpanProcessor(_exporter(endpoint, protocol)))
     install(provider)
-    structlog.get_logger("accord.tracing").info("tracing.on", endpoint=endpoint)
+    structlog.get_logger("accord.tracing").info("tracing.on", endpoint=endpoint, protocol=protocol)
     return True
+
+
+def _exporter(endpoint: str, protocol: str) -> SpanExporter:
+    if protocol == "http/protobuf":
+        # The endpoint is the collector's base URL, as the standard variable's is.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        return HttpExporter(endpoint=endpoint.removesuffix("/") + HTTP_TRACES_PATH)
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # noqa: PLC0415
+        OTLPSpanExporter as GrpcExporter,
+    )
+
+    return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
 
 
 def install(provider: TracerProvider) -> None:
@@ -95,6 +126,16 @@ def span(
     return _tracer.start_as_current_span(
         name, context=context, kind=SpanKind[kind.upper()], attributes=attributes
     )
+
+
+def fail(current: Span | None, reason: str, attributes: Mapping[str, Any] | None = None) -> None:
+    """Mark a span (as `span` yields it) failed for `reason`, a short bounded text (a code,
+    never a URL); a no-op on None, which is what spans are while tracing is off."""
+    if current is None:
+        return
+    if attributes:
+        current.set_attributes(attributes)
+    current.set_status(Status(StatusCode.ERROR, reason))
 
 
 def traceparent() -> str:

@@ -29,6 +29,7 @@ from accord_executor.engines.http import (
     static_failure,
 )
 from accord_executor.engines.proxy import PolicingProxy, Ticket
+from accord_kit import tracing
 
 CRASHED = "Chromium exited mid-attempt"
 
@@ -66,7 +67,11 @@ class BrowserEngine:
                 state = act.PageState(page, ticket, tenant or "", self._store)
                 for index, step in enumerate(spec.steps):
                     if failure is None:
-                        result, failure = await self._step(state, deadline, index, step)
+                        kind = step.WhichOneof("action")
+                        with tracing.span(f"step.{kind}", attributes={"index": index}):
+                            # The proxy's spans start outside this task: they find it here.
+                            ticket.traceparent = tracing.traceparent()
+                            result, failure = await self._step(state, deadline, index, step)
                     else:
                         result = r.step_result(index, step, r.SKIPPED)
                     steps.append(result)

@@ -28,6 +28,7 @@ from accord_executor.domain.page import Page
 from accord_executor.domain.templates import TemplateError, check_spec, render_text
 from accord_executor.engines.guard import Caller, Guard
 from accord_executor.engines.pools import TenantPools
+from accord_executor.engines.spans import answered, failed, request_span
 from accord_kit import tracing
 from accord_kit.pinning import pin
 
@@ -224,8 +225,7 @@ class HttpEngine:
         method, body = step.method or "GET", step.body or None
         headers = _headers(step, attempt)
         for _ in range(MAX_REDIRECTS + 1):
-            with tracing.span("http.request", attributes={"http.request.method": method}):
-                response, text = await self._send(attempt, method, url, headers, body)
+            response, text = await self._traced_send(attempt, method, url, headers, body)
             location = response.headers.get("Location")
             if response.status not in REDIRECTS or not location:
                 attempt.page = Page(url, response.status, text)
@@ -234,6 +234,23 @@ class HttpEngine:
             if response.status == 303 or (response.status in {301, 302} and method == "POST"):
                 method, body = "GET", None  # as browsers do; 307 and 308 keep both
         raise r.StepFailed(r.TOO_MANY_REDIRECTS, f"more than {MAX_REDIRECTS} redirects")
+
+    async def _traced_send(
+        self, attempt: _Attempt, method: str, url: str, headers: dict[str, str], body: Any
+    ) -> tuple[aiohttp.ClientResponse, str]:
+        """`_send` in an `http.request` span. A failure is said on the span by its code and
+        the policy's reasons, as the browser's are, not by its message, which names the URL."""
+        with request_span(method, url) as span:
+            try:
+                response, text = await self._send(attempt, method, url, headers, body)
+            except r.StepFailed as exc:
+                record = attempt.requests[-1] if attempt.requests else None
+                failed(span, exc.failure, record if record and record.url == url else None)
+                stopped = exc
+            else:
+                answered(span, response.status)
+                return response, text
+        raise stopped  # outside the span, so the span keeps the status given above
 
     async def _send(
         self, attempt: _Attempt, method: str, url: str, headers: dict[str, str], body: Any

@@ -14,6 +14,10 @@ requests; each HTTPS request in it is also checked on its full URL by a route on
 job's context (`watch`), before Chromium sends it. Either way the bytes go to exactly the
 address the policy checked. A refusal is answered 403 (or the request aborted) and recorded
 with its reasons in the job's request log.
+
+While tracing is on, each request, CONNECT and HTTPS request checked in a tunnel gets an
+`http.request` span in the step that made it, as the HTTP engine's requests do (method, host
+and port, never the URL); a refused one is failed with its code and the policy's reasons.
 """
 
 from __future__ import annotations
@@ -27,12 +31,15 @@ from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit
 
 import structlog
+from opentelemetry.trace import Span
 from playwright.async_api import BrowserContext, Route
 from playwright.async_api import Error as PlaywrightError
 
 from accord.common.v1 import job_result_pb2
 from accord_executor.domain import results as r
-from accord_executor.engines.guard import Caller, Guard
+from accord_executor.engines.guard import Admitted, Caller, Guard
+from accord_executor.engines.spans import answered, failed, request_span
+from accord_kit import tracing
 
 log = structlog.get_logger("accord.executor.proxy")
 
@@ -52,6 +59,7 @@ class Ticket:
     caller: Caller | None
     step_index: int = 0
     step_deadline: float = 0.0
+    traceparent: str = ""  # the current step's span, parent of the proxy's request spans
     requests: list[job_result_pb2.RequestRecord] = field(default_factory=list)
     # URL -> why it was refused, for the engine to tell a refused navigation apart.
     refused: dict[str, r.Failure] = field(default_factory=dict)
@@ -85,7 +93,10 @@ class PolicingProxy:
         async def police(route: Route) -> None:
             url = route.request.url
             record = job_result_pb2.RequestRecord(step_index=ticket.step_index, url=url)
-            with contextlib.suppress(PlaywrightError):  # the page may close meanwhile
+            with (
+                contextlib.suppress(PlaywrightError),  # the page may close meanwhile
+                request_span(route.request.method, url, ticket.traceparent) as span,
+            ):
                 try:
                     if ticket.caller is None or self._guard is None:
                         raise r.StepFailed(r.POLICY_DENIED, "no job owns this request")
@@ -93,6 +104,7 @@ class PolicingProxy:
                 except r.StepFailed as exc:
                     ticket.requests.append(record)
                     ticket.refused[url] = exc.failure
+                    failed(span, exc.failure, record)
                     await route.abort("blockedbyclient")
                     return
                 await route.continue_()
@@ -129,6 +141,27 @@ class PolicingProxy:
         finally:
             writer.close()
 
+    async def _admit(
+        self,
+        writer: asyncio.StreamWriter,
+        ticket: Ticket,
+        url: str,
+        record: job_result_pb2.RequestRecord,
+        span: Span | None,
+    ) -> Admitted | None:
+        """The policy's yes for a request, or None once the browser has been told its no."""
+        # Both checked by `_relay`, which answers 403 without them.
+        assert ticket.caller is not None
+        assert self._guard is not None
+        try:
+            deadline = max(ticket.step_deadline, time.monotonic() + 1.0)
+            return await self._guard.admit(ticket.caller, url, deadline, record)
+        except r.StepFailed as exc:
+            ticket.refused[url] = exc.failure
+            failed(span, exc.failure, record)
+            await _answer(writer, 403, exc.failure.message)
+            return None
+
     async def _relay(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket | None
     ) -> None:
@@ -147,31 +180,43 @@ class PolicingProxy:
             return
         record = job_result_pb2.RequestRecord(step_index=ticket.step_index, url=url)
         ticket.requests.append(record)
-        try:
-            deadline = max(ticket.step_deadline, time.monotonic() + 1.0)
-            admitted = await self._guard.admit(ticket.caller, url, deadline, record)
-        except r.StepFailed as exc:
-            ticket.refused[url] = exc.failure
-            await _answer(writer, 403, exc.failure.message)
-            return
-        permit = admitted.permit_id
-        try:
-            try:
-                async with asyncio.timeout(CONNECT_SECONDS):
-                    up_reader, up_writer = await asyncio.open_connection(admitted.address, port)
-            except (OSError, TimeoutError) as exc:
-                await _answer(writer, 502, f"could not connect to {url}: {exc!r}")
+        with contextlib.ExitStack() as spanned:
+            span = spanned.enter_context(request_span(method, url, ticket.traceparent))
+            admitted = await self._admit(writer, ticket, url, record, span)
+            if admitted is None:
                 return
-            record.sent, record.address = True, admitted.address
-            if tunnel:
+            permit = admitted.permit_id
+            try:
+                upstream = await _connect(writer, url, admitted.address, port, span)
+                if upstream is None:
+                    return
+                up_reader, up_writer = upstream
+                record.sent, record.address = True, admitted.address
+                if tunnel:
+                    self._guard.release(ticket.caller, permit)
+                    permit = ""
+                    writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    # The tunnel is up: its span ends, and each request in it has its own.
+                    spanned.close()
+                else:
+                    up_writer.write(_origin_request(method, parts, lines))
+                await _pipe(reader, writer, up_reader, up_writer, None if tunnel else record)
+                answered(span, record.http_status)
+            finally:
                 self._guard.release(ticket.caller, permit)
-                permit = ""
-                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            else:
-                up_writer.write(_origin_request(method, parts, lines))
-            await _pipe(reader, writer, up_reader, up_writer, None if tunnel else record)
-        finally:
-            self._guard.release(ticket.caller, permit)
+
+
+async def _connect(
+    writer: asyncio.StreamWriter, url: str, address: str, port: int, span: Span | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A connection to the checked address, or None once the browser has been told why not."""
+    try:
+        async with asyncio.timeout(CONNECT_SECONDS):
+            return await asyncio.open_connection(address, port)
+    except (OSError, TimeoutError) as exc:
+        tracing.fail(span, r.HTTP_ERROR)
+        await _answer(writer, 502, f"could not connect to {url}: {exc!r}")
+        return None
 
 
 def _origin_request(method: str, parts: SplitResult, lines: list[str]) -> bytes:
