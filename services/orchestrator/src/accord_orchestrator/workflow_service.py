@@ -29,6 +29,7 @@ from accord_kit.errors import (
 from accord_orchestrator import schedule_store as ss
 from accord_orchestrator import schedule_views as sviews
 from accord_orchestrator import store
+from accord_orchestrator import tables as t
 from accord_orchestrator import workflow_store as ws
 from accord_orchestrator import workflow_views as views
 from accord_orchestrator.domain import workflow_updates as updates
@@ -390,6 +391,16 @@ class WorkflowUseCases:
 
     async def _view(self, s: AsyncConnection, d: ws.Stored) -> wf.Workflow:
         schedule = await ss.get(s, d.tenant_id, d.schedule_id)
-DELETED = wsp.DeleteWorkflowResponse
-M = TypeVar("M", bound=Message)
+        return views.to_workflow(d, paused=schedule.paused if schedule is not None else True)
 
+
+async def _recall(
+    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, kind: type[M]
+) -> M | None:
+    return await idempotency.recall(s, t.outcomes, scope, tenant, asked, kind)
+
+
+async def _keep(
+    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, found: Message
+) -> None:
+    await idempotency.keep(s, t.outcomes, scope, tenant, asked, found)
