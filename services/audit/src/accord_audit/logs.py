@@ -21,10 +21,12 @@ from accord_kit.errors import FailedPrecondition, FieldViolation, InvalidArgumen
 
 # Records read per query while exporting: bounds memory, not the range.
 CHUNK = 5000
-# A verification checks its range in this many parts at once (one connection and one
-# PostgreSQL backend each), none smaller than PART_SMALLEST records.
+# A verification checks its range in parts, PARTS at once (one connection and one PostgreSQL
+# backend each: as many as the database has cores to give), of PART_SMALLEST to PART_LARGEST
+# records: one statement each, so the largest bounds how long a statement runs.
 PARTS = 2
 PART_SMALLEST = 50_000
+PART_LARGEST = 250_000
 
 
 def _invalid(field: str, why: str) -> InvalidArgument:
@@ -176,9 +178,13 @@ class TenantLogs:
             return LogCheck(start).fail(start, WHY[Fault.MISSING])
         if start == end:
             return LogCheck(start)
-        cut = logcheck.parts(start, end, PARTS, PART_SMALLEST)
+        cut = logcheck.parts(start, end, PARTS, PART_SMALLEST, PART_LARGEST)
+        at_once = asyncio.Semaphore(PARTS)
         found = await asyncio.gather(
-            *(self._part(tenant, lo, hi, anchor if lo == start else None) for lo, hi in cut),
+            *(
+                self._part(at_once, tenant, lo, hi, anchor if lo == start else None)
+                for lo, hi in cut
+            ),
             self._levels(tenant, start, end),
         )
         check = LogCheck.of_parts(start, list(found[:-1]))  # type: ignore[arg-type]
@@ -186,8 +192,10 @@ class TenantLogs:
             await self._check_tree(tenant, start, end, found[-1], check)  # type: ignore[arg-type]
         return check
 
-    async def _part(self, tenant: str, start: int, end: int, anchor: bytes | None) -> Part:
-        async with self._sessions() as s:
+    async def _part(
+        self, at_once: asyncio.Semaphore, tenant: str, start: int, end: int, anchor: bytes | None
+    ) -> Part:
+        async with at_once, self._sessions.begin() as s:
             return await store.check_part(s, tenant, start, end, anchor)
 
     async def _levels(self, tenant: str, start: int, end: int) -> list[Level]:

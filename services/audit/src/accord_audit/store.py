@@ -267,6 +267,24 @@ FROM (
 """  # noqa: S608 - built from constants only
 
 
+# Seconds one statement of a verification may run (a part of the range, or the tree over it):
+# longer than other statements may, on a loaded machine.
+CHECK_TIMEOUT = 600.0
+
+# A check reads its rows in index order and keeps nothing: the plan must be index scans
+# (merge-joined), never a sort or a hash of the range, which the planner may pick for a
+# generic plan of a sub-range and which spill to disk at these sizes.
+_STREAMING = (
+    "SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off;"
+    " SET LOCAL max_parallel_workers_per_gather = 0"
+)
+
+
+async def streaming(session: AsyncSession) -> None:
+    """Plan this transaction's queries as one pass over indexes (see _STREAMING)."""
+    await (await driver(session)).execute(_STREAMING)
+
+
 async def check_part(
     session: AsyncSession, tenant: str, start: int, end: int, anchor: bytes | None
 ) -> Part:
@@ -274,9 +292,10 @@ async def check_part(
 
     `anchor` is the hash the record at `start` must chain to; None means the stored hash of
     the record before it (that record itself belongs to the part before)."""
+    await streaming(session)
     conn = await driver(session)
     rows, erased, bad, listed = await conn.fetchrow(
-        _CHECK_PART, tenant, start, end, anchor, ERASED_LISTED
+        _CHECK_PART, tenant, start, end, anchor, ERASED_LISTED, timeout=CHECK_TIMEOUT
     )
     found = None
     if bad is not None:

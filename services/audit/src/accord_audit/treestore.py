@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -109,13 +109,12 @@ LIMIT 1
 
 
 async def levels(session: AsyncSession, tenant: str, start: int, end: int) -> list[Level]:
-    """Each level of the tenant's stored tree over leaves [start, end), in one pass.
-
-    The pass must follow the primary key's order: sorting the nodes instead costs more than
-    reading the table in index order, but the planner cannot see that the filter keeps most
-    of them, so sorting is off for this transaction."""
-    await session.execute(text("SET LOCAL enable_sort = off"))
-    rows = await (await store.driver(session)).fetch(_LEVELS, tenant, start, end)
+    """Each level of the tenant's stored tree over leaves [start, end), in one pass in the
+    primary key's order (store.streaming: the planner would rather sort the table)."""
+    await store.streaming(session)
+    rows = await (await store.driver(session)).fetch(
+        _LEVELS, tenant, start, end, timeout=store.CHECK_TIMEOUT
+    )
     return [Level(*row) for row in rows]
 
 
@@ -124,7 +123,7 @@ async def bad_node(
 ) -> int | None:
     """The first node of `level` over leaves [start, end) that its children do not make."""
     found: int | None = await (await store.driver(session)).fetchval(
-        _BAD_NODES, tenant, level, start, end
+        _BAD_NODES, tenant, level, start, end, timeout=store.CHECK_TIMEOUT
     )
     return found
 

@@ -62,10 +62,12 @@ class Part(NamedTuple):
     bad: Bad | None
 
 
-def parts(start: int, end: int, count: int, smallest: int) -> list[tuple[int, int]]:
-    """[start, end) cut into at most `count` consecutive parts of at least `smallest`."""
-    count = max(1, min(count, (end - start) // max(1, smallest)))
-    step = -(-(end - start) // count)
+def parts(start: int, end: int, count: int, smallest: int, largest: int) -> list[tuple[int, int]]:
+    """[start, end) cut into consecutive parts of about equal size: at least `count` of them
+    (to check them at once) but none under `smallest`, and none over `largest`."""
+    size = end - start
+    count = max(1, min(count, size // max(1, smallest)), -(-size // largest))
+    step = -(-size // count)
     return [(lo, min(end, lo + step)) for lo in range(start, end, step)] or [(start, end)]
 
 
