@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord_audit import store, treestore
@@ -54,9 +55,15 @@ class Exported:
 
 class TenantLogs:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], signer: Signer, origin: str
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        reads: asyncpg.Pool,
+        signer: Signer,
+        origin: str,
     ) -> None:
+        """`reads` (db.read_pool) serves proofs, one round trip each; the rest uses sessions."""
         self._sessions = sessions
+        self._reads = reads
         self._signer = signer
         self._origin = origin
 
@@ -116,44 +123,41 @@ class TenantLogs:
             return await treestore.keys(s)
 
     async def inclusion(self, tenant: str, key: int | str, tree_size: int) -> Inclusion:
-        """Tree size 0 is the latest checkpoint's; everything else is read in one session."""
+        """Tree size 0 is the latest checkpoint's; the rest is one read (two by event id)."""
         cp = await self.sign(tenant) if tree_size == 0 else None
         size = cp.tree_size if cp else tree_size
-        async with self._sessions() as s:
-            if isinstance(key, str):
-                found = await store.get_by_event_id(s, tenant, key)
-                if found is None:
-                    raise NotFound(f"audit record {key} not found")
-                index = found.link.index
-            else:
-                index = key
-            log_size, leaf = await store.size_and_hash(s, tenant, index)
-            if size > log_size:
-                raise _past("tree_size", size, log_size)
-            if index >= size:
-                if cp is not None and isinstance(key, int):
-                    raise NotFound(f"audit record {index} not found")
-                raise _invalid("tree_size", f"must be greater than the record's index {index}")
-            nodes = await treestore.nodes(s, {tenant: merkle.inclusion_nodes(index, size)})
+        if isinstance(key, str):
+            found = await treestore.index_of(self._reads, tenant, key)
+            if found is None:
+                raise NotFound(f"audit record {key} not found")
+            index = found
+        else:
+            index = key
+        wanted = merkle.inclusion_nodes(index, size) if index < size else set()
+        log_size, leaf, nodes = await treestore.proof_read(self._reads, tenant, index, wanted)
+        if size > log_size:
+            raise _past("tree_size", size, log_size)
+        if index >= size:
+            if cp is not None and isinstance(key, int):
+                raise NotFound(f"audit record {index} not found")
+            raise _invalid("tree_size", f"must be greater than the record's index {index}")
         if leaf is None:
             raise NotFound(f"audit record {index} not found")
-        hashes = merkle.inclusion_proof(index, size, nodes[tenant])
+        hashes = merkle.inclusion_proof(index, size, nodes)
         return Inclusion(index, size, leaf, hashes, cp)
 
     async def consistency(
         self, tenant: str, from_size: int, to_size: int
     ) -> tuple[int, list[bytes]]:
-        """(to_size, the proof): to_size 0 is the latest checkpoint's."""
+        """(to_size, the proof): to_size 0 is the latest checkpoint's. One read."""
         if to_size == 0:
             to_size = (await self.sign(tenant)).tree_size
         if from_size > to_size:
             raise _invalid("from_size", f"must be at most to_size ({to_size})")
-        async with self._sessions() as s:
-            log_size, _ = await store.size_and_hash(s, tenant, 0)
-            if to_size > log_size:
-                raise _past("to_size", to_size, log_size)
-            wanted = merkle.consistency_nodes(from_size, to_size) if from_size < to_size else set()
-            nodes = (await treestore.nodes(s, {tenant: wanted}))[tenant]
+        wanted = merkle.consistency_nodes(from_size, to_size) if from_size < to_size else set()
+        log_size, _, nodes = await treestore.proof_read(self._reads, tenant, 0, wanted)
+        if to_size > log_size:
+            raise _past("to_size", to_size, log_size)
         return to_size, merkle.consistency_proof(from_size, to_size, nodes)
 
     async def verify(self, tenant: str, start: int, end: int) -> LogCheck:

@@ -309,16 +309,3 @@ async def tenant_hash_at(session: AsyncSession, tenant: str, index: int) -> byte
     stmt = select(c.tenant_hash).where(c.tenant_id == tenant, c.tenant_index == index)
     found: bytes | None = (await session.execute(stmt)).scalar_one_or_none()
     return found
-
-
-_SIZE_AND_HASH = """
-SELECT (SELECT size FROM audit.logs WHERE tenant_id = $1),
-       (SELECT tenant_hash FROM audit.records WHERE tenant_id = $1 AND tenant_index = $2)
-"""
-
-
-async def size_and_hash(session: AsyncSession, tenant: str, index: int) -> tuple[int, bytes | None]:
-    """The tenant log's size and the hash of its record at `index` (None: no such record),
-    in one round trip: the two things every proof checks first."""
-    row = await (await driver(session)).fetchrow(_SIZE_AND_HASH, tenant, index)
-    return (row[0] or 0), row[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
@@ -125,6 +126,48 @@ async def bad_node(
     found: int | None = await (await store.driver(session)).fetchval(
         _BAD_NODES, tenant, level, start, end, timeout=store.CHECK_TIMEOUT
     )
+    return found
+
+
+# What a proof reads, in one statement: the log's size, the tenant hash of the record at $2
+# (the proven leaf; NULL when absent) and the stored nodes asked for, in the order asked
+# (NULL for one not stored), each by primary key as in _NODES.
+_PROOF = """
+SELECT (SELECT size FROM audit.logs WHERE tenant_id = $1),
+       (SELECT tenant_hash FROM audit.records WHERE tenant_id = $1 AND tenant_index = $2),
+       array(
+         SELECT n.hash
+         FROM unnest($3::smallint[], $4::bigint[]) WITH ORDINALITY AS w(level, node_index, at)
+         LEFT JOIN LATERAL (
+           SELECT hash FROM audit.tree_nodes
+           WHERE tenant_id = $1 AND level = w.level AND node_index = w.node_index
+           LIMIT 1
+         ) AS n ON true
+         ORDER BY w.at
+       )
+"""
+
+
+async def proof_read(
+    reads: asyncpg.Pool, tenant: str, index: int, wanted: Iterable[Node]
+) -> tuple[int, bytes | None, dict[Node, bytes]]:
+    """(the log's size, the tenant hash of its record at `index` or None, the stored nodes
+    of `wanted`) in one round trip on a plain connection (db.read_pool)."""
+    keys = sorted(wanted)
+    levels, indexes = [lv for lv, _ in keys], [ix for _, ix in keys]
+    async with reads.acquire() as conn:
+        size, leaf, hashes = await conn.fetchrow(_PROOF, tenant, index, levels, indexes)
+    found = {key: digest for key, digest in zip(keys, hashes, strict=True) if digest is not None}
+    return size or 0, leaf, found
+
+
+_INDEX_OF = "SELECT tenant_index FROM audit.records WHERE tenant_id = $1 AND event_id = $2"
+
+
+async def index_of(reads: asyncpg.Pool, tenant: str, event_id: str) -> int | None:
+    """The tenant-log index of the tenant's record of `event_id`, if there is one."""
+    async with reads.acquire() as conn:
+        found: int | None = await conn.fetchval(_INDEX_OF, tenant, event_id)
     return found
 
 
