@@ -271,18 +271,22 @@ FROM (
 # longer than other statements may, on a loaded machine.
 CHECK_TIMEOUT = 600.0
 
-# A check reads its rows in index order and keeps nothing: the plan must be index scans
-# (merge-joined), never a sort or a hash of the range, which the planner may pick for a
-# generic plan of a sub-range and which spill to disk at these sizes.
-_STREAMING = (
-    "SET LOCAL enable_sort = off; SET LOCAL enable_hashjoin = off;"
-    " SET LOCAL max_parallel_workers_per_gather = 0"
+# A check reads its rows in index order and keeps nothing: the plan must be index scans,
+# merge-joined. Without this the planner may pick a sort or a hash of the range for a generic
+# plan of a sub-range (which spill to disk at these sizes), or, before a new table has its
+# statistics, a nested loop that compares every record with every leaf.
+_STREAMING = text(
+    "SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true),"
+    " set_config('enable_nestloop', 'off', true),"
+    " set_config('max_parallel_workers_per_gather', '0', true)"
 )
 
 
 async def streaming(session: AsyncSession) -> None:
-    """Plan this transaction's queries as one pass over indexes (see _STREAMING)."""
-    await (await driver(session)).execute(_STREAMING)
+    """Plan the rest of this transaction's queries as one pass over indexes (_STREAMING).
+
+    Through the session, so that its transaction has begun: the settings end with it."""
+    await session.execute(_STREAMING)
 
 
 async def check_part(
