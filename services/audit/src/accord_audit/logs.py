@@ -184,16 +184,17 @@ class TenantLogs:
             return LogCheck(start)
         cut = logcheck.parts(start, end, PARTS, PART_SMALLEST, PART_LARGEST)
         at_once = asyncio.Semaphore(PARTS)
-        found = await asyncio.gather(
-            *(
-                self._part(at_once, tenant, lo, hi, anchor if lo == start else None)
+        async with asyncio.TaskGroup() as group:
+            levels = group.create_task(self._levels(tenant, start, end))
+            found = [
+                group.create_task(
+                    self._part(at_once, tenant, lo, hi, anchor if lo == start else None)
+                )
                 for lo, hi in cut
-            ),
-            self._levels(tenant, start, end),
-        )
-        check = LogCheck.of_parts(start, list(found[:-1]))  # type: ignore[arg-type]
+            ]
+        check = LogCheck.of_parts(start, [part.result() for part in found])
         if check.valid:
-            await self._check_tree(tenant, start, end, found[-1], check)  # type: ignore[arg-type]
+            await self._check_tree(tenant, start, end, levels.result(), check)
         return check
 
     async def _part(
@@ -224,9 +225,12 @@ class TenantLogs:
             cp = await treestore.latest_checkpoint(s, tenant, self.log_id(tenant))
             if start > 0 or cp is None or cp.tree_size > end or cp.tree_size == 0:
                 return
-            nodes = (await treestore.nodes(s, {tenant: merkle.root_nodes(cp.tree_size)}))[tenant]
+            wanted = merkle.root_nodes(cp.tree_size)
+            nodes = (await treestore.nodes(s, {tenant: wanted}))[tenant]
             keys = {key_id: public for key_id, public, _ in await treestore.keys(s)}
-        if merkle.root(cp.tree_size, nodes) != cp.root_hash:
+        if wanted - nodes.keys():  # checked above; gone since
+            check.missing_nodes(max(level for level, _ in wanted - nodes.keys()))
+        elif merkle.root(cp.tree_size, nodes) != cp.root_hash:
             check.wrong_root(cp.tree_size, "is not the signed checkpoint's root")
         elif cp.key_id not in keys or not checkpoints.verify(cp, keys[cp.key_id]):
             check.wrong_root(cp.tree_size, "has a checkpoint its key did not sign")
