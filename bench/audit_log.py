@@ -21,7 +21,7 @@ audit service (accord_audit.app.App), then measures:
    in this process: `SELECT 1` in a pooled session, and on a plain pooled connection (one
    round trip, as a proof reads).
 
-Targets (DESIGN.md, the audit issue): proofs under 10 ms, VerifyRange of 1,000,000 records
+Targets (DESIGN.md and the product brief): proofs under 10 ms, VerifyRange of 1,000,000 records
 under 10 s, appends keeping up with the suite's end-to-end job rate times events per job.
 Asserts nothing.
 """
