@@ -64,8 +64,9 @@ async def test_records_of_the_first_schema_get_tenant_logs_that_verify(database_
     await asyncio.to_thread(upgrade, database_url, "head")
 
     engine = db.create_engine(database_url)
+    reads = await db.read_pool(database_url)
     try:
-        logs = TenantLogs(db.sessionmaker(engine), Signer(None), "accord.audit")
+        logs = TenantLogs(db.sessionmaker(engine), reads, Signer(None), "accord.audit")
         check = await logs.verify("acme", 0, 0)
         assert (check.first_invalid, check.checked) == (None, 4)
         assert (await logs.verify("other", 0, 0)).checked == 2
@@ -85,4 +86,5 @@ async def test_records_of_the_first_schema_get_tenant_logs_that_verify(database_
         proof = await logs.inclusion("acme", 2, 4)
         assert verify_inclusion(hashes[2], 2, 4, proof.hashes, cp.root_hash)
     finally:
+        await reads.close()
         await engine.dispose()

@@ -11,11 +11,13 @@ from datetime import UTC, datetime
 
 import asyncpg
 import grpc
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from accord.audit.v1 import audit_service_pb2 as pb1
 from accord.audit.v2 import audit_service_pb2 as pb
 from accord.audit.v2 import record_pb2
+from accord_audit import logs
 from accord_audit.testing import Harness, eventually
 from accord_kit.testing import as_tenant, refused
 from services.audit.tests.rfc9162 import mth, verify_consistency, verify_inclusion
@@ -208,6 +210,96 @@ async def test_a_rewritten_chain_is_caught_by_its_merkle_leaf(audit: Harness) ->
     assert (bad.first_invalid_index, bad.failure) == (
         3,
         "Merkle leaf does not match the record's hash",
+    )
+
+
+def node(level: int, index: int) -> str:
+    return f"tenant_id = 'acme' AND level = {level} AND node_index = {index}"
+
+
+async def test_a_changed_or_missing_tree_node_is_reported(audit: Harness) -> None:
+    """Leaves 0-7 make nodes (1, 0-3), (2, 0-1) and (3, 0); each must hash its children."""
+    await fill(audit, acme=8, other=3)
+    await checkpoint(audit)  # signed at 8 before anything changes
+    assert (await verify(audit)).valid
+    forged = hashlib.sha256(b"forged").hexdigest()
+    await sql(audit, f"UPDATE audit.tree_nodes SET hash = '\\x{forged}' WHERE {node(2, 1)}")
+    bad = await verify(audit)
+    assert (bad.valid, bad.first_invalid_index, bad.failure, bad.checked_count) == (
+        False,
+        4,
+        "Merkle tree node (level 2, index 1) is not the hash of its children",
+        8,
+    )
+    assert (await verify(audit, start_index=4)).first_invalid_index == 4  # the node is in it
+    assert (await verify(audit, start_index=0, end_index=4)).valid  # the node is not
+    await sql(
+        audit,
+        f"UPDATE audit.tree_nodes SET hash = sha256('\\x01'::bytea || (SELECT string_agg("
+        f"hash, ''::bytea ORDER BY node_index) FROM audit.tree_nodes WHERE level = 1 AND "
+        f"node_index IN (2, 3) AND tenant_id = 'acme')) WHERE {node(2, 1)}",
+    )
+    assert (await verify(audit)).valid  # put back as its children make it
+    await sql(audit, f"DELETE FROM audit.tree_nodes WHERE {node(3, 0)}")
+    gone = await verify(audit)
+    assert (gone.first_invalid_index, gone.failure) == (0, "Merkle tree level 3 is missing nodes")
+
+
+async def test_a_root_that_is_not_the_signed_checkpoints_is_reported(audit: Harness) -> None:
+    await fill(audit, acme=5, other=0)
+    cp = await checkpoint(audit)
+    assert (await verify(audit)).valid
+    await sql(audit, "UPDATE audit.checkpoints SET signature = '\\x00' || signature")
+    unsigned = await verify(audit)
+    assert (unsigned.first_invalid_index, unsigned.failure) == (
+        0,
+        "Merkle root of the first 5 records has a checkpoint its key did not sign",
+    )
+    assert (await verify(audit, start_index=1)).valid  # a root is only of ranges from 0
+    forged = hashlib.sha256(b"forged").hexdigest()
+    await sql(
+        audit,
+        f"UPDATE audit.checkpoints SET signature = '\\x{cp.signature.hex()}',"
+        f" root_hash = '\\x{forged}'",
+    )
+    wrong = await verify(audit)
+    assert (wrong.first_invalid_index, wrong.failure) == (
+        0,
+        "Merkle root of the first 5 records is not the signed checkpoint's root",
+    )
+    assert (await verify(audit, end_index=4)).valid  # the checkpoint is past the range
+
+
+async def test_a_range_checked_in_parts_answers_as_one_pass(
+    audit: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts of 2 to 3 records: [0, 3), [3, 6), [6, 8), checked two at a time."""
+    monkeypatch.setattr(logs, "PART_SMALLEST", 2)
+    monkeypatch.setattr(logs, "PART_LARGEST", 3)
+    await fill(audit, acme=8, other=2)
+    await audit.app.logs.erase_expired({"acme": 0})
+    whole = await verify(audit)
+    assert (whole.valid, whole.checked_count, list(whole.erased_indexes)) == (
+        True,
+        8,
+        list(range(8)),
+    )
+    await sql(audit, f"UPDATE audit.records SET tenant_hash = '\\x{ZERO.hex()}' WHERE {at(4)}")
+    bad = await verify(audit)
+    assert (bad.first_invalid_index, bad.failure, bad.checked_count) == (
+        4,
+        "hash does not match the chain",
+        5,
+    )
+    assert (bad.erased_count, list(bad.erased_indexes)) == (5, [0, 1, 2, 3, 4])
+    await sql(audit, f"DELETE FROM audit.records WHERE {at(3)}")  # the first of a part
+    assert (await verify(audit)).first_invalid_index == 3
+    await sql(audit, f"DELETE FROM audit.records WHERE {at(2)}")  # the last of a part
+    missing = await verify(audit)
+    assert (missing.first_invalid_index, missing.failure, missing.checked_count) == (
+        2,
+        "record is missing",
+        2,
     )
 
 

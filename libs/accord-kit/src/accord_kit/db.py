@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, text
@@ -38,6 +39,23 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_timeout=5,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
+
+
+async def read_pool(url: str, *, size: int = 4) -> asyncpg.Pool:
+    """Plain asyncpg connections for hot reads of one statement each: a read is one round trip,
+    where a session's is four or more (pre-ping in a transaction, BEGIN, the statement,
+    ROLLBACK). Nothing is reset on release, so the statements must leave no session state.
+    Connections open on first use (a service starts with the database down) and one the
+    server closed is replaced when next acquired."""
+
+    async def keep(_: asyncpg.Connection) -> None:
+        return None
+
+    plain = asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        plain, min_size=0, max_size=size, reset=keep, timeout=5, command_timeout=30
+    )
+    return pool
 
 
 def sessionmaker(engine: AsyncEngine) -> async_sessionmaker:  # type: ignore[type-arg]

@@ -20,7 +20,7 @@ from accord_audit.service import AuditUseCases
 from accord_audit.signer import Signer
 from accord_audit.v2_api import AuditApiV2
 from accord_kit import db
-from accord_kit.backing import Backing
+from accord_kit.backing import CLOSE_SECONDS, Backing
 from accord_kit.server import Server
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -48,8 +48,9 @@ class App:
         self._cases = AuditUseCases(
             db.sessionmaker(b.engine), stream_poll_interval=s.stream_poll_interval
         )
+        self._reads = await db.read_pool(s.database_url)
         self.logs = TenantLogs(
-            db.sessionmaker(b.engine), Signer(s.checkpoint_key_file), s.log_origin
+            db.sessionmaker(b.engine), self._reads, Signer(s.checkpoint_key_file), s.log_origin
         )
         api = AuditApi(self._cases)
         self.server.add(SERVICE, audit_service_pb2_grpc.add_AuditServiceServicer_to_server, api)
@@ -81,6 +82,8 @@ class App:
         self._cases.close()
         await self.server.stop()
         await self._consumer.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reads.close(), CLOSE_SECONDS)
         await self._backing.close()
 
 

@@ -4,22 +4,30 @@ retention. Each call works on one tenant's log; reads of records are in service.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from accord_audit import store, treestore
-from accord_audit.domain import checkpoints, merkle
+from accord_audit.domain import checkpoints, logcheck, merkle
 from accord_audit.domain.checkpoints import Checkpoint
-from accord_audit.domain.logcheck import LogCheck
+from accord_audit.domain.logcheck import WHY, Fault, Level, LogCheck, Part
 from accord_audit.domain.records import Record
 from accord_audit.signer import Signer, public_bytes
 from accord_kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
-# Records read per query while verifying or exporting: bounds memory, not the range.
+# Records read per query while exporting: bounds memory, not the range.
 CHUNK = 5000
+# A verification checks its range in parts, PARTS at once (one connection and one PostgreSQL
+# backend each: as many as the database has cores to give), of PART_SMALLEST to PART_LARGEST
+# records: one statement each, so the largest bounds how long a statement runs.
+PARTS = 2
+PART_SMALLEST = 50_000
+PART_LARGEST = 250_000
 
 
 def _invalid(field: str, why: str) -> InvalidArgument:
@@ -47,9 +55,15 @@ class Exported:
 
 class TenantLogs:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], signer: Signer, origin: str
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        reads: asyncpg.Pool,
+        signer: Signer,
+        origin: str,
     ) -> None:
+        """`reads` (db.read_pool) serves proofs, one round trip each; the rest uses sessions."""
         self._sessions = sessions
+        self._reads = reads
         self._signer = signer
         self._origin = origin
 
@@ -109,48 +123,51 @@ class TenantLogs:
             return await treestore.keys(s)
 
     async def inclusion(self, tenant: str, key: int | str, tree_size: int) -> Inclusion:
-        """Tree size 0 is the latest checkpoint's; everything else is read in one session."""
+        """Tree size 0 is the latest checkpoint's; the rest is one read (two by event id)."""
         cp = await self.sign(tenant) if tree_size == 0 else None
         size = cp.tree_size if cp else tree_size
-        async with self._sessions() as s:
-            if isinstance(key, str):
-                found = await store.get_by_event_id(s, tenant, key)
-                if found is None:
-                    raise NotFound(f"audit record {key} not found")
-                index = found.link.index
-            else:
-                index = key
-            log_size, leaf = await store.size_and_hash(s, tenant, index)
-            if size > log_size:
-                raise _past("tree_size", size, log_size)
-            if index >= size:
-                if cp is not None and isinstance(key, int):
-                    raise NotFound(f"audit record {index} not found")
-                raise _invalid("tree_size", f"must be greater than the record's index {index}")
-            nodes = await treestore.nodes(s, {tenant: merkle.inclusion_nodes(index, size)})
+        if isinstance(key, str):
+            found = await treestore.index_of(self._reads, tenant, key)
+            if found is None:
+                raise NotFound(f"audit record {key} not found")
+            index = found
+        else:
+            index = key
+        wanted = merkle.inclusion_nodes(index, size) if index < size else set()
+        log_size, leaf, nodes = await treestore.proof_read(self._reads, tenant, index, wanted)
+        if size > log_size:
+            raise _past("tree_size", size, log_size)
+        if index >= size:
+            if cp is not None and isinstance(key, int):
+                raise NotFound(f"audit record {index} not found")
+            raise _invalid("tree_size", f"must be greater than the record's index {index}")
         if leaf is None:
             raise NotFound(f"audit record {index} not found")
-        hashes = merkle.inclusion_proof(index, size, nodes[tenant])
+        hashes = merkle.inclusion_proof(index, size, nodes)
         return Inclusion(index, size, leaf, hashes, cp)
 
     async def consistency(
         self, tenant: str, from_size: int, to_size: int
     ) -> tuple[int, list[bytes]]:
-        """(to_size, the proof): to_size 0 is the latest checkpoint's."""
+        """(to_size, the proof): to_size 0 is the latest checkpoint's. One read."""
         if to_size == 0:
             to_size = (await self.sign(tenant)).tree_size
         if from_size > to_size:
             raise _invalid("from_size", f"must be at most to_size ({to_size})")
-        async with self._sessions() as s:
-            log_size, _ = await store.size_and_hash(s, tenant, 0)
-            if to_size > log_size:
-                raise _past("to_size", to_size, log_size)
-            wanted = merkle.consistency_nodes(from_size, to_size) if from_size < to_size else set()
-            nodes = (await treestore.nodes(s, {tenant: wanted}))[tenant]
+        wanted = merkle.consistency_nodes(from_size, to_size) if from_size < to_size else set()
+        log_size, _, nodes = await treestore.proof_read(self._reads, tenant, 0, wanted)
+        if to_size > log_size:
+            raise _past("to_size", to_size, log_size)
         return to_size, merkle.consistency_proof(from_size, to_size, nodes)
 
     async def verify(self, tenant: str, start: int, end: int) -> LogCheck:
-        """Check the tenant's records [start, end); end 0 means the end of the log."""
+        """Check the tenant's records [start, end) and its tree over them; end 0 means the end
+        of the log.
+
+        The records are checked in PARTS consecutive parts at once, each in one pass in
+        PostgreSQL on a connection of its own (so on as many cores), and the stored tree over
+        the range beside them; once every record holds, the tree must be their tree, and a
+        range from 0 must make the root of the latest signed checkpoint it covers."""
         if end and end <= start:
             raise _invalid("end_index", "must be 0 or greater than start_index")
         async with self._sessions() as s:
@@ -160,21 +177,68 @@ class TenantLogs:
                 raise FailedPrecondition(
                     f"range [{start}, {end}) is past the end of the log ({size} records)"
                 )
-            prev = await self._prev_hash(s, tenant, start)
-            if prev is None:  # the record before the range is gone: nothing anchors it
-                return LogCheck(start, b"").finish(start + 1)
-            check = LogCheck(start, prev)
-            while check.next_index < end:
-                found = await store.entries(s, tenant, check.next_index, end, CHUNK)
-                if not found or not check.feed(found):
-                    break
-        return check.finish(end)
+            anchor = await self._prev_hash(s, tenant, start)
+        if anchor is None:  # the record before the range is gone: nothing anchors it
+            return LogCheck(start).fail(start, WHY[Fault.MISSING])
+        if start == end:
+            return LogCheck(start)
+        cut = logcheck.parts(start, end, PARTS, PART_SMALLEST, PART_LARGEST)
+        at_once = asyncio.Semaphore(PARTS)
+        async with asyncio.TaskGroup() as group:
+            levels = group.create_task(self._levels(tenant, start, end))
+            found = [
+                group.create_task(
+                    self._part(at_once, tenant, lo, hi, anchor if lo == start else None)
+                )
+                for lo, hi in cut
+            ]
+        check = LogCheck.of_parts(start, [part.result() for part in found])
+        if check.valid:
+            await self._check_tree(tenant, start, end, levels.result(), check)
+        return check
+
+    async def _part(
+        self, at_once: asyncio.Semaphore, tenant: str, start: int, end: int, anchor: bytes | None
+    ) -> Part:
+        async with at_once, self._sessions.begin() as s:
+            return await store.check_part(s, tenant, start, end, anchor)
+
+    async def _levels(self, tenant: str, start: int, end: int) -> list[Level]:
+        async with self._sessions.begin() as s:
+            return await treestore.levels(s, tenant, start, end)
+
+    async def _check_tree(
+        self, tenant: str, start: int, end: int, levels: list[Level], check: LogCheck
+    ) -> None:
+        """The stored nodes over the range are their children's hashes (so the stored root of
+        any size in it is the root recomputed from the checked leaves), and from 0 the root of
+        the latest checkpoint it covers is that signed."""
+        bad_level = logcheck.first_bad_level(levels)
+        async with self._sessions() as s:
+            if bad_level is not None:
+                index = await treestore.bad_node(s, tenant, bad_level, start, end)
+                if index is None:
+                    check.missing_nodes(bad_level)
+                else:
+                    check.bad_node(bad_level, index)
+                return
+            cp = await treestore.latest_checkpoint(s, tenant, self.log_id(tenant))
+            if start > 0 or cp is None or cp.tree_size > end or cp.tree_size == 0:
+                return
+            wanted = merkle.root_nodes(cp.tree_size)
+            nodes = (await treestore.nodes(s, {tenant: wanted}))[tenant]
+            keys = {key_id: public for key_id, public, _ in await treestore.keys(s)}
+        if wanted - nodes.keys():  # checked above; gone since
+            check.missing_nodes(max(level for level, _ in wanted - nodes.keys()))
+        elif merkle.root(cp.tree_size, nodes) != cp.root_hash:
+            check.wrong_root(cp.tree_size, "is not the signed checkpoint's root")
+        elif cp.key_id not in keys or not checkpoints.verify(cp, keys[cp.key_id]):
+            check.wrong_root(cp.tree_size, "has a checkpoint its key did not sign")
 
     async def _prev_hash(self, s: AsyncSession, tenant: str, start: int) -> bytes | None:
         if start == 0:
             return bytes(32)
-        before = await store.get_by_index(s, tenant, start - 1, tenant_log=True)
-        return before.link.hash if before else None
+        return await store.tenant_hash_at(s, tenant, start - 1)
 
     async def export(
         self, tenant: str, start: int, end: int, from_size: int

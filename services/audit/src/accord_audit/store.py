@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Select
 
 from accord_audit import tables as t
-from accord_audit.domain.logcheck import Entry
+from accord_audit.domain.logcheck import ERASED_LISTED, Bad, Fault, Part
 from accord_audit.domain.records import Event, Record, TenantLink
 
 # Key of the transaction-scoped advisory lock every append takes: it serialises appends
@@ -218,66 +218,98 @@ def _prefixed(column: str) -> str:
     return f"int4send(octet_length({column})) || {column}"
 
 
-# The hashing of verification runs in PostgreSQL, beside the rows, so that the service reads
-# three hashes and three verdicts per record instead of the whole record. The expressions
-# are chain.body_of / payload_digest / tenant_hash and merkle.leaf_hash written in SQL
-# (int4send and int8send are big-endian); the tests of valid and tampered logs hold them
-# to the Python definitions.
+# The whole check of a verification runs in PostgreSQL, beside the rows, so that the service
+# reads one row per part of the range instead of the records. The expressions are
+# chain.body_of / payload_digest / tenant_hash and merkle.leaf_hash written in SQL (int4send
+# and int8send are big-endian); the tests of valid and tampered logs hold them to the Python
+# definitions.
 _BODY = " || ".join(
     [
         *(
-            _prefixed(f"convert_to({name}, 'UTF8')")
+            _prefixed(f"convert_to(r.{name}, 'UTF8')")
             for name in ("event_id", "event_type", "tenant_id", "aggregate_type", "aggregate_id")
         ),
-        "int8send((extract(epoch FROM event_time) * 1000000)::bigint)",
-        _prefixed("envelope"),
+        "int8send((extract(epoch FROM r.event_time) * 1000000)::bigint)",
+        _prefixed("r.envelope"),
     ]
 )
-_ENTRIES = f"""
-SELECT tenant_index, tenant_prev_hash, tenant_hash, erase_time IS NOT NULL,
-       erase_time IS NOT NULL OR sha256({_BODY}) = payload_digest,
-       sha256(tenant_prev_hash || int8send(tenant_index) || payload_digest) = tenant_hash,
-       sha256('\\x00'::bytea || tenant_hash)
-FROM audit.records
-WHERE tenant_id = $1 AND tenant_index >= $2 AND tenant_index < $3
-ORDER BY tenant_index
-LIMIT $4
+# One part of a tenant log's range, checked in one streaming pass in index order: each row
+# against the row before it (lag: its index and hash) or, for the first, the record before
+# the part (or $4 when given), against its own payload digest, chained hash and stored leaf
+# (a merge join of two index range scans). Only the first failure comes back, as
+# [index, fault, erased records before it, erased itself], with the counts and the first
+# erased indexes. The faults are logcheck.Fault, checked in that order.
+_CHECK_PART = f"""
+SELECT count(*), count(*) FILTER (WHERE erased),
+       min(ARRAY[CASE fault WHEN 1 THEN expected ELSE ix END, fault,
+                 erased_through - erased::int, erased::int]) FILTER (WHERE fault IS NOT NULL),
+       array_agg(ix) FILTER (WHERE erased AND erased_through <= $5)
+FROM (
+  SELECT r.tenant_index AS ix, r.erase_time IS NOT NULL AS erased,
+         coalesce(lag(r.tenant_index) OVER w + 1, $2) AS expected,
+         CASE
+           WHEN r.tenant_index <> coalesce(lag(r.tenant_index) OVER w + 1, $2) THEN 1
+           WHEN r.tenant_prev_hash <> coalesce(lag(r.tenant_hash) OVER w, $4::bytea, (
+             SELECT tenant_hash FROM audit.records
+             WHERE tenant_id = $1 AND tenant_index = $2 - 1)) THEN 2
+           WHEN r.erase_time IS NULL AND sha256({_BODY}) <> r.payload_digest THEN 3
+           WHEN sha256(r.tenant_prev_hash || int8send(r.tenant_index) || r.payload_digest)
+                <> r.tenant_hash THEN 4
+           WHEN n.hash IS DISTINCT FROM sha256('\\x00'::bytea || r.tenant_hash) THEN 5
+         END::bigint AS fault,
+         count(*) FILTER (WHERE r.erase_time IS NOT NULL) OVER w AS erased_through
+  FROM audit.records r
+  LEFT JOIN audit.tree_nodes n
+    ON n.tenant_id = r.tenant_id AND n.level = 0 AND n.node_index = r.tenant_index
+  WHERE r.tenant_id = $1 AND r.tenant_index >= $2 AND r.tenant_index < $3
+  WINDOW w AS (ORDER BY r.tenant_index ROWS UNBOUNDED PRECEDING)
+) AS checked
 """  # noqa: S608 - built from constants only
-_LEAVES = """
-SELECT node_index, hash FROM audit.tree_nodes
-WHERE tenant_id = $1 AND level = 0 AND node_index >= $2 AND node_index < $3
-"""
 
 
-async def entries(
-    session: AsyncSession, tenant: str, start: int, end: int, limit: int
-) -> list[Entry]:
-    """Up to `limit` of the tenant's records start <= index < end, checked against their
-    digests and chain links by PostgreSQL, with the Merkle leaves stored for them.
+# Seconds one statement of a verification may run (a part of the range, or the tree over it):
+# longer than other statements may, on a loaded machine.
+CHECK_TIMEOUT = 600.0
 
-    Two range scans, not a join: each is one index range whatever the planner knows."""
+# A check reads its rows in index order and keeps nothing: the plan must be index scans,
+# merge-joined. Without this the planner may pick a sort or a hash of the range for a generic
+# plan of a sub-range (which spill to disk at these sizes), or, before a new table has its
+# statistics, a nested loop that compares every record with every leaf.
+_STREAMING = text(
+    "SELECT set_config('enable_sort', 'off', true), set_config('enable_hashjoin', 'off', true),"
+    " set_config('enable_nestloop', 'off', true),"
+    " set_config('max_parallel_workers_per_gather', '0', true)"
+)
+
+
+async def streaming(session: AsyncSession) -> None:
+    """Plan the rest of this transaction's queries as one pass over indexes (_STREAMING).
+
+    Through the session, so that its transaction has begun: the settings end with it."""
+    await session.execute(_STREAMING)
+
+
+async def check_part(
+    session: AsyncSession, tenant: str, start: int, end: int, anchor: bytes | None
+) -> Part:
+    """Records start <= index < end of the tenant's log, checked by PostgreSQL in one pass.
+
+    `anchor` is the hash the record at `start` must chain to; None means the stored hash of
+    the record before it (that record itself belongs to the part before)."""
+    await streaming(session)
     conn = await driver(session)
-    rows = await conn.fetch(_ENTRIES, tenant, start, end, limit)
-    if not rows:
-        return []
-    leaves = dict(await conn.fetch(_LEAVES, tenant, start, rows[-1][0] + 1))
-    return [Entry(*row, leaves.get(row[0])) for row in rows]  # type: ignore[call-arg]
+    rows, erased, bad, listed = await conn.fetchrow(
+        _CHECK_PART, tenant, start, end, anchor, ERASED_LISTED, timeout=CHECK_TIMEOUT
+    )
+    found = None
+    if bad is not None:
+        found = Bad(bad[0], Fault(bad[1]), bad[2], bool(bad[3]))
+    elif rows < end - start:  # every row followed the one before: the rest are missing
+        found = Bad(start + rows, Fault.MISSING, erased, False)
+    return Part(start, end, rows, erased, sorted(listed or []), found)
 
 
 async def tenant_hash_at(session: AsyncSession, tenant: str, index: int) -> bytes | None:
     stmt = select(c.tenant_hash).where(c.tenant_id == tenant, c.tenant_index == index)
     found: bytes | None = (await session.execute(stmt)).scalar_one_or_none()
     return found
-
-
-_SIZE_AND_HASH = """
-SELECT (SELECT size FROM audit.logs WHERE tenant_id = $1),
-       (SELECT tenant_hash FROM audit.records WHERE tenant_id = $1 AND tenant_index = $2)
-"""
-
-
-async def size_and_hash(session: AsyncSession, tenant: str, index: int) -> tuple[int, bytes | None]:
-    """The tenant log's size and the hash of its record at `index` (None: no such record),
-    in one round trip: the two things every proof checks first."""
-    row = await (await driver(session)).fetchrow(_SIZE_AND_HASH, tenant, index)
-    return (row[0] or 0), row[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
+import asyncpg
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Row
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from accord_audit import store
 from accord_audit import tables as t
 from accord_audit.domain.checkpoints import Checkpoint
+from accord_audit.domain.logcheck import Level
 from accord_audit.domain.merkle import Node
 
 
@@ -69,6 +71,103 @@ async def nodes(
     rows = await (await store.driver(session)).fetch(_NODES, tenants, levels, indexes)
     for tenant, level, index, digest in rows:
         found[tenant][(level, index)] = digest
+    return found
+
+
+# The stored nodes over leaves [$2, $3), level by level in index order (the primary key's
+# order), each right child hashed with its left sibling (lag) into the parent they make; per
+# level, the digest of the stored hashes and of the recomputed parents, both in index order.
+# Level L's parents must then be level L + 1's stored nodes, whole and in order.
+_LEVELS = """
+SELECT level, count(*), sha256(string_agg(hash, ''::bytea)), sha256(string_agg(parent, ''::bytea))
+FROM (
+  SELECT level, hash,
+         CASE WHEN node_index & 1 = 1 AND lag(level) OVER w = level
+                   AND lag(node_index) OVER w = node_index - 1
+              THEN sha256('\\x01'::bytea || lag(hash) OVER w || hash) END AS parent
+  FROM audit.tree_nodes
+  WHERE tenant_id = $1 AND (node_index << level) >= $2 AND ((node_index + 1) << level) <= $3
+  WINDOW w AS (ORDER BY level, node_index)
+) AS pairs
+GROUP BY level
+"""
+
+# The nodes of one level over leaves [$3, $4) whose children are missing or hash otherwise:
+# found only once a level is known to be wrong, by primary key.
+_BAD_NODES = """
+SELECT p.node_index
+FROM audit.tree_nodes p
+LEFT JOIN audit.tree_nodes l
+  ON l.tenant_id = p.tenant_id AND l.level = p.level - 1 AND l.node_index = 2 * p.node_index
+LEFT JOIN audit.tree_nodes r
+  ON r.tenant_id = p.tenant_id AND r.level = p.level - 1 AND r.node_index = 2 * p.node_index + 1
+WHERE p.tenant_id = $1 AND p.level = $2
+  AND (p.node_index << p.level) >= $3 AND ((p.node_index + 1) << p.level) <= $4
+  AND p.hash IS DISTINCT FROM sha256('\\x01'::bytea || l.hash || r.hash)
+ORDER BY p.node_index
+LIMIT 1
+"""
+
+
+async def levels(session: AsyncSession, tenant: str, start: int, end: int) -> list[Level]:
+    """Each level of the tenant's stored tree over leaves [start, end), in one pass in the
+    primary key's order (store.streaming: the planner would rather sort the table)."""
+    await store.streaming(session)
+    rows = await (await store.driver(session)).fetch(
+        _LEVELS, tenant, start, end, timeout=store.CHECK_TIMEOUT
+    )
+    return [Level(*row) for row in rows]
+
+
+async def bad_node(
+    session: AsyncSession, tenant: str, level: int, start: int, end: int
+) -> int | None:
+    """The first node of `level` over leaves [start, end) that its children do not make."""
+    found: int | None = await (await store.driver(session)).fetchval(
+        _BAD_NODES, tenant, level, start, end, timeout=store.CHECK_TIMEOUT
+    )
+    return found
+
+
+# What a proof reads, in one statement: the log's size, the tenant hash of the record at $2
+# (the proven leaf; NULL when absent) and the stored nodes asked for, in the order asked
+# (NULL for one not stored), each by primary key as in _NODES.
+_PROOF = """
+SELECT (SELECT size FROM audit.logs WHERE tenant_id = $1),
+       (SELECT tenant_hash FROM audit.records WHERE tenant_id = $1 AND tenant_index = $2),
+       array(
+         SELECT n.hash
+         FROM unnest($3::smallint[], $4::bigint[]) WITH ORDINALITY AS w(level, node_index, at)
+         LEFT JOIN LATERAL (
+           SELECT hash FROM audit.tree_nodes
+           WHERE tenant_id = $1 AND level = w.level AND node_index = w.node_index
+           LIMIT 1
+         ) AS n ON true
+         ORDER BY w.at
+       )
+"""
+
+
+async def proof_read(
+    reads: asyncpg.Pool, tenant: str, index: int, wanted: Iterable[Node]
+) -> tuple[int, bytes | None, dict[Node, bytes]]:
+    """(the log's size, the tenant hash of its record at `index` or None, the stored nodes
+    of `wanted`) in one round trip on a plain connection (db.read_pool)."""
+    keys = sorted(wanted)
+    levels, indexes = [lv for lv, _ in keys], [ix for _, ix in keys]
+    async with reads.acquire() as conn:
+        size, leaf, hashes = await conn.fetchrow(_PROOF, tenant, index, levels, indexes)
+    found = {key: digest for key, digest in zip(keys, hashes, strict=True) if digest is not None}
+    return size or 0, leaf, found
+
+
+_INDEX_OF = "SELECT tenant_index FROM audit.records WHERE tenant_id = $1 AND event_id = $2"
+
+
+async def index_of(reads: asyncpg.Pool, tenant: str, event_id: str) -> int | None:
+    """The tenant-log index of the tenant's record of `event_id`, if there is one."""
+    async with reads.acquire() as conn:
+        found: int | None = await conn.fetchval(_INDEX_OF, tenant, event_id)
     return found
 
 

@@ -17,7 +17,8 @@ import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -50,3 +51,18 @@ def sign(
 ) -> Checkpoint:
     text = note(log_id, tree_size, root_hash, time)
     return Checkpoint(log_id, tree_size, root_hash, time, text, key.sign(text), key_id)
+
+
+def verify(cp: Checkpoint, public_key: bytes) -> bool:
+    """The checkpoint's note names its size and root, and `public_key` signed the note."""
+    lines = cp.note.split(b"\n")
+    if (
+        len(lines) != 5
+        or lines[1:3] != note("", cp.tree_size, cp.root_hash, cp.time).split(b"\n")[1:3]
+    ):
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(cp.signature, cp.note)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

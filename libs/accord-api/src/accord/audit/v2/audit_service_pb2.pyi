@@ -462,14 +462,19 @@ class VerifyRangeResponse(_message.Message):
     ERASED_COUNT_FIELD_NUMBER: _builtins.int
     ERASED_INDEXES_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
-    """True when every record in the range matches its chain, its digest and its Merkle leaf."""
+    """True when every record in the range matches its chain, its digest and its Merkle leaf,
+    and the tree and checkpoint hold as VerifyRange says.
+    """
     first_invalid_index: _builtins.int
-    """The first index that is changed, missing or out of place; -1 when valid."""
+    """The first index that is changed, missing or out of place; -1 when valid. For a stored
+    tree node that is not the hash of its children, the first index under that node; for a
+    tree level missing nodes, or a root that is not the signed checkpoint's, start_index.
+    """
     checked_count: _builtins.int
     """Records checked."""
     failure: _builtins.str
-    """Why first_invalid_index failed, e.g. `payload does not match payload_digest`; empty when
-    valid.
+    """Why first_invalid_index failed, e.g. `payload does not match payload_digest` or
+    `Merkle tree node (level 2, index 1) is not the hash of its children`; empty when valid.
     """
     erased_count: _builtins.int
     """Records in the range whose payload retention erased (their chain and leaves were checked,

@@ -159,7 +159,11 @@ class AuditServiceServicer:
 
     def VerifyRange(self, request, context):
         """Recomputes the tenant's chain over a range and the Merkle leaves it stores, and reports
-        the first record that is changed, missing or out of place.
+        the first record that is changed, missing or out of place. When every record holds, also
+        checks the tenant's stored Merkle tree over the range (each stored node is the hash of its
+        children, so the stored root of any size in the range is the root of the checked leaves)
+        and, for a range from index 0, that the latest signed checkpoint it covers has that root
+        and a valid signature.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -64,7 +64,11 @@ class AuditServiceStub:
     """Proves the tenant's tree of one size is a prefix of a larger one (RFC 9162 consistency)."""
     VerifyRange: _grpc.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyRangeRequest, _audit_service_pb2.VerifyRangeResponse]
     """Recomputes the tenant's chain over a range and the Merkle leaves it stores, and reports
-    the first record that is changed, missing or out of place.
+    the first record that is changed, missing or out of place. When every record holds, also
+    checks the tenant's stored Merkle tree over the range (each stored node is the hash of its
+    children, so the stored root of any size in the range is the root of the checked leaves)
+    and, for a range from index 0, that the latest signed checkpoint it covers has that root
+    and a valid signature.
     """
     ExportRecords: _grpc.UnaryStreamMultiCallable[_audit_service_pb2.ExportRecordsRequest, _audit_service_pb2.ExportRecordsResponse]
     """Streams a range of the tenant's records with a checkpoint and inclusion proofs, for
@@ -107,7 +111,11 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """Proves the tenant's tree of one size is a prefix of a larger one (RFC 9162 consistency)."""
     VerifyRange: _aio.UnaryUnaryMultiCallable[_audit_service_pb2.VerifyRangeRequest, _audit_service_pb2.VerifyRangeResponse]  # type: ignore[assignment]
     """Recomputes the tenant's chain over a range and the Merkle leaves it stores, and reports
-    the first record that is changed, missing or out of place.
+    the first record that is changed, missing or out of place. When every record holds, also
+    checks the tenant's stored Merkle tree over the range (each stored node is the hash of its
+    children, so the stored root of any size in the range is the root of the checked leaves)
+    and, for a range from index 0, that the latest signed checkpoint it covers has that root
+    and a valid signature.
     """
     ExportRecords: _aio.UnaryStreamMultiCallable[_audit_service_pb2.ExportRecordsRequest, _audit_service_pb2.ExportRecordsResponse]  # type: ignore[assignment]
     """Streams a range of the tenant's records with a checkpoint and inclusion proofs, for
@@ -195,7 +203,11 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_service_pb2.VerifyRangeResponse, _abc.Awaitable[_audit_service_pb2.VerifyRangeResponse]]:
         """Recomputes the tenant's chain over a range and the Merkle leaves it stores, and reports
-        the first record that is changed, missing or out of place.
+        the first record that is changed, missing or out of place. When every record holds, also
+        checks the tenant's stored Merkle tree over the range (each stored node is the hash of its
+        children, so the stored root of any size in the range is the root of the checked leaves)
+        and, for a range from index 0, that the latest signed checkpoint it covers has that root
+        and a valid signature.
         """
 
     @_abc_1.abstractmethod
