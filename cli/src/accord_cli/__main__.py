@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from accord_cli import audit, auth, jobs, mcp_server, policies, schedules, up, workflows
+from accord_cli import audit, auth, jobs, mcp_command, policies, schedules, up, workflows
 from accord_cli.connect import add_global_options
 
 
@@ -26,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
     schedules.register(commands)
     workflows.register(commands)
     audit.register(commands)
-    mcp_server.register(commands)
+    mcp_command.register(commands)
     return found
 
 

@@ -39,7 +39,7 @@ from accord.orchestrator.v1 import (
     schedule_service_pb2_grpc,
 )
 from accord.policy.v1 import policy_service_pb2_grpc
-from accord_cli.connect import Connection, add_connection_options, resolve
+from accord_cli.connect import Connection, resolve
 from accord_cli.jobs import TERMINAL
 from accord_cli.schema import comments, message_schema
 from accord_cli.status import CallFailure, read_failure
@@ -241,15 +241,6 @@ def server(accord: AccordTools) -> Server[Any]:
         on_list_tools=accord.list_tools,
         on_call_tool=accord.call_tool,
     )
-
-
-def register(commands: Any) -> None:
-    cmd = commands.add_parser("mcp", help="serve Accord to AI assistants over MCP")
-    cmd.add_argument("--transport", choices=("stdio", "http"), default="stdio")
-    cmd.add_argument("--host", default="127.0.0.1", help="with --transport http")
-    cmd.add_argument("--port", type=int, default=8765, help="with --transport http")
-    add_connection_options(cmd, ("orchestrator", "policy", "audit"))
-    cmd.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
