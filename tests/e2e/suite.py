@@ -1,6 +1,7 @@
 """The services as real processes through the kit's launcher, plus a small local site.
 
-`suite`: one process per service on the session's PostgreSQL (a fresh database) and NATS.
+`suite`: one process per service on the session's PostgreSQL (a fresh database) and NATS,
+shared by the tests of a module.
 `launch`: stacks of their own (embedded PostgreSQL and NATS, replicas, settings), for
 tests that break things; each is stopped when the test ends.
 """
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from accord_kit.net import free_port
 from accord_kit.stack import SERVICES, RestartPolicy, Stack
+from accord_kit.testing import fresh_database
 
 Suite = Stack
 
@@ -32,18 +34,25 @@ def service_env(log_level: str, **settings: str) -> dict[str, str]:
     return env | settings
 
 
-@pytest.fixture
-async def suite(database_url: str, nats_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    env = service_env(
-        # Everything a service can log is captured, for the test that no secret is in it.
-        "debug",
-        ACCORD_DATABASE_URL=database_url,
-        ACCORD_NATS_URL=nats_url,
-        # The suite's NATS may be shared: a durable of our own sees every event from the start.
-        ACCORD_AUDIT_DURABLE_NAME=f"audit-{tmp_path.name}"[:60],
-    )
-    async with Stack(tmp_path, env=env).running() as stack:
-        yield stack
+@pytest.fixture(scope="module")
+async def suite(
+    postgres_url: str, nats_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    """Shared by a module's tests, since starting four processes takes seconds: each test
+    tells its own work apart by its ids, never by counting everything there is."""
+    workdir = tmp_path_factory.mktemp("suite")
+    async with fresh_database(postgres_url) as database_url:
+        env = service_env(
+            # Everything a service can log is captured, for the test that no secret is in it.
+            "debug",
+            ACCORD_DATABASE_URL=database_url,
+            ACCORD_NATS_URL=nats_url,
+            # The suite's NATS may be shared: a durable of our own sees every event from the
+            # start.
+            ACCORD_AUDIT_DURABLE_NAME=f"audit-{workdir.name}"[:60],
+        )
+        async with Stack(workdir, env=env).running() as stack:
+            yield stack
 
 
 class Launch(Protocol):
