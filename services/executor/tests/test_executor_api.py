@@ -18,7 +18,7 @@ from accord.common.v1 import job_spec_pb2 as js
 from accord.executor.v1 import executor_service_pb2 as pb
 from accord_executor.app import App
 from accord_executor.engines.browser import find_browser
-from accord_kit.testing import as_tenant, channel
+from accord_kit.testing import as_tenant, channel, unrunnable_specs
 
 SUCCEEDED = job_result_pb2.STEP_STATUS_SUCCEEDED
 FAILED = job_result_pb2.STEP_STATUS_FAILED
@@ -199,6 +199,21 @@ async def test_run_job_refuses_browser_steps_in_an_http_spec(executor, site) -> 
     assert "click steps need the browser engine" in found["spec.steps[3].click"]
     assert "wait_for text steps" in found["spec.steps[4].wait_for"]
     assert site.hits == []  # refused before anything was sent
+
+
+@pytest.mark.parametrize(("bad", "field"), unrunnable_specs("http://127.0.0.1:9/"))
+async def test_run_job_refuses_a_spec_that_could_never_run(executor, site, bad, field) -> None:  # type: ignore[no-untyped-def]
+    """The same check the orchestrator makes at submission, before anything is sent."""
+    spec = js.JobSpec()
+    spec.CopyFrom(bad)
+    for step in spec.steps:
+        if step.HasField("request"):
+            step.request.url = f"{site.url}/"  # so that a request sent would show in the hits
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await run(executor, spec)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(violations(caught.value)) == [f"spec.{field}"]
+    assert site.hits == []
 
 
 async def test_health_is_not_serving_without_the_orchestrator(executor_app: App) -> None:

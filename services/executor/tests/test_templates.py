@@ -9,7 +9,8 @@ from google.protobuf import json_format
 
 from accord.common.v1 import job_spec_pb2 as js
 from accord_executor.domain import results as r
-from accord_executor.domain.templates import TemplateError, check_spec, render, render_text
+from accord_executor.domain.templates import render, render_text
+from accord_kit.jobspec import TemplateError
 
 OUTPUTS = {
     "title": "Accord Test Site",
@@ -74,46 +75,6 @@ def test_render_text_always_gives_a_string() -> None:
 def test_bad_references_are_errors(template: str, message: str) -> None:
     with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("}", r"\}")):
         render(template, OUTPUTS)
-
-
-def _request(url: str, name: str = "", **headers: str) -> js.Step:
-    return js.Step(name=name, request=js.RequestStep(url=url, headers=headers))
-
-
-def test_check_spec_finds_forward_unknown_and_duplicate_references() -> None:
-    spec = js.JobSpec(
-        engine=js.ENGINE_HTTP,
-        steps=[
-            _request("https://a.test/{{ later }}", "first"),
-            js.Step(name="later", extract=js.ExtractStep(selector="a")),
-            _request("https://a.test/{{ first.url }}", "later", Authorization="{{ nope }}"),
-            js.Step(assertion=js.AssertStep(text_contains="{{ later }}")),
-        ],
-        result_template={"ok": "{{ first }}", "bad": "{{ ghost }}", "broken": "{{ x"},
-    )
-    problems = dict(check_spec(spec))
-    assert set(problems) == {
-        "steps[0].request.url",
-        "steps[2].request.headers[Authorization]",
-        "steps[2].name",
-        "result_template[bad]",
-        "result_template[broken]",
-    }
-    assert "no earlier step is named 'later'" in problems["steps[0].request.url"]
-    assert "already used" in problems["steps[2].name"]
-
-
-def test_check_spec_accepts_a_valid_pipeline() -> None:
-    spec = js.JobSpec(
-        engine=js.ENGINE_HTTP,
-        steps=[
-            _request("https://a.test/", "home"),
-            js.Step(name="link", extract=js.ExtractStep(selector="a", attribute="href")),
-            _request("{{ link }}"),
-        ],
-        result_template={"status": "{{ steps.home.status }}"},
-    )
-    assert check_spec(spec) == []
 
 
 def test_job_outputs_without_template_returns_every_named_output() -> None:

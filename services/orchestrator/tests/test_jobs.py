@@ -15,7 +15,7 @@ from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2
 from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord.orchestrator.v1 import worker_service_pb2 as wpb
-from accord_kit.testing import as_tenant
+from accord_kit.testing import as_tenant, field_violations, refused, unrunnable_specs
 from accord_policy.app import App as PolicyApp
 
 ACME = as_tenant("acme")
@@ -145,6 +145,19 @@ async def test_batch_is_all_or_nothing_and_idempotent(stack) -> None:  # type: i
     assert "specs[1].steps" in status_details(err.value)[0]
     listed = await stack.jobs.ListJobs(pb.ListJobsRequest(), metadata=ACME)
     assert len(listed.jobs) == 3  # nothing of the invalid batch was stored
+
+
+@pytest.mark.parametrize(("bad", "field"), unrunnable_specs("https://example.com/"))
+async def test_a_spec_that_could_never_run_is_refused_whole(stack, bad, field) -> None:  # type: ignore[no-untyped-def]
+    """CreateJob and BatchCreateJobs refuse it up front, naming the field, storing nothing."""
+    err = await refused(create(stack, bad))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"spec.{field}" in field_violations(err)
+    batch = pb.BatchCreateJobsRequest(request_id="batch-bad", specs=[spec(), spec(), bad])
+    err = await refused(stack.jobs.BatchCreateJobs(batch, metadata=ACME))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err)) == [f"specs[2].{field}"]
+    assert list((await stack.jobs.ListJobs(pb.ListJobsRequest(), metadata=ACME)).jobs) == []
 
 
 async def test_batch_stores_nothing_when_policy_is_down(stack) -> None:  # type: ignore[no-untyped-def]

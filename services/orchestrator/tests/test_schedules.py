@@ -16,7 +16,15 @@ from accord.common.v1 import job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2, schedule_service_pb2_grpc
 from accord.orchestrator.v1 import job_service_pb2 as jpb
 from accord.orchestrator.v1 import schedule_service_pb2 as pb
-from accord_kit.testing import as_tenant, channel, eventually, field_violations, refused, stamp
+from accord_kit.testing import (
+    as_tenant,
+    channel,
+    eventually,
+    field_violations,
+    refused,
+    stamp,
+    unrunnable_specs,
+)
 
 ACME, OTHER = as_tenant("acme"), as_tenant("other")
 
@@ -242,6 +250,34 @@ async def test_invalid_calendars_are_refused_naming_the_field(schedules, spec, f
     assert field in field_violations(err)
     listed = await schedules.ListSchedules(pb.ListSchedulesRequest(), metadata=ACME)
     assert list(listed.schedules) == []  # nothing stored
+
+
+@pytest.mark.parametrize(("bad", "field"), unrunnable_specs("https://example.com/"))
+async def test_a_job_template_that_could_never_run_is_refused(schedules, bad, field) -> None:  # type: ignore[no-untyped-def]
+    """CreateSchedule and UpdateSchedule check the template as CreateJob checks a spec."""
+    wrong = schedule()
+    wrong.job_template.CopyFrom(bad)
+    err = await refused(create(schedules, wrong))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err)) == [f"schedule.job_template.{field}"]
+    listed = await schedules.ListSchedules(pb.ListSchedulesRequest(), metadata=ACME)
+    assert list(listed.schedules) == []  # nothing stored
+
+    made = await create(schedules)
+    change = schedule_pb2.Schedule(schedule_id=made.schedule_id, etag=made.etag, job_template=bad)
+    mask = field_mask_pb2.FieldMask(paths=["job_template"])
+    err = await refused(
+        schedules.UpdateSchedule(
+            pb.UpdateScheduleRequest(schedule=change, update_mask=mask), metadata=ACME
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err)) == [f"schedule.job_template.{field}"]
+    got = await schedules.GetSchedule(
+        pb.GetScheduleRequest(schedule_id=made.schedule_id), metadata=ACME
+    )
+    assert got.schedule.etag == made.etag  # unchanged
+    assert got.schedule.job_template == made.job_template
 
 
 async def test_invalid_requests_of_every_rpc(schedules) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.exceptions import InvalidTag
 
+from accord.common.v1 import job_spec_pb2 as js
 from accord.orchestrator.v1 import workflow_pb2 as wf
+from accord_kit import jobspec
 from accord_orchestrator.domain import pagetext, signing
 from accord_orchestrator.domain import workflows as rules
 from accord_orchestrator.secrets import SecretBox
@@ -209,3 +211,14 @@ def test_sealed_secrets_open_only_for_their_webhook() -> None:
     assert box.open(sealed, "hook-1") == "the secret"
     with pytest.raises(InvalidTag):
         box.open(sealed, "hook-2")
+
+
+@pytest.mark.parametrize("engine", [js.ENGINE_HTTP, js.ENGINE_BROWSER])
+@pytest.mark.parametrize("kind", ["change_detection", "job_postings", "uptime"])
+def test_the_jobs_a_workflow_runs_pass_the_submission_check(kind: str, engine: int) -> None:
+    w = wf.Workflow(display_name="w", engine=engine)  # type: ignore[arg-type]
+    getattr(w, kind).url = "http://127.0.0.1/p"
+    if kind == "change_detection":
+        w.change_detection.screenshot = engine == js.ENGINE_BROWSER
+    for page in (1, 2):
+        assert jobspec.problems(rules.job_spec(w, page=page)) == []

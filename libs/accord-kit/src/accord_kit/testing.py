@@ -35,6 +35,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from accord.common.v1 import job_spec_pb2 as js
 from accord_kit import tokens, tracing
 from accord_kit.auth import AUTHORIZATION, TENANT_METADATA, bearer
 from accord_kit.backoff import Backoff
@@ -327,3 +328,32 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
     """The sum of `name`'s samples whose labels include `labels` (0 when there is none)."""
     wanted = set(labels.items())
     return sum(v for (n, got), v in samples.items() if n == name and wanted <= got)
+
+
+def unrunnable_specs(url: str) -> list[Any]:
+    """One spec of each kind a submission refuses because it could never run, each as
+    `pytest.param(spec, field)`: `field` is the path, within the spec, the refusal names.
+    `url` is the one page they would fetch; nothing ever fetches it."""
+
+    def spec(*steps: js.Step) -> js.JobSpec:
+        return js.JobSpec(engine=js.ENGINE_HTTP, steps=steps)
+
+    page = js.Step(name="page", request=js.RequestStep(url=url))
+    title = js.ExtractStep(selector="title")
+    cases = {
+        "unknown-reference": (
+            spec(page, js.Step(assertion=js.AssertStep(text_contains="{{ ghost }}"))),
+            "steps[1].assertion.text_contains",
+        ),
+        "duplicate-name": (spec(page, js.Step(name="page", extract=title)), "steps[1].name"),
+        "browser-step-on-http": (
+            spec(page, js.Step(click=js.ClickStep(selector="a"))),
+            "steps[1].click",
+        ),
+        "invalid-selector": (
+            spec(page, js.Step(extract=js.ExtractStep(selector="a["))),
+            "steps[1].extract.selector",
+        ),
+        "extract-before-request": (spec(js.Step(extract=title), page), "steps[0].extract"),
+    }
+    return [pytest.param(s, field, id=name) for name, (s, field) in cases.items()]

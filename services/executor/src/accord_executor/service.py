@@ -9,11 +9,10 @@ from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
 from accord.executor.v1 import executor_service_pb2 as pb
 from accord_executor.artifacts import ArtifactStore
 from accord_executor.domain.results import TEMPLATE_ERROR
-from accord_executor.domain.steps import engine_problems
-from accord_executor.domain.templates import check_spec
 from accord_executor.engines.http import Outcome, Runner
 from accord_executor.pools import Engine, Pools
-from accord_kit.errors import FailedPrecondition, FieldViolation, InvalidArgument, PermissionDenied
+from accord_kit import jobspec
+from accord_kit.errors import FailedPrecondition, PermissionDenied
 from accord_kit.policy import PolicyClient
 
 Progress = job_result_pb2.StepResult | job_result_pb2.JobResult
@@ -48,17 +47,7 @@ class ExecutorUseCases:
         The tenant's policy decides first, as for a queued job; a deny runs nothing. Then
         every request the run makes is decided again, on the tenant's behalf, as it is made.
         """
-        problems = check_spec(spec)
-        if problems:
-            raise InvalidArgument(
-                "spec has template errors", [FieldViolation(f"spec.{f}", d) for f, d in problems]
-            )
-        problems = engine_problems(spec)
-        if problems:
-            raise InvalidArgument(
-                "spec has steps its engine cannot run",
-                [FieldViolation(f"spec.{f}", d) for f, d in problems],
-            )
+        jobspec.check([("spec.", spec)])  # as the orchestrator checks a job's at submission
         engine = self._engine(spec.engine)
         decision = await self._policy.evaluate(tenant, spec, job_id="")
         if decision.outcome != decision_pb2.DECISION_OUTCOME_ALLOW:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from accord.events.v1 import schedule_events_pb2
 from accord.orchestrator.v1 import job_pb2, schedule_pb2
-from accord_kit import events, notify, outbox, wellformed
+from accord_kit import events, jobspec, notify, outbox, wellformed
 from accord_kit.boundary import validate
 from accord_kit.errors import FieldViolation, InvalidArgument
 from accord_orchestrator import schedule_store as ss
@@ -56,6 +56,8 @@ def checked(body: schedule_pb2.Schedule, created: datetime) -> calendars.Calenda
         violations.append(FieldViolation("schedule.display_name", "must be 1 to 200 characters"))
     if not body.HasField("job_template"):
         violations.append(FieldViolation("schedule.job_template", "required"))
+    else:
+        violations += jobspec.violations(body.job_template, "schedule.job_template.")
     if body.HasField("catchup_window") and not (
         timedelta(0) <= body.catchup_window.ToTimedelta() <= MAX_CATCHUP
     ):

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.orchestrator.v1 import job_pb2, job_service_pb2
-from accord_kit import caller, idempotency, metrics, pages, tracing
+from accord_kit import caller, idempotency, jobspec, metrics, pages, tracing
 from accord_kit.errors import AccordError, AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from accord_kit.policy import PolicyClient
 from accord_orchestrator import history, store
@@ -87,6 +87,7 @@ class JobUseCases:
         and stored wait and go together as the next batch: one policy round trip and one
         transaction for all of them (group commit), so the cost per job falls as load rises.
         """
+        jobspec.check([("spec.", spec)])
         [blob] = _encode([(request_id, spec)])
         ask = _Ask(request_id, spec, blob, _sha256(blob))
         principal = caller.current()
@@ -160,6 +161,7 @@ class JobUseCases:
         self, tenant: str, request_id: str, specs: Sequence[job_spec_pb2.JobSpec]
     ) -> list[job_pb2.Job]:
         """All or nothing: job i gets request id `<request_id>/<i>`."""
+        jobspec.check((f"specs[{i}].", spec) for i, spec in enumerate(specs))
         items = [(f"{request_id}/{i}", spec) for i, spec in enumerate(specs)]
         # A job past the end means an earlier, longer batch used this request_id.
         return (await self._admit(tenant, items, f"{request_id}/{len(specs)}"))[0]

@@ -9,7 +9,8 @@ from typing import Any
 from google.protobuf import duration_pb2, struct_pb2
 
 from accord.common.v1 import failure_pb2, job_result_pb2, job_spec_pb2
-from accord_executor.domain.templates import TemplateError, render
+from accord_executor.domain.templates import render
+from accord_kit.jobspec import TemplateError
 
 PREFIX = "FAILURE_CODE_"
 

@@ -15,8 +15,6 @@ from playwright.async_api import Error as PlaywrightError
 from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord_executor.artifacts import ArtifactStore
 from accord_executor.domain import results as r
-from accord_executor.domain import steps as kinds
-from accord_executor.domain.templates import TemplateError
 from accord_executor.engines import browser_steps as act
 from accord_executor.engines.chromium import BrowserHost
 from accord_executor.engines.guard import Caller
@@ -29,7 +27,9 @@ from accord_executor.engines.http import (
     static_failure,
 )
 from accord_executor.engines.proxy import PolicingProxy, Ticket
+from accord_kit import jobspec as kinds
 from accord_kit import tracing
+from accord_kit.jobspec import TemplateError
 
 CRASHED = "Chromium exited mid-attempt"
 

@@ -23,13 +23,14 @@ from yarl import URL
 
 from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord_executor.domain import results as r
-from accord_executor.domain import steps as kinds
 from accord_executor.domain.page import Page
-from accord_executor.domain.templates import TemplateError, check_spec, render_text
+from accord_executor.domain.templates import render_text
 from accord_executor.engines.guard import Caller, Guard
 from accord_executor.engines.pools import TenantPools
 from accord_executor.engines.spans import answered, failed, request_span
+from accord_kit import jobspec as kinds
 from accord_kit import tracing
+from accord_kit.jobspec import TemplateError, template_problems
 from accord_kit.pinning import pin
 
 OnStep = Callable[[job_result_pb2.StepResult], None]
@@ -336,7 +337,7 @@ def unsupported(index: int, step: job_spec_pb2.Step) -> str:
 
 
 def static_failure(spec: job_spec_pb2.JobSpec) -> r.Failure | None:
-    problems = check_spec(spec)
+    problems = template_problems(spec)
     if not problems:
         return None
     return r.Failure(r.TEMPLATE_ERROR, "; ".join(f"{f}: {d}" for f, d in problems))

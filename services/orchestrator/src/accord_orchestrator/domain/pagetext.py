@@ -42,15 +42,6 @@ def select(tree: LexborHTMLParser, selector: str) -> list[LexborNode]:
         raise SelectorError(f"invalid CSS selector {selector!r}: {exc}") from None
 
 
-def check_selector(selector: str) -> str | None:
-    """Why the selector is unusable, or None."""
-    try:
-        parse("<html></html>").css(selector)
-    except SelectolaxError as exc:
-        return str(exc) or "not a valid CSS selector"
-    return None
-
-
 def lines(tree: LexborHTMLParser, selector: str) -> list[str] | None:
     """The visible text lines of every element matching `selector` (the body when empty),
     in page order; None when the selector matches nothing."""

@@ -19,6 +19,7 @@ import re2  # type: ignore[import-untyped]
 from accord.common.v1 import job_result_pb2 as js_result
 from accord.common.v1 import job_spec_pb2 as js
 from accord.orchestrator.v1 import workflow_pb2 as wf
+from accord_kit import jobspec
 from accord_orchestrator.domain import pagetext
 
 PAGE_STEP = "page"  # the request step's name: its output carries status, URL and body
@@ -129,7 +130,7 @@ def check_definition(workflow: wf.Workflow) -> list[tuple[str, str]]:
     kind = workflow.WhichOneof("kind")
 
     def selector(path: str, value: str) -> None:
-        if value and (why := pagetext.check_selector(value)):
+        if value and (why := jobspec.check_selector(value)):
             problems.append((path, f"not a valid CSS selector: {why}"))
 
     if kind == "change_detection":

@@ -1,4 +1,4 @@
-"""The step/engine table read over whole specs, and the local artifact store."""
+"""The local artifact store."""
 
 from __future__ import annotations
 
@@ -8,45 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from google.protobuf import duration_pb2
 
-from accord.common.v1 import job_spec_pb2 as js
 from accord_executor.artifacts import LocalArtifactStore
-from accord_executor.domain.steps import ENGINES_BY_ACTION, engine_problems
 from accord_kit.errors import NotFound
-
-
-def test_the_table_covers_every_step_action() -> None:
-    actions = {f.name for f in js.Step.DESCRIPTOR.oneofs_by_name["action"].fields}
-    assert set(ENGINES_BY_ACTION) == actions
-
-
-def test_engine_problems_name_each_step_its_engine_cannot_run() -> None:
-    steps = [
-        js.Step(request=js.RequestStep(url="http://127.0.0.1/")),
-        js.Step(wait_for=js.WaitForStep(delay=duration_pb2.Duration(seconds=1))),
-        js.Step(wait_for=js.WaitForStep(text="x")),
-        js.Step(extract=js.ExtractStep(selector="p")),
-        js.Step(extract=js.ExtractStep(selector="p", html=True)),
-        js.Step(scroll=js.ScrollStep()),
-        js.Step(assertion=js.AssertStep(selector_absent="p")),
-        js.Step(request=js.RequestStep(url="http://127.0.0.1/", save_body=True)),
-        js.Step(snapshot=js.SnapshotStep()),
-    ]
-    http = dict(engine_problems(js.JobSpec(engine=js.ENGINE_HTTP, steps=steps)))
-    assert set(http) == {
-        "steps[2].wait_for",
-        "steps[4].extract",
-        "steps[5].scroll",
-        "steps[7].request",
-        "steps[8].snapshot",
-    }
-    assert http["steps[4].extract"] == "extract html steps need the browser engine, not http"
-    assert engine_problems(js.JobSpec(engine=js.ENGINE_BROWSER, steps=steps)) == []
-    both = js.Step(extract=js.ExtractStep(selector="p", html=True, attribute="href"))
-    assert dict(engine_problems(js.JobSpec(engine=js.ENGINE_BROWSER, steps=[both]))) == {
-        "steps[0].extract": "html and attribute exclude each other"
-    }
 
 
 async def read(store: LocalArtifactStore, tenant: str, artifact_id: str) -> bytes:
