@@ -21,8 +21,8 @@ from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord.orchestrator.v1 import worker_service_pb2 as wpb
 from accord.policy.v1 import policy_pb2, policy_service_pb2
 from accord_kit.auth import TENANT_METADATA
-from accord_kit.testing import as_tenant, refused, stamp
-from services.orchestrator.tests.test_jobs import create, poll, spec, status_details, wait_state
+from accord_kit.testing import as_tenant, eventually, refused, stamp
+from services.orchestrator.tests.test_jobs import create, poll, spec, status_details
 
 ACME = as_tenant("acme")
 OTHER = as_tenant("other")
@@ -57,9 +57,13 @@ async def failed_job(stack) -> job_pb2.Job:  # type: ignore[no-untyped-def]
             worker_id="w1", lease=lease, error_code="ASSERTION_FAILED", retryable=False
         )
     )
-    failed = await wait_state(stack, job.job_id, job_pb2.JOB_STATE_FAILED)
-    assert failed.state in (job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_DEAD_LETTER)
-    return failed
+    ended = (job_pb2.JOB_STATE_FAILED, job_pb2.JOB_STATE_DEAD_LETTER)
+
+    async def failed() -> job_pb2.Job | None:
+        found = await get(stack, job.job_id)
+        return found if found.state in ended else None
+
+    return await eventually(failed, 10, "the job to fail for good")
 
 
 async def list_ids(stack, request: pb.ListJobsRequest, md) -> list[str]:  # type: ignore[no-untyped-def]
