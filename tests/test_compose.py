@@ -177,6 +177,13 @@ def test_environment_names_real_settings(services: dict[str, dict[str, Any]], sv
     assert {key.upper() for key in env} <= accepted
 
 
+@pytest.mark.parametrize("svc", ACCORD)
+def test_service_is_given_the_page_token_key(services: dict[str, dict[str, Any]], svc: str) -> None:
+    """One key for every service, from the operator's environment, so page tokens outlive a
+    restart."""
+    assert environment(services[svc]).get("ACCORD_PAGE_TOKEN_KEY") == "${ACCORD_PAGE_TOKEN_KEY:-}"
+
+
 @pytest.mark.parametrize("svc", [*ACCORD, "migrate"])
 def test_addresses_name_compose_services(services: dict[str, dict[str, Any]], svc: str) -> None:
     for key, value in environment(services[svc]).items():

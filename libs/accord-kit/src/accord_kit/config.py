@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -54,6 +54,14 @@ class ServiceSettings(BaseSettings):
     page_token_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("page_token_key", "ACCORD_PAGE_TOKEN_KEY")
     )
+
+    @field_validator("page_token_key", mode="before")
+    @classmethod
+    def _no_empty_key(cls, value: object) -> object:
+        """An empty key (compose passes `${ACCORD_PAGE_TOKEN_KEY:-}`) is no key: never seal
+        with the empty string."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     # Seconds a token is still accepted after it expires (suite-wide): the clock skew
     # allowed between whoever issues tokens and the services, 0 to 300. Default 5.
     token_leeway_seconds: float = Field(
