@@ -9,10 +9,9 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from google.protobuf import field_mask_pb2
-from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -40,7 +39,6 @@ MAX_BACKFILL = 10_000
 # Fires admitted per policy round trip (the policy's batch limit).
 ADMIT_BATCH = 1000
 Clock = Callable[[], datetime]
-M = TypeVar("M", bound=Message)
 BUFFERED = "buffered: fires when the previous job ends"
 # Answers kept for repeats of a request id (idempotency.recall / keep).
 TRIGGERED = schedule_service_pb2.TriggerScheduleResponse
@@ -191,7 +189,9 @@ class ScheduleUseCases:
         paths = views.mask(schedule, mask)
         now = self._clock()
         async with self._engine.begin() as s:
-            done = await _recall(s, "schedule.update", tenant, asked, schedule_pb2.Schedule)
+            done = await idempotency.recall(
+                s, t.outcomes, "schedule.update", tenant, asked, schedule_pb2.Schedule
+            )
             if done is not None:
                 return done
             current = await _existing(s, tenant, schedule.schedule_id, lock=True)
@@ -234,7 +234,7 @@ class ScheduleUseCases:
             stored = await _existing(s, tenant, current.schedule_id)
             await views.changed(s, stored, "updated", sorted(paths))
             found = await self._view(s, stored)
-            await _keep(s, "schedule.update", tenant, asked, found)
+            await idempotency.keep(s, t.outcomes, "schedule.update", tenant, asked, found)
         self._on_change()
         return found
 
@@ -242,7 +242,10 @@ class ScheduleUseCases:
         self, tenant: str, schedule_id: str, etag: str = "", asked: idempotency.Asked | None = None
     ) -> None:
         async with self._engine.begin() as s:
-            if await _recall(s, "schedule.delete", tenant, asked, DELETED) is not None:
+            if (
+                await idempotency.recall(s, t.outcomes, "schedule.delete", tenant, asked, DELETED)
+                is not None
+            ):
                 return
             current = await _existing(s, tenant, schedule_id, lock=True)
             if etag and etag != current.etag:
@@ -251,7 +254,7 @@ class ScheduleUseCases:
                 )
             await ss.delete_schedule(s, schedule_id)
             await views.changed(s, current, "deleted")
-            await _keep(s, "schedule.delete", tenant, asked, DELETED())
+            await idempotency.keep(s, t.outcomes, "schedule.delete", tenant, asked, DELETED())
         self._on_change()
 
     async def pause(
@@ -274,11 +277,13 @@ class ScheduleUseCases:
     ) -> schedule_pb2.Schedule:
         scope = "schedule.pause" if paused else "schedule.resume"
         async with self._engine.begin() as s:
-            done = await _recall(s, scope, tenant, asked, schedule_pb2.Schedule)
+            done = await idempotency.recall(
+                s, t.outcomes, scope, tenant, asked, schedule_pb2.Schedule
+            )
             if done is not None:
                 return done
             found = await self._view(s, await self.set_paused(s, tenant, schedule_id, paused, note))
-            await _keep(s, scope, tenant, asked, found)
+            await idempotency.keep(s, t.outcomes, scope, tenant, asked, found)
         self._on_change()
         return found
 
@@ -313,7 +318,9 @@ class ScheduleUseCases:
         within the outcomes' retention, the first answer, once `asked` is passed)."""
         key = f"schedule:{schedule_id}:trigger:{request_id}"
         async with self._engine.begin() as s:
-            done = await _recall(s, "schedule.trigger", tenant, asked, TRIGGERED)
+            done = await idempotency.recall(
+                s, t.outcomes, "schedule.trigger", tenant, asked, TRIGGERED
+            )
             if done is not None:
                 return done
             current = await _existing(s, tenant, schedule_id, lock=True)
@@ -339,7 +346,7 @@ class ScheduleUseCases:
             else:  # buffered: it fires when the running job ends
                 found = TRIGGERED(action=views.action(now, now, BUFFERED))
                 found.action.skipped = False
-            await _keep(s, "schedule.trigger", tenant, asked, found)
+            await idempotency.keep(s, t.outcomes, "schedule.trigger", tenant, asked, found)
         self._on_change()
         return found
 
@@ -362,7 +369,9 @@ class ScheduleUseCases:
                 [FieldViolation("end_time", "must be after start_time and not in the future")],
             )
         async with self._engine.begin() as s:
-            done = await _recall(s, "schedule.backfill", tenant, asked, BACKFILLED)
+            done = await idempotency.recall(
+                s, t.outcomes, "schedule.backfill", tenant, asked, BACKFILLED
+            )
             if done is not None:
                 return done
             current = await _existing(s, tenant, schedule_id, lock=True)
@@ -386,7 +395,7 @@ class ScheduleUseCases:
                 key=lambda a: a.schedule_time.ToDatetime(),
             )
             found = BACKFILLED(job_ids=[a.job_id for a in actions if a.job_id], actions=actions)
-            await _keep(s, "schedule.backfill", tenant, asked, found)
+            await idempotency.keep(s, t.outcomes, "schedule.backfill", tenant, asked, found)
         self._on_change()
         return found
 
@@ -520,15 +529,3 @@ async def _existing(
 async def _running(s: AsyncConnection, d: ss.Stored) -> bool:
     state = (await ss.job_states(s, [d.state.last_job_id])).get(d.state.last_job_id)
     return state is not None and state not in job_rules.TERMINAL
-
-
-async def _recall(
-    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, kind: type[M]
-) -> M | None:
-    return await idempotency.recall(s, t.outcomes, scope, tenant, asked, kind)
-
-
-async def _keep(
-    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, found: Message
-) -> None:
-    await idempotency.keep(s, t.outcomes, scope, tenant, asked, found)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from google.protobuf.message import Message
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,7 +38,6 @@ from accord_orchestrator.secrets import SecretBox
 from accord_orchestrator.webhooks import Deliverer, new_id, new_row, payload, to_delivery
 
 DELETED = wsp.DeleteWorkflowResponse
-M = TypeVar("M", bound=Message)
 
 
 class WorkflowUseCases:
@@ -132,7 +130,9 @@ class WorkflowUseCases:
         now = store.utcnow()
         asked = views.as_asked(request)
         async with self._engine.begin() as s:
-            done = await _recall(s, "workflow.update", tenant, asked, wf.Workflow)
+            done = await idempotency.recall(
+                s, t.outcomes, "workflow.update", tenant, asked, wf.Workflow
+            )
             if done is not None:
                 return done
             current = await views.existing(s, tenant, workflow_id, lock=True)
@@ -159,7 +159,7 @@ class WorkflowUseCases:
             stored = await views.existing(s, tenant, workflow_id)
             found = await self._view(s, stored)
             await views.changed(s, stored, found, "updated")
-            await _keep(s, "workflow.update", tenant, asked, found)
+            await idempotency.keep(s, t.outcomes, "workflow.update", tenant, asked, found)
         self._schedules.changed()
         return found
 
@@ -270,7 +270,10 @@ class WorkflowUseCases:
         self, tenant: str, workflow_id: str, asked: idempotency.Asked | None = None
     ) -> None:
         async with self._engine.begin() as s:
-            if await _recall(s, "workflow.delete", tenant, asked, DELETED) is not None:
+            if (
+                await idempotency.recall(s, t.outcomes, "workflow.delete", tenant, asked, DELETED)
+                is not None
+            ):
                 return
             stored = await views.existing(s, tenant, workflow_id, lock=True)
             found = await self._view(s, stored)
@@ -280,7 +283,7 @@ class WorkflowUseCases:
                 await sviews.changed(s, schedule, "deleted")
             await ws.delete_workflow(s, workflow_id)
             await views.changed(s, stored, found, "deleted")
-            await _keep(s, "workflow.delete", tenant, asked, DELETED())
+            await idempotency.keep(s, t.outcomes, "workflow.delete", tenant, asked, DELETED())
         self._schedules.changed()
 
     async def pause(
@@ -305,14 +308,14 @@ class WorkflowUseCases:
         """Pause or resume the workflow's schedule and say so, in one transaction."""
         scope = "workflow.pause" if paused else "workflow.resume"
         async with self._engine.begin() as s:
-            done = await _recall(s, scope, tenant, asked, wf.Workflow)
+            done = await idempotency.recall(s, t.outcomes, scope, tenant, asked, wf.Workflow)
             if done is not None:
                 return done
             stored = await views.existing(s, tenant, workflow_id, lock=True)
             await self._schedules.set_paused(s, tenant, stored.schedule_id, paused, note)
             found = await self._view(s, stored)
             await views.changed(s, stored, found, "paused" if paused else "resumed")
-            await _keep(s, scope, tenant, asked, found)
+            await idempotency.keep(s, t.outcomes, scope, tenant, asked, found)
         self._schedules.changed()
         return found
 
@@ -392,15 +395,3 @@ class WorkflowUseCases:
     async def _view(self, s: AsyncConnection, d: ws.Stored) -> wf.Workflow:
         schedule = await ss.get(s, d.tenant_id, d.schedule_id)
         return views.to_workflow(d, paused=schedule.paused if schedule is not None else True)
-
-
-async def _recall(
-    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, kind: type[M]
-) -> M | None:
-    return await idempotency.recall(s, t.outcomes, scope, tenant, asked, kind)
-
-
-async def _keep(
-    s: AsyncConnection, scope: str, tenant: str, asked: idempotency.Asked | None, found: Message
-) -> None:
-    await idempotency.keep(s, t.outcomes, scope, tenant, asked, found)
