@@ -53,6 +53,28 @@ _ACL_SEARCH = 0o1
 _Signals = Sequence[tuple[signal.Signals, float]]
 
 
+def _group_stopped(pgid: int) -> bool:
+    """Whether every thread of every process in the process group is stopped (state T)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if _stat_fields(proc / "stat")[2] != str(pgid):
+                continue
+            states = [_stat_fields(task / "stat")[0] for task in (proc / "task").iterdir()]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue  # it exited meanwhile: nothing of it can answer
+        if any(state not in ("T", "t", "Z", "X") for state in states):
+            return False
+    return True
+
+
+def _stat_fields(path: Path) -> list[str]:
+    """The fields of a /proc stat file after the command name: state, ppid, pgrp, ..."""
+    text = path.read_text()
+    return text[text.rindex(")") + 2 :].split()
+
+
 class EmbeddedError(Exception):
     """An embedded server could not start; the message is meant for a person, not a traceback."""
 
@@ -83,8 +105,18 @@ class _Server:
         raise NotImplementedError
 
     def pause(self) -> None:
-        """SIGSTOP the server (and its children): connections stay open, nothing answers."""
+        """SIGSTOP the server (and its children): connections stay open, nothing answers.
+
+        Returns once every thread of the group has stopped: the signal is only queued when
+        kill() returns, and a server still running on another core would answer for a moment.
+        """
         self._signal_group(signal.SIGSTOP)
+        assert self._proc is not None
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not _group_stopped(self._proc.pid):
+            if time.monotonic() > deadline:
+                raise EmbeddedError(f"{self.name} did not stop on SIGSTOP")
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """SIGCONT a paused server; it carries on where it stopped."""
