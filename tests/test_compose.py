@@ -389,9 +389,17 @@ def test_auth_init_makes_the_key_once_and_tokens_the_services_accept(
     folder.mkdir()
     run_auth_init(services, folder)
     key = (folder / "signing.jwk").read_text()
+    checkpoint_key = (folder / "audit-checkpoint.jwk").read_text()
     first = {svc: (folder / f"{svc}.token").read_text().strip() for svc in tokens.SERVICE_SCOPES}
     log = run_auth_init(services, folder)  # a restart keeps the key: earlier tokens stay valid
     assert (folder / "signing.jwk").read_text() == key
+    # and the checkpoint key: checkpoints stay signed by the key a verifier pinned
+    assert (folder / "audit-checkpoint.jwk").read_text() == checkpoint_key
+    assert checkpoint_key != key
+    path = environment(services["audit"])["ACCORD_AUDIT_CHECKPOINT_KEY_FILE"]
+    assert (folder / Path(path).name).read_text() == checkpoint_key
+    pinned = json.loads((folder / "audit-checkpoint-keys.json").read_text())["keys"]
+    assert [k["kid"] for k in pinned] == [json.loads(checkpoint_key)["kid"]]
     keys = tokens.KeySet(folder / "keys.json")
     assert len(json.loads((folder / "keys.json").read_text())["keys"]) == 1
     for token in first.values():
@@ -409,8 +417,11 @@ def test_auth_init_makes_the_key_once_and_tokens_the_services_accept(
     # The services run as another user: they get the key set and their own tokens, and
     # nothing that could mint one.
     assert stat.S_IMODE((folder / "keys.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((folder / "audit-checkpoint-keys.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((folder / "signing.jwk").stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / "audit-checkpoint.jwk").stat().st_mode) == 0o600
     handed = log.read_text().split()
     assert "signing.jwk" not in " ".join(handed)
     handed_names = {Path(arg).name.removesuffix(".new") for arg in handed if "/" in arg}
-    assert handed_names == {f"{svc}.token" for svc in tokens.SERVICE_SCOPES}
+    tokens_handed = {f"{svc}.token" for svc in tokens.SERVICE_SCOPES}
+    assert handed_names == tokens_handed | {"audit-checkpoint.jwk"}

@@ -18,6 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from accord.audit.v2 import audit_service_pb2, audit_service_pb2_grpc
 from accord.orchestrator.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from accord_kit.net import free_port, port_in_use
 from accord_kit.ports import DEFAULT_PORTS
@@ -146,16 +147,28 @@ async def test_up_runs_everything_stops_cleanly_and_keeps_data(tmp_path: Path, s
             watch = job_service_pb2.WatchJobRequest(job_id=created.job.job_id)
             states = [r.change.state async for r in jobs.WatchJob(watch, metadata=md, timeout=60)]
         assert states[-1] == job_pb2.JOB_STATE_SUCCEEDED
+        async with grpc.aio.insecure_channel(target("audit", offset)) as ch:
+            signed = await audit_service_pb2_grpc.AuditServiceStub(ch).GetCheckpoint(
+                audit_service_pb2.GetCheckpointRequest(), metadata=md
+            )
     assert not any(port_in_use(p + offset) for p in BASE_PORTS), "a service outlived accord up"
 
-    # The same data directory: the job is still there, and the first token still works.
-    async with accord_up(argv), grpc.aio.insecure_channel(target("orchestrator", offset)) as ch:
-        job = (
-            await job_service_pb2_grpc.JobServiceStub(ch).GetJob(
-                job_service_pb2.GetJobRequest(job_id=created.job.job_id), metadata=md
+    # The same data directory: the job is still there, the first token still works, and the
+    # audit log signs with the key that signed before (a verifier pins one key, not one a run).
+    async with accord_up(argv):
+        async with grpc.aio.insecure_channel(target("orchestrator", offset)) as ch:
+            job = (
+                await job_service_pb2_grpc.JobServiceStub(ch).GetJob(
+                    job_service_pb2.GetJobRequest(job_id=created.job.job_id), metadata=md
+                )
+            ).job
+        async with grpc.aio.insecure_channel(target("audit", offset)) as ch:
+            keys = await audit_service_pb2_grpc.AuditServiceStub(ch).GetCheckpointKeys(
+                audit_service_pb2.GetCheckpointKeysRequest(), metadata=md
             )
-        ).job
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED
+    assert signed.checkpoint.tree_size > 0
+    assert [k.key_id for k in keys.keys] == [signed.checkpoint.key_id]
     assert job.result.outputs["title"] == "Accord test site"
 
 

@@ -165,11 +165,16 @@ class DevAuth:
 
 
 def dev_credentials(data_dir: Path) -> DevAuth:
-    """Keys kept across restarts (so issued tokens stay valid); fresh service tokens."""
+    """Keys kept across restarts (so issued tokens stay valid and the audit log's checkpoints
+    are signed by one key a verifier can pin); fresh service tokens."""
     folder = data_dir / "auth"
     key_path = folder / "signing.jwk"
     key = tokens.read_private_key(key_path) if key_path.exists() else tokens.generate_key()
     env = tokens.provision(folder, key)
+    checkpoint_key = folder / "audit-checkpoint.jwk"
+    if not checkpoint_key.exists():
+        tokens.write_private_key(checkpoint_key, tokens.generate_key())
+    env["ACCORD_AUDIT_CHECKPOINT_KEY_FILE"] = str(checkpoint_key)
     admin = tokens.issue(
         key, subject="admin", tenant="default", scopes=tokens.ALL_SCOPES, ttl=timedelta(days=30)
     )

@@ -262,8 +262,9 @@ class Deliverer:
                 sent = 0
             if sent:
                 continue
+            pause = await self._sleep()  # before wait() makes a coroutine a cancel would orphan
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), await self._sleep())
+                await asyncio.wait_for(self._wake.wait(), pause)
             self._wake.clear()
 
     async def _sleep(self) -> float:
