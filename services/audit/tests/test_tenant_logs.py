@@ -213,6 +213,37 @@ async def test_a_rewritten_chain_is_caught_by_its_merkle_leaf(audit: Harness) ->
     )
 
 
+async def test_a_rewritten_chain_and_tree_is_caught_by_the_signed_root_from_any_start(
+    audit: Harness,
+) -> None:
+    """Record 3 of 4 forged with its digest, hash, leaf and the nodes above it recomputed
+    (RFC 9162): every stored hash agrees, and only the checkpoint signed before says no."""
+    log = await fill(audit, acme=4, other=2)
+    await checkpoint(audit)
+    forged = record_pb2.AuditRecord()
+    forged.CopyFrom(log[3])
+    forged.aggregate_id = "forged"
+    digest, new_hash = expected_link(forged, log[2].hash)
+    leaves = [hashlib.sha256(b"\x00" + h).digest() for h in [*(r.hash for r in log[:3]), new_hash]]
+    right = hashlib.sha256(b"\x01" + leaves[2] + leaves[3]).digest()
+    left = hashlib.sha256(b"\x01" + leaves[0] + leaves[1]).digest()
+    root = hashlib.sha256(b"\x01" + left + right).digest()
+    assert root == mth([*(r.hash for r in log[:3]), new_hash])
+    await sql(
+        audit,
+        f"UPDATE audit.records SET aggregate_id = 'forged', payload_digest = '\\x{digest.hex()}',"
+        f" tenant_hash = '\\x{new_hash.hex()}' WHERE {at(3)}",
+        f"UPDATE audit.tree_nodes SET hash = '\\x{leaves[3].hex()}' WHERE {node(0, 3)}",
+        f"UPDATE audit.tree_nodes SET hash = '\\x{right.hex()}' WHERE {node(1, 1)}",
+        f"UPDATE audit.tree_nodes SET hash = '\\x{root.hex()}' WHERE {node(2, 0)}",
+    )
+    why = "Merkle root of the first 4 records is not the signed checkpoint's root"
+    for start in (0, 2, 3):  # a range after 0 checks the checkpoint that ends in it too
+        bad = await verify(audit, start_index=start)
+        assert (bad.valid, bad.first_invalid_index, bad.failure) == (False, start, why)
+    assert (await verify(audit, end_index=3)).valid  # no checkpoint ends in [0, 3)
+
+
 def node(level: int, index: int) -> str:
     return f"tenant_id = 'acme' AND level = {level} AND node_index = {index}"
 
@@ -255,7 +286,8 @@ async def test_a_root_that_is_not_the_signed_checkpoints_is_reported(audit: Harn
         0,
         "Merkle root of the first 5 records has a checkpoint its key did not sign",
     )
-    assert (await verify(audit, start_index=1)).valid  # a root is only of ranges from 0
+    after = await verify(audit, start_index=1)  # the checkpoint ends in [1, 5) too
+    assert (after.first_invalid_index, after.failure) == (1, unsigned.failure)
     forged = hashlib.sha256(b"forged").hexdigest()
     await sql(
         audit,

@@ -166,8 +166,8 @@ class TenantLogs:
 
         The records are checked in PARTS consecutive parts at once, each in one pass in
         PostgreSQL on a connection of its own (so on as many cores), and the stored tree over
-        the range beside them; once every record holds, the tree must be their tree, and a
-        range from 0 must make the root of the latest signed checkpoint it covers."""
+        the range beside them; once every record holds, the tree must be their tree, and the
+        latest signed checkpoint that ends in the range must have its root."""
         if end and end <= start:
             raise _invalid("end_index", "must be 0 or greater than start_index")
         async with self._sessions() as s:
@@ -211,8 +211,12 @@ class TenantLogs:
         self, tenant: str, start: int, end: int, levels: list[Level], check: LogCheck
     ) -> None:
         """The stored nodes over the range are their children's hashes (so the stored root of
-        any size in it is the root recomputed from the checked leaves), and from 0 the root of
-        the latest checkpoint it covers is that signed."""
+        any size in it is the root recomputed from the checked leaves), and the root of the
+        latest checkpoint ending in the range is the one signed.
+
+        A range after 0 takes the nodes before it as stored: that catches a record rewritten
+        in the range with its chain, leaf and tree recomputed, which only the signature can;
+        a tree changed before the range fails here too, and a check from 0 says where."""
         bad_level = logcheck.first_bad_level(levels)
         async with self._sessions() as s:
             if bad_level is not None:
@@ -222,8 +226,8 @@ class TenantLogs:
                 else:
                     check.bad_node(bad_level, index)
                 return
-            cp = await treestore.latest_checkpoint(s, tenant, self.log_id(tenant))
-            if start > 0 or cp is None or cp.tree_size > end or cp.tree_size == 0:
+            cp = await treestore.latest_checkpoint(s, tenant, self.log_id(tenant), at_most=end)
+            if cp is None or cp.tree_size <= start:
                 return
             wanted = merkle.root_nodes(cp.tree_size)
             nodes = (await treestore.nodes(s, {tenant: wanted}))[tenant]

@@ -198,9 +198,15 @@ def _checkpoint(row: Row, log_id: str) -> Checkpoint:  # type: ignore[type-arg]
     )
 
 
-async def latest_checkpoint(session: AsyncSession, tenant: str, log_id: str) -> Checkpoint | None:
+async def latest_checkpoint(
+    session: AsyncSession, tenant: str, log_id: str, *, at_most: int | None = None
+) -> Checkpoint | None:
+    """The checkpoint of the largest tree size (of at most `at_most` records, if given)."""
     k = t.checkpoints.c
-    stmt = select(t.checkpoints).where(k.tenant_id == tenant).order_by(k.tree_size.desc()).limit(1)
+    stmt = select(t.checkpoints).where(k.tenant_id == tenant)
+    if at_most is not None:
+        stmt = stmt.where(k.tree_size <= at_most)
+    stmt = stmt.order_by(k.tree_size.desc()).limit(1)
     row = (await session.execute(stmt)).one_or_none()
     return _checkpoint(row, log_id) if row else None
 

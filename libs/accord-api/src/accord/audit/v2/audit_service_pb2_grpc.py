@@ -162,8 +162,10 @@ class AuditServiceServicer:
         the first record that is changed, missing or out of place. When every record holds, also
         checks the tenant's stored Merkle tree over the range (each stored node is the hash of its
         children, so the stored root of any size in the range is the root of the checked leaves)
-        and, for a range from index 0, that the latest signed checkpoint it covers has that root
-        and a valid signature.
+        and that the latest signed checkpoint whose size ends in the range (start_index, end_index]
+        has a valid signature and that root (for a range after 0, with the stored nodes before the
+        range taken as they are: a record rewritten in the range with its chain and tree
+        recomputed still fails here).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
