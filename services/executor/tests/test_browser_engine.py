@@ -21,7 +21,7 @@ from accord.common.v1 import job_spec_pb2 as js
 from accord_executor.artifacts import LocalArtifactStore
 from accord_executor.config import Settings
 from accord_executor.domain import results as r
-from accord_executor.engines import chromium
+from accord_executor.engines import browser_steps, chromium
 from accord_executor.engines.browser_engine import BrowserEngine
 from accord_executor.engines.chromium import BrowserHost
 from accord_executor.engines.guard import Guard
@@ -195,6 +195,27 @@ async def test_every_browser_step_runs(engine, sites: Sites) -> None:  # type: i
     assert out["body"]["body"]["sha256"] == body.sha256
     assert b"".join([c async for c in engine.store.read("acme", body.artifact_id)]) == b"api-ok"
     assert all(s.status == SUCCEEDED for s in outcome.result.steps)
+
+
+async def test_an_extract_past_the_cap_fails_its_step_and_returns_nothing(  # type: ignore[no-untyped-def]
+    engine, sites: Sites, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`#bottom` as HTML is 37 characters: a cap of 37 takes it, 36 refuses it whole."""
+    monkeypatch.setattr(browser_steps, "MAX_EXTRACT_CHARS", 37)
+    whole = js.Step(name="bottom", extract=js.ExtractStep(selector="#bottom", html=True))
+    fits = await engine.run(go(f"{sites.url}/steps"), whole)
+    assert fits.failure is None, fits.failure
+    assert fits.result.outputs["bottom"] == '<p id="bottom">Bottom <b>bold</b></p>'
+    monkeypatch.setattr(browser_steps, "MAX_EXTRACT_CHARS", 36)
+    over = await engine.run(go(f"{sites.url}/steps"), whole)
+    assert over.failure is not None
+    assert over.failure.code == r.RESPONSE_TOO_LARGE
+    assert over.failure.message == (
+        "step 1 (extract html 'bottom' '#bottom'):"
+        " extracts 37 characters, more than the 36 an extract may return"
+    )
+    assert "bottom" not in over.result.outputs
+    assert [s.status for s in over.result.steps] == [SUCCEEDED, FAILED]
 
 
 async def test_step_timeout_and_missing_selector_name_the_step(engine, sites: Sites) -> None:  # type: ignore[no-untyped-def]

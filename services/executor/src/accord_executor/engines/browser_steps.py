@@ -20,11 +20,19 @@ from accord.common.v1 import job_result_pb2, job_spec_pb2
 from accord_executor.artifacts import ArtifactStore
 from accord_executor.domain import results as r
 from accord_executor.domain.templates import render_text
+from accord_executor.engines.http import MAX_BODY_BYTES
 from accord_executor.engines.proxy import Ticket
 
-# Extract in one round trip: text (whitespace collapsed later), an attribute, or outer HTML.
-EXTRACT_JS = """(els, [attr, html]) => els.map(e =>
-  html ? e.outerHTML : attr ? e.getAttribute(attr) : e.textContent)"""
+# What one extract may return, in characters: its values go into the job's result (a workflow
+# reads a whole rendered page this way), so they are capped as the HTTP engine caps a body.
+MAX_EXTRACT_CHARS = MAX_BODY_BYTES
+# Extract in one round trip: text (whitespace collapsed later), an attribute, or outer HTML;
+# past the cap, only the size comes back, so nothing that large leaves the page.
+EXTRACT_JS = """(els, [attr, html, cap]) => {
+  const values = els.map(e => html ? e.outerHTML : attr ? e.getAttribute(attr) : e.textContent);
+  const size = values.reduce((n, v) => n + (v ? v.length : 0), 0);
+  return size > cap ? {tooLarge: size} : values;
+}"""
 TEXT_JS = "t => !!document.body && document.body.innerText.includes(t)"
 
 
@@ -159,8 +167,17 @@ async def wait_for(s: PageState, index: int, step: job_spec_pb2.Step) -> Any:
 async def extract(s: PageState, index: int, step: job_spec_pb2.Step) -> Any:
     e = step.extract
     raw = await _do(
-        s.page.eval_on_selector_all(e.selector, EXTRACT_JS, [e.attribute, e.html]), e.selector
+        s.page.eval_on_selector_all(
+            e.selector, EXTRACT_JS, [e.attribute, e.html, MAX_EXTRACT_CHARS]
+        ),
+        e.selector,
     )
+    if isinstance(raw, dict):
+        raise r.StepFailed(
+            r.RESPONSE_TOO_LARGE,
+            f"extracts {raw['tooLarge']} characters,"
+            f" more than the {MAX_EXTRACT_CHARS} an extract may return",
+        )
     values = [v if e.html or e.attribute or v is None else " ".join(v.split()) for v in raw]
     if e.all:
         return values
