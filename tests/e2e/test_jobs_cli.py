@@ -66,6 +66,9 @@ async def test_create_watch_get_list_batch(suite: Suite, site: str, tmp_path: Pa
     steps = [line.split() for line in watched.stdout.splitlines() if line.startswith("  step ")]
     assert [s[1:4] for s in steps] == [["0", "page", "SUCCEEDED"], ["1", "title", "SUCCEEDED"]]
     assert 'output title: "Accord test site"' in watched.stdout
+    page_line = next(x for x in watched.stdout.splitlines() if x.startswith("  output page: "))
+    status = json.loads(page_line.removeprefix("  output page: "))["status"]
+    assert (status, type(status)) == (200, int)  # a Struct's double, printed as the integer
 
     streamed = await accord("jobs", "watch", job_id, "--json")
     changes = [json.loads(line) for line in streamed.stdout.splitlines()]

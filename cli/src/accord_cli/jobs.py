@@ -27,6 +27,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from accord.common.v1 import decision_pb2, job_result_pb2, job_spec_pb2
@@ -281,9 +282,27 @@ def _job_block(job: job_pb2.Job) -> str:
         lines += [f"  {_step(s)}" for s in job.result.steps]
     if job.result.outputs.fields:
         lines.append("outputs:")
-        outputs = json_format.MessageToDict(job.result.outputs)
-        lines += [f"  {k}: {json.dumps(v)}" for k, v in outputs.items()]
+        lines += [f"  {k}: {_json(v)}" for k, v in _values(job.result.outputs).items()]
     return "\n".join(lines)
+
+
+def _values(message: Message) -> Any:
+    """A Struct or Value as plain data; its numbers are doubles, so 200.0 reads as 200."""
+    return _integral(json_format.MessageToDict(message))
+
+
+def _integral(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value)
 
 
 def _decision(job: job_pb2.Job) -> str:
@@ -307,7 +326,7 @@ def _step(s: job_result_pb2.StepResult) -> str:
     if s.duration.seconds or s.duration.nanos:
         parts.append(f"{s.duration.ToTimedelta().total_seconds() * 1000:.0f} ms")
     if s.HasField("output"):
-        parts.append(json.dumps(json_format.MessageToDict(s.output))[:80])
+        parts.append(_json(_values(s.output))[:80])
     if s.error_message:
         parts.append(s.error_message)
     return "  ".join(parts)
@@ -330,6 +349,5 @@ def _outcome_text(job: job_pb2.Job) -> str:
         lines.append(f"  last attempt: {_attempt(job.attempts[-1])}")
     lines += [f"  step {_step(s)}" for s in job.result.steps]
     if job.result.outputs.fields:
-        outputs = json_format.MessageToDict(job.result.outputs)
-        lines += [f"  output {k}: {json.dumps(v)}" for k, v in outputs.items()]
+        lines += [f"  output {k}: {_json(v)}" for k, v in _values(job.result.outputs).items()]
     return "\n".join(lines)
