@@ -5,7 +5,7 @@ PostgreSQL) and the stored tree level by level; this module splits the range int
 puts their answers together. The first record that fails is reported with why; records whose
 payload retention erased are checked by their digest-based chain and leaf only, and listed.
 When every record holds, the stored tree nodes over the range must be the hashes of their
-children, and a range from 0 must have the root of the latest signed checkpoint it covers.
+children, and the latest signed checkpoint that ends in the range must have their root.
 """
 
 from __future__ import annotations
