@@ -91,6 +91,28 @@ async def test_replicas_share_the_durable_and_never_fork_the_chain(
         assert (verified.valid, verified.checked_count) == (True, 40)
 
 
+async def test_a_trickle_is_gathered_into_one_append_while_the_consumer_lingers(
+    database_url: str, nats_url: str, producer: str, nc: Client
+) -> None:
+    """Events that come one at a time while the consumer lingers after a short pull go in
+    one transaction (records of one append share its time), not one each."""
+    settings = settings_for(database_url, nats_url, producer, f"a-{uuid.uuid4().hex[:8]}")
+    settings.linger = 2.0
+    await asyncio.to_thread(migrate, settings)
+    async with running(App(settings), nc) as audit:
+        first = audit.event()
+        await audit.publish(first)
+        [alone] = await audit.wait_for(first)  # a pull of one: the consumer lingers now
+        trickle = [audit.event() for _ in range(4)]
+        for event in trickle:
+            await audit.publish(event)
+            await asyncio.sleep(0.05)
+        records = [r for r in await audit.wait_for(*trickle) if r.event_id != first.event_id]
+        assert [r.event_id for r in records] == [e.event_id for e in trickle]
+        assert len({r.append_time.ToDatetime() for r in records}) == 1
+        assert records[0].append_time != alone.append_time
+
+
 async def test_the_consumer_waits_out_a_postgres_outage(audit: Harness, postgres_url: str) -> None:
     name = audit.database_url.rsplit("/", 1)[1]
     admin = await asyncpg.connect(postgres_url.replace("+asyncpg", ""))

@@ -115,6 +115,8 @@ class Consumer:
                     return
                 for msg in msgs:
                     await msg.ack()
+                if len(msgs) < self._settings.batch_size and self._settings.linger:
+                    await asyncio.sleep(self._settings.linger)  # let a trickle gather
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
