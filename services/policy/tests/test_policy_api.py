@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from accord.common.v1 import decision_pb2, job_spec_pb2
 from accord.policy.v1 import policy_pb2
 from accord.policy.v1 import policy_service_pb2 as pb
-from accord_kit.testing import as_tenant
+from accord_kit.testing import as_tenant, refused
 
 ALLOW = decision_pb2.DECISION_OUTCOME_ALLOW
 DENY = decision_pb2.DECISION_OUTCOME_DENY
@@ -336,3 +337,34 @@ async def test_invalid_requests(policy, request_, field: str) -> None:  # type: 
         await method(request_, metadata=as_tenant("acme"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in violations(err.value)
+
+
+async def test_list_retentions_gives_each_tenant_its_shortest_and_only_to_services(policy) -> None:  # type: ignore[no-untyped-def]
+    run = uuid.uuid4().hex[:8]
+    a, b, c = f"keep-a-{run}", f"keep-b-{run}", f"keep-c-{run}"
+    await create(policy, "two-hours", tenant=a, retention=duration_pb2.Duration(seconds=7200))
+    await create(policy, "an-hour", tenant=a, retention=duration_pb2.Duration(seconds=3600))
+    await create(policy, "unset", tenant=a)  # sets none: the shortest that is set applies
+    await create(policy, "no-retention", tenant=b, allowed_domains=["example.com"])
+    await create(policy, "a-day", tenant=c, retention=duration_pb2.Duration(seconds=86400))
+
+    found: dict[str, timedelta] = {}
+    token, pages = "", 0
+    while pages < 1000:  # the shared database holds other tests' tenants too
+        pages += 1
+        page = await policy.ListRetentions(pb.ListRetentionsRequest(page_size=2, page_token=token))
+        assert not found.keys() & {r.tenant_id for r in page.retentions}, "a tenant twice"
+        found |= {r.tenant_id: r.retention.ToTimedelta() for r in page.retentions}
+        token = page.next_page_token
+        if not token:
+            break
+    assert {t: kept for t, kept in found.items() if t.endswith(run)} == {
+        a: timedelta(hours=1),
+        c: timedelta(days=1),
+    }
+    assert pages >= 2
+
+    tenant = await refused(policy.ListRetentions(pb.ListRetentionsRequest(), metadata=as_tenant(a)))
+    assert tenant.code() == grpc.StatusCode.PERMISSION_DENIED
+    forged = await refused(policy.ListRetentions(pb.ListRetentionsRequest(page_token="forged")))
+    assert forged.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -100,6 +100,23 @@ class PolicyClient:
         except grpc.aio.AioRpcError as exc:
             raise _failed(exc, "release") from exc
 
+    async def retentions(self, pages: int = 1000) -> dict[str, timedelta]:
+        """Each tenant's retention where its policies set one (ListRetentions, every page;
+        at most `pages` of them). Raises as the other calls do when policy cannot answer."""
+        found: dict[str, timedelta] = {}
+        token = ""
+        for _ in range(pages):
+            request = policy_service_pb2.ListRetentionsRequest(page_token=token)
+            try:
+                response = await self._stub.ListRetentions(request, timeout=self._timeout)
+            except grpc.aio.AioRpcError as exc:
+                raise _failed(exc, "retention listing") from exc
+            found |= {r.tenant_id: r.retention.ToTimedelta() for r in response.retentions}
+            token = response.next_page_token
+            if not token:
+                break
+        return found
+
     async def close(self) -> None:
         await self._channel.close(grace=None)
 

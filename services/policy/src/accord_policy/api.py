@@ -104,6 +104,16 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
         decision, found = await self._requests.check_url(caller.tenant(), ask)
         return pb.CheckUrlResponse(decision=decision, addresses=[str(a) for a in found])
 
+    async def ListRetentions(
+        self, request: pb.ListRetentionsRequest, context: Ctx
+    ) -> pb.ListRetentionsResponse:
+        caller.require_service()
+        found, token = await self._cases.retentions(request.page_size, request.page_token)
+        response = pb.ListRetentionsResponse(next_page_token=token)
+        for tenant, kept in found:
+            response.retentions.add(tenant_id=tenant).retention.FromTimedelta(kept)
+        return response
+
 
 class TokenApi(token_service_pb2_grpc.TokenServiceServicer):
     def __init__(self, cases: TokenUseCases) -> None:

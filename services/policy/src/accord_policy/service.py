@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf import field_mask_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,6 +22,7 @@ from accord_policy.domain import rules
 PRODUCER = "policy"
 UPDATABLE = {"display_name", "rules"}
 RULE_FIELDS = set(policy_pb2.PolicyRules.DESCRIPTOR.fields_by_name)
+RETENTIONS_PAGE = 1000  # tenants a ListRetentions page looks at unless asked for fewer
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,16 @@ class PolicyUseCases:
         last = found[limit - 1]
         position = [last.create_time.ToDatetime(tzinfo=UTC).isoformat(), last.policy_id]
         return found[:limit], pages.encode(position, tenant)
+
+    async def retentions(self, size: int, token: str) -> tuple[list[tuple[str, timedelta]], str]:
+        """Each tenant's retention where its policies set one, a page of tenants at a time
+        (a page may hold fewer entries than tenants looked at: keep on while a token comes)."""
+        position = pages.decode(token, "retentions", shape=(pages.KEY,))
+        async with self._sessions() as s:
+            found, last = await store.retentions(
+                s, position[0] if position else None, size or RETENTIONS_PAGE
+            )
+        return found, pages.encode([last], "retentions") if last is not None else ""
 
     async def update(
         self,

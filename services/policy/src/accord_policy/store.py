@@ -135,6 +135,29 @@ async def list_policies(
     return [_policy(r).policy for r in (await session.execute(stmt)).all()]
 
 
+async def retentions(
+    session: AsyncSession, after: str | None, limit: int
+) -> tuple[list[tuple[str, timedelta]], str | None]:
+    """Of the next `limit` tenants with policies (by id, after `after`), those whose policies
+    set a retention, with the shortest; and the last tenant looked at if more follow."""
+    c = t.policies.c
+    ids = select(c.tenant_id).distinct().order_by(c.tenant_id).limit(limit + 1)
+    if after is not None:
+        ids = ids.where(c.tenant_id > after)
+    tenants = list((await session.execute(ids)).scalars())[: limit + 1]
+    more = len(tenants) > limit
+    tenants = tenants[:limit]
+    shortest: dict[str, timedelta] = {}
+    if tenants:
+        rows = await session.execute(select(c.tenant_id, c.rules).where(c.tenant_id.in_(tenants)))
+        for tenant, blob in rows.all():
+            rules = policy_pb2.PolicyRules.FromString(blob)
+            if rules.HasField("retention"):
+                kept = rules.retention.ToTimedelta()
+                shortest[tenant] = min(kept, shortest.get(tenant, kept))
+    return sorted(shortest.items()), tenants[-1] if more else None
+
+
 async def tenant_policies(
     session: AsyncSession | AsyncConnection, tenant: str
 ) -> list[TenantPolicy]:

@@ -131,7 +131,10 @@ class PolicyRules(_message.Message):
 
     @_builtins.property
     def retention(self) -> _duration_pb2.Duration:
-        """How long job results and artifacts are kept; unset means 30 days."""
+        """How long the tenant's finished jobs and their artifacts are kept; when several of its
+        policies set one, the shortest applies. Unset in every policy: the orchestrator's and
+        the executor's own retention settings (7 and 30 days by default). See ListRetentions.
+        """
 
     @_builtins.property
     def allowed_networks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:

@@ -32,13 +32,17 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/policy/v1/policy_service.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1d\x61\x63\x63ord/policy/v1/policy.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x13\x43reatePolicyRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12\x30\n\x06policy\x18\x02 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xc8\x01\x01\"@\n\x14\x43reatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"/\n\x10GetPolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"=\n\x11GetPolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"R\n\x13ListPoliciesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"[\n\x14ListPoliciesResponse\x12*\n\x08policies\x18\x01 \x03(\x0b\x32\x18.accord.policy.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb8\x01\n\x13UpdatePolicyRequest\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\x12\x36\n\nrequest_id\x18\x03 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"@\n\x14UpdatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"\x82\x01\n\x13\x44\x65letePolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04\x65tag\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x36\n\nrequest_id\x18\x03 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"\x16\n\x14\x44\x65letePolicyResponse\"s\n\x12\x45valuateJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x1b\n\x06job_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"I\n\x13\x45valuateJobResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\"\xc3\x01\n\x13\x45valuateJobsRequest\x12\x45\n\x04jobs\x18\x01 \x03(\x0b\x32*.accord.policy.v1.EvaluateJobsRequest.ItemB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x1aT\n\x04Item\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x1b\n\x06job_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"K\n\x14\x45valuateJobsResponse\x12\x33\n\tdecisions\x18\x01 \x03(\x0b\x32 .accord.common.v1.PolicyDecision\"\xbf\x02\n\x14\x41\x63quirePermitRequest\x12\x17\n\x03url\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x10\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1b\n\x06job_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x35\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\xbaH\t\xaa\x01\x06\"\x02\x08<2\x00\x12I\n\x12\x61uthorization_mode\x18\x05 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x39\n\x05lease\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\xbaH\x0c\xaa\x01\t\"\x03\x08\xd8\x04\x32\x02\x08\x01\"\xe1\x01\n\x15\x41\x63quirePermitResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x11\n\tpermit_id\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"3\n\x14ReleasePermitRequest\x12\x1b\n\tpermit_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"\x17\n\x15ReleasePermitResponse\"\xc8\x01\n\x0f\x43heckUrlRequest\x12\x17\n\x03url\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x10\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12I\n\x12\x61uthorization_mode\x18\x03 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1b\n\x06job_id\x18\x04 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"Y\n\x10\x43heckUrlResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\x12\x11\n\taddresses\x18\x02 \x03(\t2\x88\t\n\rPolicyService\x12q\n\x0c\x43reatePolicy\x12%.accord.policy.v1.CreatePolicyRequest\x1a&.accord.policy.v1.CreatePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12g\n\tGetPolicy\x12\".accord.policy.v1.GetPolicyRequest\x1a#.accord.policy.v1.GetPolicyResponse\"\x11\xca\xf3\x18\rpolicies:read\x12p\n\x0cListPolicies\x12%.accord.policy.v1.ListPoliciesRequest\x1a&.accord.policy.v1.ListPoliciesResponse\"\x11\xca\xf3\x18\rpolicies:read\x12q\n\x0cUpdatePolicy\x12%.accord.policy.v1.UpdatePolicyRequest\x1a&.accord.policy.v1.UpdatePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12q\n\x0c\x44\x65letePolicy\x12%.accord.policy.v1.DeletePolicyRequest\x1a&.accord.policy.v1.DeletePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12q\n\x0b\x45valuateJob\x12$.accord.policy.v1.EvaluateJobRequest\x1a%.accord.policy.v1.EvaluateJobResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12t\n\x0c\x45valuateJobs\x12%.accord.policy.v1.EvaluateJobsRequest\x1a&.accord.policy.v1.EvaluateJobsResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12w\n\rAcquirePermit\x12&.accord.policy.v1.AcquirePermitRequest\x1a\'.accord.policy.v1.AcquirePermitResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12w\n\rReleasePermit\x12&.accord.policy.v1.ReleasePermitRequest\x1a\'.accord.policy.v1.ReleasePermitResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12h\n\x08\x43heckUrl\x12!.accord.policy.v1.CheckUrlRequest\x1a\".accord.policy.v1.CheckUrlResponse\"\x15\xca\xf3\x18\x11policies:evaluateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%accord/policy/v1/policy_service.proto\x12\x10\x61\x63\x63ord.policy.v1\x1a\x1b\x61\x63\x63ord/common/v1/auth.proto\x1a\x1f\x61\x63\x63ord/common/v1/decision.proto\x1a\x1f\x61\x63\x63ord/common/v1/job_spec.proto\x1a\x1d\x61\x63\x63ord/policy/v1/policy.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x15ListRetentionsRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"h\n\x16ListRetentionsResponse\x12\x35\n\nretentions\x18\x01 \x03(\x0b\x32!.accord.policy.v1.TenantRetention\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"R\n\x0fTenantRetention\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12,\n\tretention\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"|\n\x13\x43reatePolicyRequest\x12\x33\n\nrequest_id\x18\x01 \x01(\tB\x1f\xbaH\x1cr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\x12\x30\n\x06policy\x18\x02 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xc8\x01\x01\"@\n\x14\x43reatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"/\n\x10GetPolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"=\n\x11GetPolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"R\n\x13ListPoliciesRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"[\n\x14ListPoliciesResponse\x12*\n\x08policies\x18\x01 \x03(\x0b\x32\x18.accord.policy.v1.Policy\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb8\x01\n\x13UpdatePolicyRequest\x12\x30\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.PolicyB\x06\xbaH\x03\xd8\x01\x03\x12\x37\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x06\xbaH\x03\xc8\x01\x01\x12\x36\n\nrequest_id\x18\x03 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"@\n\x14UpdatePolicyResponse\x12(\n\x06policy\x18\x01 \x01(\x0b\x32\x18.accord.policy.v1.Policy\"\x82\x01\n\x13\x44\x65letePolicyRequest\x12\x1b\n\tpolicy_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x04\x65tag\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x01\x12\x36\n\nrequest_id\x18\x03 \x01(\tB\"\xbaH\x1fr\x1a\x32\x18^[A-Za-z0-9._:-]{1,128}$\xd8\x01\x01\"\x16\n\x14\x44\x65letePolicyResponse\"s\n\x12\x45valuateJobRequest\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x1b\n\x06job_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"I\n\x13\x45valuateJobResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\"\xc3\x01\n\x13\x45valuateJobsRequest\x12\x45\n\x04jobs\x18\x01 \x03(\x0b\x32*.accord.policy.v1.EvaluateJobsRequest.ItemB\x0b\xbaH\x08\x92\x01\x05\x08\x01\x10\xe8\x07\x12\x0f\n\x07\x64ry_run\x18\x02 \x01(\x08\x1aT\n\x04Item\x12/\n\x04spec\x18\x01 \x01(\x0b\x32\x19.accord.common.v1.JobSpecB\x06\xbaH\x03\xc8\x01\x01\x12\x1b\n\x06job_id\x18\x02 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"K\n\x14\x45valuateJobsResponse\x12\x33\n\tdecisions\x18\x01 \x03(\x0b\x32 .accord.common.v1.PolicyDecision\"\xbf\x02\n\x14\x41\x63quirePermitRequest\x12\x17\n\x03url\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x10\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1b\n\x06job_id\x18\x03 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\x12\x35\n\x04wait\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0c\xbaH\t\xaa\x01\x06\"\x02\x08<2\x00\x12I\n\x12\x61uthorization_mode\x18\x05 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x39\n\x05lease\x18\x06 \x01(\x0b\x32\x19.google.protobuf.DurationB\x0f\xbaH\x0c\xaa\x01\t\"\x03\x08\xd8\x04\x32\x02\x08\x01\"\xe1\x01\n\x15\x41\x63quirePermitResponse\x12\x0f\n\x07granted\x18\x01 \x01(\x08\x12\x11\n\tpermit_id\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0bretry_after\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x32\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\x12\x0f\n\x07\x61\x64\x64ress\x18\x06 \x01(\t\"3\n\x14ReleasePermitRequest\x12\x1b\n\tpermit_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\"\x17\n\x15ReleasePermitResponse\"\xc8\x01\n\x0f\x43heckUrlRequest\x12\x17\n\x03url\x18\x01 \x01(\tB\n\xbaH\x07r\x05\x10\x01\x18\x80\x10\x12\x34\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.accord.common.v1.EngineB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12I\n\x12\x61uthorization_mode\x18\x03 \x01(\x0e\x32#.accord.common.v1.AuthorizationModeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1b\n\x06job_id\x18\x04 \x01(\tB\x0b\xbaH\x08r\x03\xb0\x01\x01\xd8\x01\x01\"Y\n\x10\x43heckUrlResponse\x12\x32\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32 .accord.common.v1.PolicyDecision\x12\x11\n\taddresses\x18\x02 \x03(\t2\x84\n\n\rPolicyService\x12q\n\x0c\x43reatePolicy\x12%.accord.policy.v1.CreatePolicyRequest\x1a&.accord.policy.v1.CreatePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12g\n\tGetPolicy\x12\".accord.policy.v1.GetPolicyRequest\x1a#.accord.policy.v1.GetPolicyResponse\"\x11\xca\xf3\x18\rpolicies:read\x12p\n\x0cListPolicies\x12%.accord.policy.v1.ListPoliciesRequest\x1a&.accord.policy.v1.ListPoliciesResponse\"\x11\xca\xf3\x18\rpolicies:read\x12q\n\x0cUpdatePolicy\x12%.accord.policy.v1.UpdatePolicyRequest\x1a&.accord.policy.v1.UpdatePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12q\n\x0c\x44\x65letePolicy\x12%.accord.policy.v1.DeletePolicyRequest\x1a&.accord.policy.v1.DeletePolicyResponse\"\x12\xca\xf3\x18\x0epolicies:admin\x12q\n\x0b\x45valuateJob\x12$.accord.policy.v1.EvaluateJobRequest\x1a%.accord.policy.v1.EvaluateJobResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12t\n\x0c\x45valuateJobs\x12%.accord.policy.v1.EvaluateJobsRequest\x1a&.accord.policy.v1.EvaluateJobsResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12w\n\rAcquirePermit\x12&.accord.policy.v1.AcquirePermitRequest\x1a\'.accord.policy.v1.AcquirePermitResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12w\n\rReleasePermit\x12&.accord.policy.v1.ReleasePermitRequest\x1a\'.accord.policy.v1.ReleasePermitResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12h\n\x08\x43heckUrl\x12!.accord.policy.v1.CheckUrlRequest\x1a\".accord.policy.v1.CheckUrlResponse\"\x15\xca\xf3\x18\x11policies:evaluate\x12z\n\x0eListRetentions\x12\'.accord.policy.v1.ListRetentionsRequest\x1a(.accord.policy.v1.ListRetentionsResponse\"\x15\xca\xf3\x18\x11policies:evaluateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'accord.policy.v1.policy_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_LISTRETENTIONSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTRETENTIONSREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_LISTRETENTIONSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTRETENTIONSREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
   _globals['_CREATEPOLICYREQUEST'].fields_by_name['request_id']._loaded_options = None
   _globals['_CREATEPOLICYREQUEST'].fields_by_name['request_id']._serialized_options = b'\272H\034r\0322\030^[A-Za-z0-9._:-]{1,128}$'
   _globals['_CREATEPOLICYREQUEST'].fields_by_name['policy']._loaded_options = None
@@ -113,48 +117,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POLICYSERVICE'].methods_by_name['ReleasePermit']._serialized_options = b'\312\363\030\021policies:evaluate'
   _globals['_POLICYSERVICE'].methods_by_name['CheckUrl']._loaded_options = None
   _globals['_POLICYSERVICE'].methods_by_name['CheckUrl']._serialized_options = b'\312\363\030\021policies:evaluate'
-  _globals['_CREATEPOLICYREQUEST']._serialized_start=313
-  _globals['_CREATEPOLICYREQUEST']._serialized_end=437
-  _globals['_CREATEPOLICYRESPONSE']._serialized_start=439
-  _globals['_CREATEPOLICYRESPONSE']._serialized_end=503
-  _globals['_GETPOLICYREQUEST']._serialized_start=505
-  _globals['_GETPOLICYREQUEST']._serialized_end=552
-  _globals['_GETPOLICYRESPONSE']._serialized_start=554
-  _globals['_GETPOLICYRESPONSE']._serialized_end=615
-  _globals['_LISTPOLICIESREQUEST']._serialized_start=617
-  _globals['_LISTPOLICIESREQUEST']._serialized_end=699
-  _globals['_LISTPOLICIESRESPONSE']._serialized_start=701
-  _globals['_LISTPOLICIESRESPONSE']._serialized_end=792
-  _globals['_UPDATEPOLICYREQUEST']._serialized_start=795
-  _globals['_UPDATEPOLICYREQUEST']._serialized_end=979
-  _globals['_UPDATEPOLICYRESPONSE']._serialized_start=981
-  _globals['_UPDATEPOLICYRESPONSE']._serialized_end=1045
-  _globals['_DELETEPOLICYREQUEST']._serialized_start=1048
-  _globals['_DELETEPOLICYREQUEST']._serialized_end=1178
-  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1180
-  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1202
-  _globals['_EVALUATEJOBREQUEST']._serialized_start=1204
-  _globals['_EVALUATEJOBREQUEST']._serialized_end=1319
-  _globals['_EVALUATEJOBRESPONSE']._serialized_start=1321
-  _globals['_EVALUATEJOBRESPONSE']._serialized_end=1394
-  _globals['_EVALUATEJOBSREQUEST']._serialized_start=1397
-  _globals['_EVALUATEJOBSREQUEST']._serialized_end=1592
-  _globals['_EVALUATEJOBSREQUEST_ITEM']._serialized_start=1508
-  _globals['_EVALUATEJOBSREQUEST_ITEM']._serialized_end=1592
-  _globals['_EVALUATEJOBSRESPONSE']._serialized_start=1594
-  _globals['_EVALUATEJOBSRESPONSE']._serialized_end=1669
-  _globals['_ACQUIREPERMITREQUEST']._serialized_start=1672
-  _globals['_ACQUIREPERMITREQUEST']._serialized_end=1991
-  _globals['_ACQUIREPERMITRESPONSE']._serialized_start=1994
-  _globals['_ACQUIREPERMITRESPONSE']._serialized_end=2219
-  _globals['_RELEASEPERMITREQUEST']._serialized_start=2221
-  _globals['_RELEASEPERMITREQUEST']._serialized_end=2272
-  _globals['_RELEASEPERMITRESPONSE']._serialized_start=2274
-  _globals['_RELEASEPERMITRESPONSE']._serialized_end=2297
-  _globals['_CHECKURLREQUEST']._serialized_start=2300
-  _globals['_CHECKURLREQUEST']._serialized_end=2500
-  _globals['_CHECKURLRESPONSE']._serialized_start=2502
-  _globals['_CHECKURLRESPONSE']._serialized_end=2591
-  _globals['_POLICYSERVICE']._serialized_start=2594
-  _globals['_POLICYSERVICE']._serialized_end=3754
+  _globals['_POLICYSERVICE'].methods_by_name['ListRetentions']._loaded_options = None
+  _globals['_POLICYSERVICE'].methods_by_name['ListRetentions']._serialized_options = b'\312\363\030\021policies:evaluate'
+  _globals['_LISTRETENTIONSREQUEST']._serialized_start=313
+  _globals['_LISTRETENTIONSREQUEST']._serialized_end=397
+  _globals['_LISTRETENTIONSRESPONSE']._serialized_start=399
+  _globals['_LISTRETENTIONSRESPONSE']._serialized_end=503
+  _globals['_TENANTRETENTION']._serialized_start=505
+  _globals['_TENANTRETENTION']._serialized_end=587
+  _globals['_CREATEPOLICYREQUEST']._serialized_start=589
+  _globals['_CREATEPOLICYREQUEST']._serialized_end=713
+  _globals['_CREATEPOLICYRESPONSE']._serialized_start=715
+  _globals['_CREATEPOLICYRESPONSE']._serialized_end=779
+  _globals['_GETPOLICYREQUEST']._serialized_start=781
+  _globals['_GETPOLICYREQUEST']._serialized_end=828
+  _globals['_GETPOLICYRESPONSE']._serialized_start=830
+  _globals['_GETPOLICYRESPONSE']._serialized_end=891
+  _globals['_LISTPOLICIESREQUEST']._serialized_start=893
+  _globals['_LISTPOLICIESREQUEST']._serialized_end=975
+  _globals['_LISTPOLICIESRESPONSE']._serialized_start=977
+  _globals['_LISTPOLICIESRESPONSE']._serialized_end=1068
+  _globals['_UPDATEPOLICYREQUEST']._serialized_start=1071
+  _globals['_UPDATEPOLICYREQUEST']._serialized_end=1255
+  _globals['_UPDATEPOLICYRESPONSE']._serialized_start=1257
+  _globals['_UPDATEPOLICYRESPONSE']._serialized_end=1321
+  _globals['_DELETEPOLICYREQUEST']._serialized_start=1324
+  _globals['_DELETEPOLICYREQUEST']._serialized_end=1454
+  _globals['_DELETEPOLICYRESPONSE']._serialized_start=1456
+  _globals['_DELETEPOLICYRESPONSE']._serialized_end=1478
+  _globals['_EVALUATEJOBREQUEST']._serialized_start=1480
+  _globals['_EVALUATEJOBREQUEST']._serialized_end=1595
+  _globals['_EVALUATEJOBRESPONSE']._serialized_start=1597
+  _globals['_EVALUATEJOBRESPONSE']._serialized_end=1670
+  _globals['_EVALUATEJOBSREQUEST']._serialized_start=1673
+  _globals['_EVALUATEJOBSREQUEST']._serialized_end=1868
+  _globals['_EVALUATEJOBSREQUEST_ITEM']._serialized_start=1784
+  _globals['_EVALUATEJOBSREQUEST_ITEM']._serialized_end=1868
+  _globals['_EVALUATEJOBSRESPONSE']._serialized_start=1870
+  _globals['_EVALUATEJOBSRESPONSE']._serialized_end=1945
+  _globals['_ACQUIREPERMITREQUEST']._serialized_start=1948
+  _globals['_ACQUIREPERMITREQUEST']._serialized_end=2267
+  _globals['_ACQUIREPERMITRESPONSE']._serialized_start=2270
+  _globals['_ACQUIREPERMITRESPONSE']._serialized_end=2495
+  _globals['_RELEASEPERMITREQUEST']._serialized_start=2497
+  _globals['_RELEASEPERMITREQUEST']._serialized_end=2548
+  _globals['_RELEASEPERMITRESPONSE']._serialized_start=2550
+  _globals['_RELEASEPERMITRESPONSE']._serialized_end=2573
+  _globals['_CHECKURLREQUEST']._serialized_start=2576
+  _globals['_CHECKURLREQUEST']._serialized_end=2776
+  _globals['_CHECKURLRESPONSE']._serialized_start=2778
+  _globals['_CHECKURLRESPONSE']._serialized_end=2867
+  _globals['_POLICYSERVICE']._serialized_start=2870
+  _globals['_POLICYSERVICE']._serialized_end=4154
 # @@protoc_insertion_point(module_scope)

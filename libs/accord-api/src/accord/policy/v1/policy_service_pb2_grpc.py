@@ -86,6 +86,11 @@ class PolicyServiceStub:
                 request_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.CheckUrlRequest.SerializeToString,
                 response_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.CheckUrlResponse.FromString,
                 _registered_method=True)
+        self.ListRetentions = channel.unary_unary(
+                '/accord.policy.v1.PolicyService/ListRetentions',
+                request_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.ListRetentionsRequest.SerializeToString,
+                response_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.ListRetentionsResponse.FromString,
+                _registered_method=True)
 
 
 class PolicyServiceServicer:
@@ -168,6 +173,16 @@ class PolicyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRetentions(self, request, context):
+        """The retention of every tenant whose policies set one (`PolicyRules.retention`; the
+        shortest when several do), for the services that prune job results and artifacts.
+        Tenants not listed get the pruning service's own default. Service tokens only
+        (PERMISSION_DENIED for a tenant's token): it spans tenants.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PolicyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +235,11 @@ def add_PolicyServiceServicer_to_server(servicer, server):
                     servicer.CheckUrl,
                     request_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.CheckUrlRequest.FromString,
                     response_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.CheckUrlResponse.SerializeToString,
+            ),
+            'ListRetentions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRetentions,
+                    request_deserializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.ListRetentionsRequest.FromString,
+                    response_serializer=accord_dot_policy_dot_v1_dot_policy__service__pb2.ListRetentionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -494,6 +514,33 @@ class PolicyService:
             '/accord.policy.v1.PolicyService/CheckUrl',
             accord_dot_policy_dot_v1_dot_policy__service__pb2.CheckUrlRequest.SerializeToString,
             accord_dot_policy_dot_v1_dot_policy__service__pb2.CheckUrlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRetentions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accord.policy.v1.PolicyService/ListRetentions',
+            accord_dot_policy_dot_v1_dot_policy__service__pb2.ListRetentionsRequest.SerializeToString,
+            accord_dot_policy_dot_v1_dot_policy__service__pb2.ListRetentionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

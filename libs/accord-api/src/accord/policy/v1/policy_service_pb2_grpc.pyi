@@ -63,6 +63,12 @@ class PolicyServiceStub:
     """Decides whether one request or redirect target may be fetched (domain rules, SSRF,
     robots.txt).
     """
+    ListRetentions: _grpc.UnaryUnaryMultiCallable[_policy_service_pb2.ListRetentionsRequest, _policy_service_pb2.ListRetentionsResponse]
+    """The retention of every tenant whose policies set one (`PolicyRules.retention`; the
+    shortest when several do), for the services that prune job results and artifacts.
+    Tenants not listed get the pruning service's own default. Service tokens only
+    (PERMISSION_DENIED for a tenant's token): it spans tenants.
+    """
 
 @_typing.type_check_only
 class PolicyServiceAsyncStub(PolicyServiceStub):
@@ -98,6 +104,12 @@ class PolicyServiceAsyncStub(PolicyServiceStub):
     CheckUrl: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.CheckUrlRequest, _policy_service_pb2.CheckUrlResponse]  # type: ignore[assignment]
     """Decides whether one request or redirect target may be fetched (domain rules, SSRF,
     robots.txt).
+    """
+    ListRetentions: _aio.UnaryUnaryMultiCallable[_policy_service_pb2.ListRetentionsRequest, _policy_service_pb2.ListRetentionsResponse]  # type: ignore[assignment]
+    """The retention of every tenant whose policies set one (`PolicyRules.retention`; the
+    shortest when several do), for the services that prune job results and artifacts.
+    Tenants not listed get the pruning service's own default. Service tokens only
+    (PERMISSION_DENIED for a tenant's token): it spans tenants.
     """
 
 class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -191,6 +203,18 @@ class PolicyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_policy_service_pb2.CheckUrlResponse, _abc.Awaitable[_policy_service_pb2.CheckUrlResponse]]:
         """Decides whether one request or redirect target may be fetched (domain rules, SSRF,
         robots.txt).
+        """
+
+    @_abc_1.abstractmethod
+    def ListRetentions(
+        self,
+        request: _policy_service_pb2.ListRetentionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_policy_service_pb2.ListRetentionsResponse, _abc.Awaitable[_policy_service_pb2.ListRetentionsResponse]]:
+        """The retention of every tenant whose policies set one (`PolicyRules.retention`; the
+        shortest when several do), for the services that prune job results and artifacts.
+        Tenants not listed get the pruning service's own default. Service tokens only
+        (PERMISSION_DENIED for a tenant's token): it spans tenants.
         """
 
 def add_PolicyServiceServicer_to_server(servicer: PolicyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
