@@ -22,6 +22,7 @@ from accord_executor.pools import Engine, Pool, Pools
 from accord_executor.service import ExecutorUseCases
 from accord_executor.worker import CHANNEL_OPTIONS, Worker, orchestrator_check
 from accord_kit import nats as knats
+from accord_kit.errors import AccordError
 from accord_kit.policy import PolicyClient
 from accord_kit.server import Server
 from accord_kit.transport import open_channel
@@ -100,10 +101,22 @@ class App:
     def browser_host(self) -> BrowserHost | None:
         return self._host
 
+    async def prune_artifacts(self) -> int | None:
+        """Delete the artifacts past their tenant's retention (its policies', else ours); how
+        many, or None when the policy service could not say: a tenant may keep artifacts
+        longer than our default, so nothing is pruned without its answer."""
+        try:
+            kept = await self._policy.retentions()
+        except AccordError as exc:
+            log.warning("artifacts.prune_skipped", error=str(exc))
+            return None
+        seconds = {tenant: r.total_seconds() for tenant, r in kept.items()}
+        return await self.artifacts.prune(self.settings.artifact_retention_seconds, seconds)
+
     async def _prune_loop(self) -> None:
         while True:
             try:
-                deleted = await self.artifacts.prune(self.settings.artifact_retention_seconds)
+                deleted = await self.prune_artifacts()
             except OSError as exc:
                 log.warning("artifacts.prune_failed", error=repr(exc))
             else:

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -39,8 +39,11 @@ class ArtifactStore(Protocol):
         """The artifact's content in chunks of up to CHUNK_BYTES."""
         ...
 
-    async def prune(self, older_than_seconds: float) -> int:
-        """Delete artifacts stored longer ago than this; how many were deleted."""
+    async def prune(
+        self, older_than_seconds: float, tenants: Mapping[str, float] | None = None
+    ) -> int:
+        """Delete artifacts stored longer ago than their tenant's retention in `tenants`
+        (seconds) or, for a tenant not listed, `older_than_seconds`; how many were deleted."""
         ...
 
 
@@ -102,14 +105,19 @@ class LocalArtifactStore:
             raise NotFound(f"artifact {artifact_id!r} not found")
         return self._dir(tenant) / artifact_id
 
-    async def prune(self, older_than_seconds: float) -> int:
-        return await asyncio.to_thread(self._prune, time.time() - older_than_seconds)
+    async def prune(
+        self, older_than_seconds: float, tenants: Mapping[str, float] | None = None
+    ) -> int:
+        now = time.time()
+        cutoffs = {self._dir(t).name: now - kept for t, kept in (tenants or {}).items()}
+        return await asyncio.to_thread(self._prune, now - older_than_seconds, cutoffs)
 
-    def _prune(self, cutoff: float) -> int:
+    def _prune(self, default: float, cutoffs: dict[str, float]) -> int:
         deleted = 0
         if not self.root.is_dir():
             return 0
         for folder in self.root.iterdir():
+            cutoff = cutoffs.get(folder.name, default)
             for body in folder.glob("[0-9a-f]" * 64):
                 if body.stat().st_mtime < cutoff:
                     body.unlink(missing_ok=True)
