@@ -15,6 +15,7 @@ from accord.common.v1 import job_spec_pb2 as js
 from accord.orchestrator.v1 import job_pb2
 from accord.orchestrator.v1 import job_service_pb2 as pb
 from accord.orchestrator.v1 import worker_service_pb2 as wpb
+from accord.policy.v1 import policy_pb2, policy_service_pb2
 from accord_kit.testing import as_tenant, field_violations, refused
 
 ACME, OTHER = as_tenant("acme"), as_tenant("other")
@@ -190,6 +191,53 @@ async def test_finished_jobs_are_pruned_after_retention_and_live_ones_kept(stack
             job_pb2.JOB_STATE_QUEUED,
             job_pb2.JOB_STATE_RUNNING,
         )
+
+
+async def test_each_tenants_finished_jobs_are_pruned_after_its_own_retention(  # type: ignore[no-untyped-def]
+    stack, database_url: str
+) -> None:
+    """The default here is 7 days; one tenant keeps 1 hour, another 90 days, one sets none."""
+    run = uuid.uuid4().hex[:8]
+    brief, long, plain = f"brief-{run}", f"long-{run}", f"plain-{run}"
+    for tenant, seconds in ((brief, 3600), (long, 90 * 86400), (plain, 0)):
+        rules = policy_pb2.PolicyRules(allowed_domains=["example.org"])  # refuses small()
+        if seconds:
+            rules.retention.FromSeconds(seconds)
+        await stack.policies.CreatePolicy(
+            policy_service_pb2.CreatePolicyRequest(
+                request_id="keep", policy=policy_pb2.Policy(display_name="keep", rules=rules)
+            ),
+            metadata=as_tenant(tenant),
+        )
+    made = {}
+    for tenant in (brief, long, plain):
+        for days in (0.1, 40):  # finished 2.4 hours and 40 days ago
+            job = await create(stack, small(), md=as_tenant(tenant))
+            assert job.state == job_pb2.JOB_STATE_REJECTED  # finished at once
+            made[tenant, days] = job.job_id
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        for (_, days), job_id in made.items():
+            await conn.execute(
+                "UPDATE orchestrator.jobs SET finish_time = now() - make_interval(secs => $2)"
+                " WHERE job_id::text = $1",
+                job_id,
+                days * 86400,
+            )
+    finally:
+        await conn.close()
+
+    assert await stack.app.prune() >= 3
+    kept, gone = set(), set()
+    for (tenant, days), job_id in made.items():
+        try:
+            await get(stack, job_id, md=as_tenant(tenant))
+            kept.add((tenant, days))
+        except grpc.aio.AioRpcError as exc:
+            gone.add((tenant, days, exc.code()))
+    assert kept == {(long, 0.1), (long, 40), (plain, 0.1)}
+    not_found = grpc.StatusCode.NOT_FOUND
+    assert gone == {(brief, 0.1, not_found), (brief, 40, not_found), (plain, 40, not_found)}
 
 
 @pytest.mark.parametrize(

@@ -56,7 +56,8 @@ class Settings(ServiceSettings):
     artifact_dir: str = Field(
         default_factory=lambda: os.path.expanduser("~/.local/share/accord/artifacts")
     )
-    # Artifacts older than this many seconds are deleted (30 days by default).
+    # Artifacts older than this many seconds are deleted (30 days by default), unless their
+    # tenant's policies set a retention of their own (ListRetentions).
     artifact_retention_seconds: float = Field(default=30 * 86400, ge=3600)
     # Seconds between two prunings of the artifact store.
     artifact_prune_interval: float = Field(default=3600.0, gt=0)

@@ -123,15 +123,18 @@ class App:
             asyncio.create_task(self.queue.run_every(s.reaper_interval, self.queue.reap)),
             asyncio.create_task(self.queue.run_every(s.metrics_interval, self._count_depth)),
         ]
-        if s.retention:
-
-            async def prune() -> int:
-                return await self.queue.prune(s.retention, s.prune_batch)
-
-            self._housekeeping.append(
-                asyncio.create_task(self.queue.run_every(s.prune_interval, prune))
-            )
+        self._housekeeping.append(
+            asyncio.create_task(self.queue.run_every(s.prune_interval, self.prune))
+        )
         await self.server.start()
+
+    async def prune(self) -> int:
+        """Delete the finished jobs past their tenant's retention (its policies', else ours).
+        Without the policy service's answer the pass fails and nothing is deleted: a tenant
+        may keep jobs longer than our default."""
+        kept = await self._policy.retentions()
+        s = self.settings
+        return await self.queue.prune(s.retention or None, s.prune_batch, kept)
 
     async def _count_depth(self) -> int:
         return await telemetry.count_depth(self._backing.engine)

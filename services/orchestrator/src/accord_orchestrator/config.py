@@ -29,7 +29,8 @@ class Settings(ServiceSettings):
     # Seconds between queue checks during a long poll (work created here wakes it at once).
     poll_interval: float = 0.1
     # Finished jobs (and their attempts and history) are deleted this long after they
-    # finish; 0 keeps them forever. Default 7 days.
+    # finish, unless their tenant's policies set a retention of their own (ListRetentions);
+    # 0 keeps them forever. Default 7 days.
     retention: timedelta = Field(default=timedelta(days=7), ge=timedelta(0))
     # Seconds between retention passes, and jobs deleted per transaction (small, so a pass
     # never holds up the queue).

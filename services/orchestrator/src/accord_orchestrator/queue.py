@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from prometheus_client import Gauge
@@ -32,6 +32,8 @@ ALL_ENGINES: list[int] = [job_spec_pb2.ENGINE_HTTP, job_spec_pb2.ENGINE_BROWSER]
 # Specs in one PollTasks response: half the 16 MiB message limit, twice the largest spec.
 MAX_LEASE_BYTES = 8 * 1024 * 1024
 REAP_BATCH = 500
+# The default cutoff when finished jobs are kept forever: older than anything finished.
+KEEP_FOREVER = datetime(1, 1, 1, tzinfo=UTC)
 # A queued job says no executor takes its engine once none has asked for it this long.
 STRANDED_AFTER_SECONDS = 60.0
 
@@ -209,12 +211,21 @@ class QueueUseCases:
             self.notify()
         return len(expired) + len(due)
 
-    async def prune(self, retention: timedelta, batch: int) -> int:
-        """Delete jobs finished longer than `retention` ago, a small batch per transaction."""
+    async def prune(
+        self,
+        retention: timedelta | None,
+        batch: int,
+        tenants: Mapping[str, timedelta] | None = None,
+    ) -> int:
+        """Delete jobs finished longer ago than their tenant's retention in `tenants`, or
+        `retention` (None: forever) for a tenant not listed, a small batch per transaction."""
         total = 0
         while True:
+            now = store.utcnow()
+            cutoffs = {tenant: now - kept for tenant, kept in (tenants or {}).items()}
+            default = now - retention if retention is not None else KEEP_FOREVER
             async with self._engine.begin() as s:
-                gone = await store.prune(s, store.utcnow() - retention, batch)
+                gone = await store.prune(s, default, batch, cutoffs)
             total += gone
             if gone < batch:
                 return total

@@ -6,7 +6,7 @@ Everything on the hot path is set-based: a batch of transitions is one UPDATE ov
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -424,13 +424,21 @@ async def due_retries(s: AsyncConnection, now: datetime, limit: int) -> list[rul
     return [_record(r) for r in (await s.execute(stmt)).all()]
 
 
+# The finished jobs oldest first (ix_jobs_finished), each against its tenant's cutoff or the
+# default one. A tenant that keeps jobs longer than the default leaves the ones it keeps in
+# the range each pass walks: a cost of that tenant's volume, paid once a prune interval.
 _PRUNE = text(
     """
-    WITH gone AS (
+    WITH own AS (
+      SELECT * FROM unnest(CAST(:tenants AS text[]), CAST(:cutoffs AS timestamptz[]))
+        AS own(tenant_id, cutoff)
+    ), gone AS (
       DELETE FROM orchestrator.jobs WHERE job_id IN (
-        SELECT job_id FROM orchestrator.jobs
-        WHERE state IN (2, 5, 7, 8) AND finish_time < :cutoff
-        ORDER BY finish_time LIMIT :limit FOR UPDATE SKIP LOCKED
+        SELECT j.job_id FROM orchestrator.jobs j LEFT JOIN own ON own.tenant_id = j.tenant_id
+        WHERE j.state IN (2, 5, 7, 8)
+          AND j.finish_time < greatest(CAST(:cutoff AS timestamptz), CAST(:latest AS timestamptz))
+          AND j.finish_time < coalesce(own.cutoff, CAST(:cutoff AS timestamptz))
+        ORDER BY j.finish_time LIMIT :limit FOR UPDATE OF j SKIP LOCKED
       ) RETURNING job_id
     ), attempts AS (
       DELETE FROM orchestrator.attempts WHERE job_id IN (SELECT job_id FROM gone)
@@ -442,6 +450,16 @@ _PRUNE = text(
 )
 
 
-async def prune(s: AsyncConnection, cutoff: datetime, limit: int) -> int:
-    """Delete up to `limit` jobs that finished before `cutoff`, with their history."""
-    return int((await s.execute(_PRUNE, {"cutoff": cutoff, "limit": limit})).scalar_one())
+async def prune(
+    s: AsyncConnection, cutoff: datetime, limit: int, tenants: Mapping[str, datetime]
+) -> int:
+    """Delete up to `limit` jobs that finished before their tenant's cutoff in `tenants`, or
+    `cutoff` for a tenant not listed, with their history."""
+    params = {
+        "cutoff": cutoff,
+        "latest": max(tenants.values(), default=cutoff),
+        "tenants": list(tenants),
+        "cutoffs": list(tenants.values()),
+        "limit": limit,
+    }
+    return int((await s.execute(_PRUNE, params)).scalar_one())
