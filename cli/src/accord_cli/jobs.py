@@ -282,7 +282,7 @@ def _job_block(job: job_pb2.Job) -> str:
         lines += [f"  {_step(s)}" for s in job.result.steps]
     if job.result.outputs.fields:
         lines.append("outputs:")
-        lines += [f"  {k}: {_json(v)}" for k, v in _values(job.result.outputs).items()]
+        lines += [f"  {k}: {json.dumps(v)}" for k, v in _values(job.result.outputs).items()]
     return "\n".join(lines)
 
 
@@ -299,10 +299,6 @@ def _integral(value: Any) -> Any:
     if isinstance(value, list):
         return [_integral(v) for v in value]
     return value
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value)
 
 
 def _decision(job: job_pb2.Job) -> str:
@@ -326,7 +322,7 @@ def _step(s: job_result_pb2.StepResult) -> str:
     if s.duration.seconds or s.duration.nanos:
         parts.append(f"{s.duration.ToTimedelta().total_seconds() * 1000:.0f} ms")
     if s.HasField("output"):
-        parts.append(_json(_values(s.output))[:80])
+        parts.append(json.dumps(_values(s.output))[:80])
     if s.error_message:
         parts.append(s.error_message)
     return "  ".join(parts)
@@ -349,5 +345,5 @@ def _outcome_text(job: job_pb2.Job) -> str:
         lines.append(f"  last attempt: {_attempt(job.attempts[-1])}")
     lines += [f"  step {_step(s)}" for s in job.result.steps]
     if job.result.outputs.fields:
-        lines += [f"  output {k}: {_json(v)}" for k, v in _values(job.result.outputs).items()]
+        lines += [f"  output {k}: {json.dumps(v)}" for k, v in _values(job.result.outputs).items()]
     return "\n".join(lines)

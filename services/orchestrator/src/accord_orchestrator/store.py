@@ -436,7 +436,7 @@ _PRUNE = text(
       DELETE FROM orchestrator.jobs WHERE job_id IN (
         SELECT j.job_id FROM orchestrator.jobs j LEFT JOIN own ON own.tenant_id = j.tenant_id
         WHERE j.state IN (2, 5, 7, 8)
-          AND j.finish_time < greatest(CAST(:cutoff AS timestamptz), CAST(:latest AS timestamptz))
+          AND j.finish_time < CAST(:bound AS timestamptz)
           AND j.finish_time < coalesce(own.cutoff, CAST(:cutoff AS timestamptz))
         ORDER BY j.finish_time LIMIT :limit FOR UPDATE OF j SKIP LOCKED
       ) RETURNING job_id
@@ -457,7 +457,7 @@ async def prune(
     `cutoff` for a tenant not listed, with their history."""
     params = {
         "cutoff": cutoff,
-        "latest": max(tenants.values(), default=cutoff),
+        "bound": max([cutoff, *tenants.values()]),  # lets the index scan stop early
         "tenants": list(tenants),
         "cutoffs": list(tenants.values()),
         "limit": limit,

@@ -60,10 +60,7 @@ class WorkflowUseCases:
             raise InvalidArgument(
                 "workflow is invalid", [FieldViolation(f, d) for f, d in problems]
             )
-        if secrets and self._box is None:
-            raise FailedPrecondition(
-                "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
-            )
+        self._need_key(secrets)
         digest = views.digest(body, secrets)
         now = store.utcnow()
         schedule = schedule_pb2.Schedule(
@@ -185,10 +182,7 @@ class WorkflowUseCases:
             s, tenant, body.display_name
         ):
             raise AlreadyExists(f"a workflow named {body.display_name!r} exists")
-        if secrets and self._box is None:
-            raise FailedPrecondition(
-                "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
-            )
+        self._need_key(secrets)
         ids = [h.webhook_id for h in merged.webhooks]
         hooks = self._hook_rows(current.workflow_id, tenant, body, secrets, ids)
         body.ClearField("webhooks")
@@ -221,6 +215,13 @@ class WorkflowUseCases:
         if problems:
             raise InvalidArgument("workflow is invalid", [FieldViolation(*p) for p in problems])
         return merged
+
+    def _need_key(self, secrets: list[str]) -> None:
+        """Webhook secrets are sealed at rest: without the server's key there are none."""
+        if secrets and self._box is None:
+            raise FailedPrecondition(
+                "webhooks need a webhook key (ACCORD_ORCHESTRATOR_WEBHOOK_KEY) on the server"
+            )
 
     def _hook_rows(
         self,

@@ -144,7 +144,7 @@ async def retentions(
     ids = select(c.tenant_id).distinct().order_by(c.tenant_id).limit(limit + 1)
     if after is not None:
         ids = ids.where(c.tenant_id > after)
-    tenants = list((await session.execute(ids)).scalars())[: limit + 1]
+    tenants = list((await session.execute(ids)).scalars())
     more = len(tenants) > limit
     tenants = tenants[:limit]
     shortest: dict[str, timedelta] = {}
