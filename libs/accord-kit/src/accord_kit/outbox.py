@@ -3,8 +3,10 @@
 `enqueue` adds envelopes in the caller's transaction and nudges the relay with NOTIFY.
 The relay publishes rows in id order, a window at a time, to JetStream with
 `Nats-Msg-Id` = event id (so a crash between publish and delete cannot duplicate), and
-deletes them once acknowledged. While NATS is down rows simply wait, and they go out as
-soon as the connection is re-established.
+deletes them once acknowledged. The relays of a service's replicas share its outbox and
+take turns (a transaction-scoped advisory lock per outbox): were two to publish windows at
+once, a later change of a job could reach the stream before an earlier one. While NATS is
+down rows simply wait, and they go out as soon as the connection is re-established.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("envelope", LargeBinary, nullable=False),
         Column("create_time", DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
+
+
+# One relay of a service at a time, until its window is published and deleted.
+_TURN = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 def _channel(table: Table) -> str:
@@ -135,12 +141,12 @@ class Relay:
         js = self._nc.jetstream()
         t = self._table
         async with self._engine.begin() as conn:
+            await conn.execute(_TURN, {"key": f"outbox\x1f{_channel(t)}"})
             rows = (
                 await conn.execute(
                     select(t.c.id, t.c.event_id, t.c.subject, t.c.envelope, t.c.create_time)
                     .order_by(t.c.id)
                     .limit(self._window)
-                    .with_for_update(skip_locked=True)
                 )
             ).all()
             BACKLOG.set(len(rows))
